@@ -1,0 +1,389 @@
+"""The `hub` command. Every listing takes --json (UTF-8, Cyrillic kept as is) for scripts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import click
+from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
+
+from hub.config import Config, load_config
+from hub.db import transaction
+from hub.errors import ConfigError
+from hub.models import Contact, EventStatus, InboundEvent, Lead, Person, utcnow
+from hub.runtime import Hub
+from hub.serialize import event_to_dict, lead_to_dict
+from hub import store
+
+config_option = click.option("--config", "-c", "config_path", envvar="HUB_CONFIG", default="config.toml",
+                             show_default=True, type=click.Path(dir_okay=False),
+                             help="Config file (or $HUB_CONFIG).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("HUB_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Alembic narrates every start-up check; only `hub db upgrade` has something to say.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _load(config_path: str) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo(f"{len(exc.problems)} problem(s) in {config_path}; nothing was started.", err=True)
+        sys.exit(2)
+
+
+def _open_hub(config_path: str) -> Hub:
+    """Load config and make sure the schema is current: an embedded SQLite store is upgraded in place;
+    a shared PostgreSQL store is upgraded only by an explicit `hub db upgrade`, never by a racing process."""
+    hub = Hub(_load(config_path))
+    if hub.is_embedded:
+        store.upgrade(hub.engine)
+    else:
+        try:
+            current = store.current_revision(hub.engine)
+        except Exception as exc:  # noqa: BLE001
+            _fail(f"cannot reach the database: {exc}")
+        if current != store.head_revision():
+            _fail(f"database schema is at {current or 'nothing'}, this hub needs {store.head_revision()}: "
+                  f"run `hub db upgrade --config {config_path}`")
+    return hub
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, Callable[[dict[str, Any]], Any]]]) -> None:
+    cells = [[str(get(r) if get(r) is not None else "") for _, get in columns] for r in rows]
+    widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (title, _) in enumerate(columns)]
+    click.echo("  ".join(t.ljust(w) for (t, _), w in zip(columns, widths)).rstrip())
+    for c in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="leadhub")
+def main() -> None:
+    """lead hub: every lead channel into one store, none lost, none doubled."""
+    _setup_logging()
+
+
+# -- running -------------------------------------------------------------------------------------------
+
+def _start_workers(hub: Hub, count: int, stop: threading.Event) -> list[threading.Thread]:
+    from hub.worker import Worker
+
+    threads = []
+    for i in range(count):
+        t = threading.Thread(target=lambda: Worker(hub).run_forever(stop), name=f"worker-{i + 1}", daemon=True)
+        t.start()
+        threads.append(t)
+    return threads
+
+
+def _serve(hub: Hub, host: str | None, port: int | None, threads: int, on_start: str = "") -> None:
+    from waitress import create_server
+
+    from hub.web import create_app
+
+    app = create_app(hub=hub)
+    host, port = host or hub.config.server.host, port or hub.config.server.port
+    server = create_server(app, host=host, port=port, threads=threads, ident="leadhub")
+    click.echo(f"lead hub listening on http://{host}:{port}{on_start}", err=True)
+    for name, source in hub.sources.items():
+        click.echo(f"  source {name} ({source.connector.name}): http://{host}:{port}/hooks/{name}", err=True)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(0)    # waitress's loop catches it and shuts its threads down
+
+    signal.signal(signal.SIGTERM, _stop)
+    server.run()
+
+
+@main.command()
+@config_option
+@click.option("--host", help="Listen address (default: [server] host).")
+@click.option("--port", type=int, help="Listen port (default: [server] port, 8000).")
+@click.option("--workers", type=int, help="Worker threads (default: [worker] threads).")
+def run(config_path: str, host: str | None, port: int | None, workers: int | None) -> None:
+    """Web, workers and scheduler in one process: the embedded default."""
+    hub = _open_hub(config_path)
+    stop = threading.Event()
+    count = workers or hub.config.worker.threads
+    threads = _start_workers(hub, count, stop)
+    try:
+        _serve(hub, host, port, threads=8, on_start=f" with {count} worker(s), database {hub.engine.url!r}")
+    finally:
+        stop.set()
+        hub.event_stored.set()
+        for t in threads:
+            t.join(timeout=10)
+
+
+@main.command()
+@config_option
+@click.option("--host")
+@click.option("--port", type=int)
+@click.option("--threads", type=int, default=8, show_default=True, help="HTTP threads.")
+def serve(config_path: str, host: str | None, port: int | None, threads: int) -> None:
+    """Only the web part (run `hub worker` separately)."""
+    _serve(_open_hub(config_path), host, port, threads)
+
+
+@main.command()
+@config_option
+@click.option("--threads", type=int, help="Worker threads (default: [worker] threads).")
+@click.option("--once", is_flag=True, help="Process what is waiting now, then exit.")
+def worker(config_path: str, threads: int | None, once: bool) -> None:
+    """Process stored events into leads."""
+    from hub.worker import Worker
+
+    hub = _open_hub(config_path)
+    if once:
+        click.echo(f"processed {Worker(hub).drain()} event(s)", err=True)
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    workers = _start_workers(hub, threads or hub.config.worker.threads, stop)
+    try:
+        while any(t.is_alive() for t in workers):
+            stop.wait(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        hub.event_stored.set()
+        for t in workers:
+            t.join(timeout=30)
+
+
+@main.command()
+@config_option
+@json_option
+def check(config_path: str, as_json: bool) -> None:
+    """Validate the config; print every problem with its path."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        if as_json:
+            _print_json({"ok": False, "problems": exc.problems})
+        else:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            click.echo(f"{len(exc.problems)} problem(s) in {config_path}", err=True)
+        sys.exit(1)
+    sources = [{"name": s.name, "connector": s.connector, "enabled": s.enabled} for s in config.sources]
+    if as_json:
+        _print_json({"ok": True, "sources": sources})
+    else:
+        click.echo(f"{config_path}: OK, {len(sources)} source(s): "
+                   + (", ".join(f"{s['name']} ({s['connector']})" for s in sources) or "none"))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: str) -> None:
+    """Apply pending migrations (run once per deployment before starting PostgreSQL processes)."""
+    hub = Hub(_load(config_path))
+    before = store.current_revision(hub.engine)
+    store.upgrade(hub.engine)
+    after = store.current_revision(hub.engine)
+    click.echo(f"schema {before or 'empty'} -> {after}" if before != after else f"schema already at {after}")
+
+
+# -- leads ---------------------------------------------------------------------------------------------
+
+@main.group()
+def leads() -> None:
+    """Leads in the store."""
+
+
+def _lead_query():
+    return select(Lead).options(selectinload(Lead.person).selectinload(Person.contacts),
+                                selectinload(Lead.touches))
+
+
+@leads.command("list")
+@config_option
+@json_option
+@click.option("--status", type=click.Choice(["new", "in_work", "converted", "refused"]))
+@click.option("--source")
+@click.option("--limit", type=int, default=50, show_default=True)
+def leads_list(config_path: str, as_json: bool, status: str | None, source: str | None, limit: int) -> None:
+    """Newest leads first."""
+    hub = _open_hub(config_path)
+    query = _lead_query().order_by(Lead.id.desc()).limit(limit)
+    if status:
+        query = query.where(Lead.status == status)
+    if source:
+        query = query.where(Lead.source == source)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = [lead_to_dict(lead, with_touches=as_json) for lead in session.scalars(query)]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, [("ID", lambda r: r["id"]), ("STATUS", lambda r: r["status"]),
+                        ("SOURCE", lambda r: r["source"]), ("NAME", lambda r: r["name"]),
+                        ("PHONE", lambda r: ", ".join(r["phones"])), ("EMAIL", lambda r: ", ".join(r["emails"])),
+                        ("UTM", lambda r: "/".join(filter(None, [(r["first_touch"] or {}).get(k) for k in
+                                                                 ("utm_source", "utm_medium", "utm_campaign")]))),
+                        ("CREATED", lambda r: r["created_at"])])
+
+
+@leads.command("show")
+@config_option
+@json_option
+@click.argument("lead_id", type=int)
+def leads_show(config_path: str, as_json: bool, lead_id: int) -> None:
+    """One lead with all its touches."""
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        lead = session.scalars(_lead_query().where(Lead.id == lead_id)).one_or_none()
+        if lead is None:
+            _fail(f"no lead {lead_id}")
+        data = lead_to_dict(lead)
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("id", "status", "refuse_reason", "name", "phones", "emails", "invalid_contacts", "source",
+                "warmth", "owner", "tags", "created_at"):
+        value = data[key]
+        if value not in (None, [], ""):
+            click.echo(f"{key:>16}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+    for t in data["touches"]:
+        marks = " ".join(f"{k}={t[k]}" for k in ("utm_source", "utm_medium", "utm_campaign", "utm_content",
+                                                 "utm_term") if t[k])
+        click.echo(f"  touch {t['id']} {t['at']} {t['source']} ({t['channel']}) event {t['event_id']} {marks}")
+
+
+# -- events --------------------------------------------------------------------------------------------
+
+@main.group()
+def events() -> None:
+    """Raw inbound events: what each provider sent, and what became of it."""
+
+
+@events.command("list")
+@config_option
+@json_option
+@click.option("--status", type=click.Choice(EventStatus.ALL))
+@click.option("--source")
+@click.option("--limit", type=int, default=50, show_default=True)
+def events_list(config_path: str, as_json: bool, status: str | None, source: str | None, limit: int) -> None:
+    """Newest events first."""
+    hub = _open_hub(config_path)
+    query = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(limit)
+    if status:
+        query = query.where(InboundEvent.status == status)
+    if source:
+        query = query.where(InboundEvent.source == source)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = [event_to_dict(e) for e in session.scalars(query)]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, [("ID", lambda r: r["id"]), ("SOURCE", lambda r: r["source"]),
+                        ("STATUS", lambda r: r["status"]), ("TRIES", lambda r: r["attempts"]),
+                        ("LEAD", lambda r: r["lead_id"]), ("RECEIVED", lambda r: r["received_at"]),
+                        ("NOTE", lambda r: (r["reject_reason"] or (r["last_error"] or "").split("\n")[0])[:80])])
+
+
+@events.command("show")
+@config_option
+@json_option
+@click.argument("event_id", type=int)
+def events_show(config_path: str, as_json: bool, event_id: int) -> None:
+    """One event with its raw body and headers."""
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        event = session.get(InboundEvent, event_id)
+        if event is None:
+            _fail(f"no event {event_id}")
+        data = event_to_dict(event, with_body=True)
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        if key not in ("body", "payload", "headers", "last_error") and value is not None:
+            click.echo(f"{key:>16}: {value}")
+    if data["last_error"]:
+        click.echo(f"{'last_error':>16}:\n{data['last_error']}")
+    click.echo(f"{'headers':>16}: {json.dumps(data['headers'], ensure_ascii=False)}")
+    click.echo(f"{'body':>16}:\n{data['body']}")
+
+
+@events.command("replay")
+@config_option
+@json_option
+@click.argument("event_ids", type=int, nargs=-1)
+@click.option("--dead", "all_dead", is_flag=True, help="Replay every dead event (of --source, if given).")
+@click.option("--source")
+def events_replay(config_path: str, as_json: bool, event_ids: tuple[int, ...], all_dead: bool,
+                  source: str | None) -> None:
+    """Queue dead or rejected events again (after fixing what failed them). The stored raw payload is
+    mapped again with the current mapping."""
+    if not event_ids and not all_dead:
+        _fail("name event ids, or --dead for all dead events", code=2)
+    hub = _open_hub(config_path)
+    replayed, refused = [], []
+    with transaction(hub.engine) as session:
+        query = select(InboundEvent)
+        if all_dead:
+            query = query.where(InboundEvent.status == EventStatus.DEAD)
+            if source:
+                query = query.where(InboundEvent.source == source)
+        else:
+            query = query.where(InboundEvent.id.in_(event_ids))
+        found = {e.id: e for e in session.scalars(query)}
+        for event_id in event_ids:
+            if event_id not in found:
+                refused.append({"id": event_id, "reason": "no such event"})
+        now = utcnow()
+        for event in found.values():
+            if event.status not in (EventStatus.DEAD, EventStatus.REJECTED):
+                refused.append({"id": event.id, "reason": f"status is {event.status}; only dead or rejected "
+                                                          "events are replayed"})
+            elif event.payload is None:
+                refused.append({"id": event.id, "reason": "rejected at intake: its body never parsed, "
+                                                          "there is nothing to replay"})
+            else:
+                session.execute(update(InboundEvent).where(InboundEvent.id == event.id).values(
+                    status=EventStatus.PENDING, attempts=0, next_attempt_at=now, processed_at=None,
+                    claim_token=None, claimed_until=None, reject_reason=None))
+                replayed.append(event.id)
+    if as_json:
+        _print_json({"replayed": replayed, "refused": refused})
+    else:
+        click.echo(f"replayed {len(replayed)} event(s)" + (f": {', '.join(map(str, replayed))}" if replayed else ""))
+        for r in refused:
+            click.echo(f"not replayed {r['id']}: {r['reason']}", err=True)
+    if refused and not replayed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

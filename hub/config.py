@@ -1,0 +1,194 @@
+"""Configuration: one TOML file, validated whole at start-up.
+
+``load_config`` reports *every* problem at once (``sources[2].connector: unknown connector 'tilda2' (known:
+site_form)``), the way ``hub check`` prints them. Secrets may be written as ``env:NAME`` and are read from the
+environment; ``HUB_DATABASE_URL`` overrides ``[database] url``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hub.errors import ConfigError
+
+ENV_PREFIX = "env:"
+_UNSET = object()
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseConfig(_Strict):
+    # None: an SQLite file "hub.db" next to the config file.
+    url: str | None = None
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Bodies above this are answered 413 without being read. Site forms and provider events are a few KB.
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class WorkerConfig(_Strict):
+    threads: int = Field(1, ge=1, le=64, description="worker threads inside `hub run`")
+    poll_interval_seconds: float = Field(0.5, gt=0)
+    # A claimed event whose worker died is claimable again after this long.
+    lease_seconds: float = Field(60, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    backoff_base_seconds: float = Field(2, ge=0)
+    backoff_max_seconds: float = Field(3600, ge=0)
+
+
+class SourceConfig(BaseModel):
+    """A ``[[sources]]`` table. Keys other than these belong to the connector and are checked against its
+    ``config_schema``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    connector: str
+    mapping: str | None = None      # a mappings/<name>.toml; default: the connector's own
+    region: str | None = None       # phone region for numbers written without a country code
+    tags: list[str] = []
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SOURCE_NAME.match(v):
+            raise ValueError("must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit "
+                             "(it becomes the webhook URL /hooks/<name>)")
+        return v
+
+    def connector_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Config(_Strict):
+    default_region: str = "RU"
+    database: DatabaseConfig = DatabaseConfig()
+    server: ServerConfig = ServerConfig()
+    worker: WorkerConfig = WorkerConfig()
+    sources: list[SourceConfig] = []
+
+    # Filled by load_config, not by the file.
+    base_dir: Path = Path(".")
+    database_url: str = ""
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _resolve_env(value: Any, loc: tuple[Any, ...], problems: list[str]) -> Any:
+    """Replace every "env:NAME" string with the variable's value; note each one that is unset."""
+    if isinstance(value, dict):
+        resolved = {k: _resolve_env(v, loc + (k,), problems) for k, v in value.items()}
+        # An unset variable is reported once, here, not again as "too short" or "required" by validation.
+        return {k: v for k, v in resolved.items() if v is not _UNSET}
+    if isinstance(value, list):
+        return [_resolve_env(v, loc + (i,), problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX):]
+        if name not in os.environ:
+            problems.append(f"{_format_loc(loc)}: environment variable {name} is not set")
+            return _UNSET
+        return os.environ[name]
+    return value
+
+
+def _check_region(region: str | None, loc: str, problems: list[str]) -> None:
+    if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+        problems.append(f"{loc}: unknown phone region {region!r} (use an ISO 3166 code such as RU, KZ, AM, MN)")
+
+
+def resolve_database_url(url: str | None, base_dir: Path) -> str:
+    url = os.environ.get("HUB_DATABASE_URL") or url or "sqlite:///hub.db"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # psycopg 3 is the driver we ship and test; SQLAlchemy would otherwise look for psycopg2.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        relative = url[len("sqlite:///"):]
+        url = "sqlite:///" + str((base_dir / relative).resolve())
+    return url
+
+
+def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
+    """Validate a config dict; raise ConfigError with every problem found."""
+    from hub.connector import available_connectors
+    from hub.mapping import load_mapping
+
+    problems: list[str] = []
+    data = _resolve_env(data, (), problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(f"{_format_loc(err['loc'])}: {err['msg']}")
+        raise ConfigError(problems) from None
+
+    _check_region(config.default_region, "default_region", problems)
+    connectors = available_connectors()
+    seen: set[str] = set()
+    for i, src in enumerate(config.sources):
+        loc = f"sources[{i}]"
+        if src.name in seen:
+            problems.append(f"{loc}.name: duplicate source name {src.name!r}")
+        seen.add(src.name)
+        _check_region(src.region, f"{loc}.region", problems)
+        cls = connectors.get(src.connector)
+        if cls is None:
+            known = ", ".join(sorted(connectors)) or "none installed: run `pip install -e .`"
+            problems.append(f"{loc}.connector: unknown connector {src.connector!r} (known: {known})")
+            continue
+        try:
+            cls.config_schema.model_validate(src.connector_settings())
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append(f"{loc}.{_format_loc(err['loc'])}: {err['msg']}")
+        mapping_name = src.mapping or cls.default_mapping
+        if mapping_name is None:
+            problems.append(f"{loc}.mapping: connector {src.connector!r} has no default mapping; name one")
+        else:
+            try:
+                load_mapping(mapping_name, base_dir)
+            except ConfigError as exc:
+                problems.extend(f"{loc}.mapping: {p}" for p in exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    config.base_dir = base_dir
+    config.database_url = resolve_database_url(config.database.url, base_dir)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load and validate the config file at ``path`` (default: $HUB_CONFIG, then ./config.toml)."""
+    path = Path(path or os.environ.get("HUB_CONFIG") or "config.toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such config file (pass --config PATH or set HUB_CONFIG; "
+                           "config.example.toml is a working start)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, path.resolve().parent)

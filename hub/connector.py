@@ -1,0 +1,115 @@
+"""The connector contract and the one door through which connectors are found.
+
+A connector is pure: it turns what a provider sends (or what a poll returns) into ``RawEvent``s and says
+what to answer. It never touches the database, the web framework or the scheduler; the hub does that.
+Built-in connectors are registered exactly like third-party ones, in the ``leadhub.connectors``
+entry-point group of their package's metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+ENTRY_POINT_GROUP = "leadhub.connectors"
+
+
+class NoSettings(BaseModel):
+    """Settings of a connector that has none of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """One HTTP delivery, as the hub hands it to a webhook connector."""
+
+    method: str
+    subpath: str                    # what follows /hooks/<source>/, e.g. "events/call"; "" for most providers
+    query: dict[str, list[str]]
+    headers: dict[str, str]         # keys lower-cased
+    body: bytes
+    mimetype: str                   # "application/json", lower-cased, no parameters
+    charset: str | None             # the charset parameter of Content-Type, if any
+
+
+@dataclass
+class RawEvent:
+    """One delivery that may become a lead. ``external_id`` is the provider's own id (or a content hash):
+    the store keeps one event per (source, external_id), so a provider's retry is a no-op."""
+
+    external_id: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class WebhookReply:
+    """The exact HTTP answer a provider expects."""
+
+    status: int = 200
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+
+
+@dataclass
+class WebhookResult:
+    """What ``receive`` found: the events to store, and the reply. ``reply=None`` lets the hub answer with
+    its default JSON (``{"status": "accepted"|"duplicate", "event_ids": [...]}``)."""
+
+    events: list[RawEvent] = field(default_factory=list)
+    reply: WebhookReply | None = None
+
+
+@dataclass
+class PollResult:
+    events: list[RawEvent]
+    state: dict[str, Any]
+
+
+class Connector:
+    """Base of every connector. Subclasses set ``name`` and may declare ``config_schema``: a pydantic model
+    for the connector's own settings in a ``[[sources]]`` table, validated when the hub starts."""
+
+    name: ClassVar[str]
+    config_schema: ClassVar[type[BaseModel]] = NoSettings
+    default_mapping: ClassVar[str | None] = None
+
+    def __init__(self, source: str, settings: BaseModel):
+        self.source = source
+        self.settings = settings
+
+    def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Flatten a stored payload into named fields for the mapping. Most providers send flat fields."""
+        return payload
+
+
+class WebhookConnector(Connector):
+    methods: ClassVar[tuple[str, ...]] = ("POST",)
+
+    def verify(self, request: InboundRequest) -> None:
+        """Raise ``SignatureError`` unless the delivery is authentic. Default: nothing to check."""
+
+    def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
+        raise NotImplementedError
+
+
+class PollingConnector(Connector):
+    def poll(self, state: dict[str, Any]) -> PollResult:
+        raise NotImplementedError
+
+
+@cache
+def available_connectors() -> dict[str, type[Connector]]:
+    """Every connector installed in this Python environment, by name."""
+    found: dict[str, type[Connector]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Connector)):
+            raise TypeError(f"entry point {ep.name!r} = {ep.value!r} is not a hub Connector subclass")
+        found[ep.name] = cls
+    return found

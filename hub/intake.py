@@ -1,0 +1,119 @@
+"""Intake: verify → store the raw event idempotently → commit → answer. Nothing else happens here, so
+the provider gets its answer fast and an acknowledged delivery is never lost.
+
+Every readable delivery is stored, good or bad: a bad one as ``rejected`` with its reason, so nothing a
+provider sent us disappears without a trace (`hub events list --status rejected`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from hub.connector import InboundRequest, RawEvent, WebhookReply
+from hub.db import insert_ignoring_conflicts, transaction
+from hub.errors import PayloadError, SignatureError
+from hub.mapping import apply_mapping
+from hub.models import EventStatus, InboundEvent, utcnow
+from hub.runtime import Hub, Source
+
+log = logging.getLogger("hub.intake")
+
+# Request headers worth keeping with the raw event (for debugging and signature re-checks). Never
+# authorisation, cookies or our own token header.
+KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "x-real-ip", "x-retry-counter", "referer",
+                "signature")
+# Without an id of its own, a delivery is identified by its content: the same fields again within this
+# window are taken for a retry. A person who really sends the same form twice reaches the same lead anyway.
+CONTENT_ID_WINDOW_SECONDS = 24 * 3600
+
+
+@dataclass
+class StoredEvent:
+    id: int
+    duplicate: bool
+    status: str
+
+
+def _content_id(payload: dict[str, Any], received_at: datetime) -> str:
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()
+    window = int(received_at.timestamp()) // CONTENT_ID_WINDOW_SECONDS
+    return f"sha256:{hashlib.sha256(canonical).hexdigest()[:40]}:{window}"
+
+
+def _json_reply(http_status: int, **body: Any) -> WebhookReply:
+    return WebhookReply(status=http_status, body=json.dumps(body, ensure_ascii=False),
+                        content_type="application/json; charset=utf-8")
+
+
+def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datetime,
+           rows: list[dict[str, Any]]) -> list[StoredEvent]:
+    """Insert each row unless (source, external_id) exists; one transaction; returns what is stored."""
+    headers = {k: v for k, v in request.headers.items() if k in KEPT_HEADERS}
+    stored: list[StoredEvent] = []
+    with transaction(hub.engine) as session:
+        for row in rows:
+            values = dict(source=source.name, received_at=received_at, method=request.method,
+                          content_type=request.headers.get("content-type"), headers=headers, body=request.body,
+                          attempts=0, next_attempt_at=received_at, **row)
+            new_id = insert_ignoring_conflicts(session, InboundEvent.__table__, ["source", "external_id"], values)
+            if new_id is not None:
+                stored.append(StoredEvent(new_id, False, row["status"]))
+            else:
+                old = session.execute(select(InboundEvent.id, InboundEvent.status).where(
+                    InboundEvent.source == source.name, InboundEvent.external_id == row["external_id"])).one()
+                stored.append(StoredEvent(old.id, True, old.status))
+    if any(s.status == EventStatus.PENDING and not s.duplicate for s in stored):
+        hub.event_stored.set()
+    return stored
+
+
+def _rejected_row(body: bytes, reason: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    # Keyed by the body's hash, so a provider re-sending the same bad body stores it once.
+    return dict(external_id=f"rejected:{hashlib.sha256(body).hexdigest()[:40]}", payload=payload,
+                status=EventStatus.REJECTED, reject_reason=reason)
+
+
+def _event_row(source: Source, event: RawEvent, received_at: datetime) -> dict[str, Any]:
+    """Check the event can become a lead (the mapping is pure and cheap) and give it its external id."""
+    try:
+        draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
+    except PayloadError as exc:
+        return dict(external_id=event.external_id or _content_id(event.payload, received_at),
+                    payload=event.payload, status=EventStatus.REJECTED, reject_reason=str(exc))
+    external_id = event.external_id or (f"id:{draft.external_id}" if draft.external_id
+                                        else _content_id(event.payload, received_at))
+    return dict(external_id=external_id[:255], payload=event.payload, status=EventStatus.PENDING)
+
+
+def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> WebhookReply:
+    """Everything between a provider's HTTP request and our answer. Raises SignatureError (not stored)."""
+    connector = source.connector
+    received_at = utcnow()
+    connector.verify(request)
+    try:
+        result = connector.receive(request, received_at)
+    except PayloadError as exc:
+        [event] = _store(hub, source, request, received_at, [_rejected_row(request.body, str(exc))])
+        log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, exc)
+        return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc), event_id=event.id)
+
+    rows = [_event_row(source, e, received_at) for e in result.events]
+    stored = _store(hub, source, request, received_at, rows) if rows else []
+    for row, event in zip(rows, stored):
+        log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event" if event.duplicate
+                 else row["status"], f": {row.get('reject_reason')}" if row.get("reject_reason") else "")
+    if result.reply is not None:
+        return result.reply
+    if stored and all(s.status == EventStatus.REJECTED for s in stored):
+        reasons = "; ".join(r["reject_reason"] for r in rows if r.get("reject_reason")) or "rejected earlier"
+        return _json_reply(422, status="rejected", error="bad_payload", message=reasons,
+                           event_ids=[s.id for s in stored])
+    return _json_reply(200, status="duplicate" if stored and all(s.duplicate for s in stored) else "accepted",
+                       event_ids=[s.id for s in stored])

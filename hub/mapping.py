@@ -1,0 +1,193 @@
+"""Declarative field maps: how a provider's fields become a ``LeadDraft``.
+
+A mapping is a TOML file in ``mappings/`` (a deployment's own ``mappings/`` folder next to its config
+wins over the built-in one of the same name). Field names are matched case-insensitively; for single
+values the first listed name present wins, phones and e-mails are collected from every listed name.
+Applying a mapping is pure and raises only ``PayloadError``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hub.errors import ConfigError, PayloadError
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+CLICK_ID_KEYS = ("gclid", "yclid", "fbclid")
+# Longest value kept per field: a form cannot make the store hold megabytes in a name.
+MAX_FIELD_CHARS = {"name": 255, "message": 10_000, "page_url": 2048, "referrer": 2048, "external_id": 255}
+MAX_VALUE_CHARS = 255
+
+
+class _FieldNames(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    external_id: list[str] = []
+    name: list[str] = []
+    phone: list[str] = []
+    email: list[str] = []
+    message: list[str] = []
+    page_url: list[str] = []
+    referrer: list[str] = []
+
+
+class _UtmRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Take utm_* and click ids from top-level fields of the same name.
+    from_fields: bool = True
+    # Else take them from the query string of these draft fields (e.g. the page the form was sent from).
+    from_url: list[str] = ["page_url"]
+
+
+class Mapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fields: _FieldNames = _FieldNames()
+    utm: _UtmRules = _UtmRules()
+
+
+@dataclass
+class LeadDraft:
+    """What one event says about a lead, before normalisation and identification."""
+
+    external_id: str | None = None
+    name: str | None = None
+    phones: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    message: str | None = None
+    page_url: str | None = None
+    referrer: str | None = None
+    utm: dict[str, str] = field(default_factory=dict)
+    click_ids: dict[str, str] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _mapping_path(name: str, base_dir: Path | None) -> Path | Any:
+    if base_dir is not None:
+        own = base_dir / "mappings" / f"{name}.toml"
+        if own.is_file():
+            return own
+    return files("mappings").joinpath(f"{name}.toml")
+
+
+@lru_cache(maxsize=256)
+def _load_cached(name: str, base_dir: Path | None) -> Mapping:
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError([f"mapping name {name!r} must be letters, digits, '_' or '-'"])
+    path = _mapping_path(name, base_dir)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"no mapping {name!r} (looked for {path})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"mapping {name!r} ({path}) is not valid TOML: {exc}"]) from None
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"mapping {name!r}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                           for e in exc.errors()]) from None
+
+
+def load_mapping(name: str, base_dir: Path | None = None) -> Mapping:
+    return _load_cached(name, base_dir)
+
+
+def _as_text(value: Any) -> str | None:
+    """A scalar as stripped text; lists give their first non-empty item; anything else is ignored."""
+    if isinstance(value, list):
+        for item in value:
+            text = _as_text(item)
+            if text:
+                return text
+        return None
+    if isinstance(value, bool) or value is None or isinstance(value, dict):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _all_texts(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [t for item in value for t in _all_texts(item)]
+    text = _as_text(value)
+    return [text] if text else []
+
+
+def _clip(key: str, text: str | None, flags: list[str]) -> str | None:
+    limit = MAX_FIELD_CHARS.get(key, MAX_VALUE_CHARS)
+    if text is not None and len(text) > limit:
+        flags.append(f"{key}_truncated")
+        return text[:limit]
+    return text
+
+
+def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
+    """Turn a provider's fields into a LeadDraft. Raises PayloadError when there is nothing to contact."""
+    if not isinstance(fields, dict):
+        raise PayloadError("payload is not an object of named fields")
+    by_lower: dict[str, Any] = {}
+    for key, value in fields.items():
+        by_lower.setdefault(str(key).strip().lower(), value)
+
+    def first(names: list[str]) -> str | None:
+        for n in names:
+            text = _as_text(by_lower.get(n.lower()))
+            if text:
+                return text
+        return None
+
+    def every(names: list[str]) -> list[str]:
+        out: list[str] = []
+        for n in names:
+            for text in _all_texts(by_lower.get(n.lower())):
+                if text not in out:
+                    out.append(text)
+        return out
+
+    names = mapping.fields
+    draft = LeadDraft()
+    flags = draft.flags
+    draft.external_id = _clip("external_id", first(names.external_id), flags)
+    draft.name = _clip("name", first(names.name), flags)
+    draft.message = _clip("message", first(names.message), flags)
+    draft.page_url = _clip("page_url", first(names.page_url), flags)
+    draft.referrer = _clip("referrer", first(names.referrer), flags)
+    draft.phones = [_clip("phone", p, flags) for p in every(names.phone)][:10]
+    draft.emails = [_clip("email", e, flags) for e in every(names.email)][:10]
+
+    marks = UTM_KEYS + CLICK_ID_KEYS
+    found: dict[str, str] = {}
+    if mapping.utm.from_fields:
+        for key in marks:
+            text = _as_text(by_lower.get(key))
+            if text:
+                found[key] = _clip(key, text, flags)
+    for url_field in mapping.utm.from_url:
+        url = getattr(draft, url_field, None) if url_field in _FieldNames.model_fields else first([url_field])
+        if not url:
+            continue
+        try:
+            query = parse_qsl(urlsplit(url).query)
+        except ValueError:
+            flags.append(f"{url_field}_unparsable")
+            continue
+        for key, value in query:
+            key = key.lower()
+            if key in marks and value.strip() and key not in found:
+                found[key] = _clip(key, value.strip(), flags)
+    draft.utm = {k: v for k, v in found.items() if k in UTM_KEYS}
+    draft.click_ids = {k: v for k, v in found.items() if k in CLICK_ID_KEYS}
+
+    if not draft.phones and not draft.emails:
+        looked = ", ".join(names.phone + names.email) or "(the mapping names no contact fields)"
+        raise PayloadError(f"no phone or e-mail in the form (looked for fields: {looked})")
+    return draft

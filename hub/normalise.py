@@ -1,0 +1,52 @@
+"""Phones to E.164 and e-mails to one normal form, with the libraries of the field.
+
+Invalid values are never dropped: they come back with ``value=None`` and a reason, and the caller keeps
+the raw text on the touch, flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+
+@dataclass(frozen=True)
+class Normalised:
+    raw: str
+    value: str | None      # E.164 phone / normalised e-mail; None when invalid
+    problem: str | None = None
+
+
+def normalise_phone(raw: str, region: str) -> Normalised:
+    """'8 (912) 345-67-89', '+7 912 3456789' and '89123456789' (region RU) all give '+79123456789'.
+    phonenumbers knows each country's trunk prefix ('8' in RU/KZ) and international prefix ('810')."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        return Normalised(raw, None, f"not a phone number: {exc}")
+    if not phonenumbers.is_valid_number(number):
+        return Normalised(raw, None, f"not a valid phone number for region {region}")
+    return Normalised(raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalise_email(raw: str) -> Normalised:
+    """' IVAN.PETROV@gmail.com ' gives 'ivan.petrov@gmail.com'. No provider-specific rewriting
+    (Gmail dots and +tags are kept): two such addresses may be two people."""
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        return Normalised(raw, None, str(exc))
+    return Normalised(raw, result.normalized.casefold())
+
+
+def mask_phone(value: str) -> str:
+    """For logs: '+79123456789' -> '+7912***89'."""
+    return value[:5] + "***" + value[-2:] if len(value) > 7 else "***"
+
+
+def mask_email(value: str) -> str:
+    """For logs: 'ivan.petrov@gmail.com' -> 'i***@gmail.com'."""
+    local, _, domain = value.partition("@")
+    return (local[:1] + "***@" + domain) if domain else "***"

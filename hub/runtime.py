@@ -1,0 +1,46 @@
+"""The running hub: config, database engine and one configured connector per source."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from hub.config import Config, SourceConfig
+from hub.connector import Connector, available_connectors
+from hub.db import make_engine
+from hub.mapping import Mapping, load_mapping
+
+
+@dataclass(frozen=True)
+class Source:
+    config: SourceConfig
+    connector: Connector
+    mapping: Mapping
+    region: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class Hub:
+    def __init__(self, config: Config, engine: Engine | None = None):
+        self.config = config
+        self.engine = engine or make_engine(config.database_url)
+        self.sources: dict[str, Source] = {}
+        connectors = available_connectors()
+        for sc in config.sources:
+            cls = connectors[sc.connector]     # parse_config has checked every name
+            settings = cls.config_schema.model_validate(sc.connector_settings())
+            self.sources[sc.name] = Source(
+                config=sc, connector=cls(sc.name, settings),
+                mapping=load_mapping(sc.mapping or cls.default_mapping, config.base_dir),
+                region=sc.region or config.default_region)
+        # Set when intake stores an event, so an in-process worker starts at once instead of at its next poll.
+        self.event_stored = threading.Event()
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.engine.dialect.name == "sqlite"

@@ -1,0 +1,52 @@
+"""The public JSON shapes of leads and events (CLI --json, and the API to come)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hub.mapping import UTM_KEYS
+from hub.models import InboundEvent, Lead, Touch
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def touch_to_dict(touch: Touch) -> dict[str, Any]:
+    return {"id": touch.id, "event_id": touch.event_id, "source": touch.source, "channel": touch.channel,
+            **{key: getattr(touch, key) for key in UTM_KEYS}, "click_ids": touch.click_ids,
+            "referrer": touch.referrer, "landing_page": touch.landing_page, "message": touch.message,
+            "flags": touch.flags, "at": _iso(touch.at)}
+
+
+def lead_to_dict(lead: Lead, with_touches: bool = True) -> dict[str, Any]:
+    contacts = lead.person.contacts
+    touches = [touch_to_dict(t) for t in lead.touches]
+    out = {
+        "id": lead.id, "status": lead.status, "refuse_reason": lead.refuse_reason, "name": lead.person.name,
+        "phones": [c.value for c in contacts if c.kind == "phone" and c.valid],
+        "emails": [c.value for c in contacts if c.kind == "email" and c.valid],
+        "invalid_contacts": [{"kind": c.kind, "raw": c.raw} for c in contacts if not c.valid],
+        "source": lead.source,
+        "first_touch": touches[0] if touches else None, "last_touch": touches[-1] if touches else None,
+        "warmth": lead.warmth, "score": lead.score, "owner": lead.owner, "tags": lead.tags,
+        "created_at": _iso(lead.created_at), "updated_at": _iso(lead.updated_at),
+    }
+    if with_touches:
+        out["touches"] = touches
+    return out
+
+
+def event_to_dict(event: InboundEvent, with_body: bool = False) -> dict[str, Any]:
+    out = {"id": event.id, "source": event.source, "external_id": event.external_id,
+           "received_at": _iso(event.received_at), "status": event.status, "attempts": event.attempts,
+           "next_attempt_at": _iso(event.next_attempt_at), "claimed_by": event.claimed_by,
+           "reject_reason": event.reject_reason, "last_error": event.last_error,
+           "processed_at": _iso(event.processed_at), "lead_id": event.lead_id,
+           "content_type": event.content_type, "size": len(event.body or b"")}
+    if with_body:
+        out["headers"] = event.headers
+        out["payload"] = event.payload
+        out["body"] = (event.body or b"").decode("utf-8", "replace")
+    return out

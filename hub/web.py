@@ -1,0 +1,100 @@
+"""The WSGI app: ``create_app(config)`` in the Flask-tutorial way, one blueprint per concern."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import func, select, text
+from werkzeug.exceptions import HTTPException
+
+from hub.config import Config, load_config
+from hub.db import transaction
+from hub.connector import InboundRequest, WebhookConnector
+from hub.errors import SignatureError
+from hub.intake import handle_webhook
+from hub.models import EventStatus, InboundEvent
+from hub.runtime import Hub
+
+log = logging.getLogger("hub.web")
+hooks = Blueprint("hooks", __name__)
+health = Blueprint("health", __name__)
+
+
+def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub | None = None) -> Flask:
+    """Build the app from a Config, a config file path, or $HUB_CONFIG. Pass ``hub`` to share one runtime
+    (engine, wake-up signal) with workers in the same process."""
+    if hub is None:
+        hub = Hub(config if isinstance(config, Config) else load_config(config))
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = hub.config.server.max_body_bytes
+    app.extensions["hub"] = hub
+    app.register_blueprint(hooks)
+    app.register_blueprint(health)
+    app.register_error_handler(HTTPException, _http_error_as_json)
+    return app
+
+
+def current_hub() -> Hub:
+    return current_app.extensions["hub"]
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify(error=code, message=message, **extra), status
+
+
+def _http_error_as_json(exc: HTTPException) -> tuple[Response, int]:
+    messages = {413: f"body larger than this hub accepts ({current_hub().config.server.max_body_bytes} bytes)"}
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return _error(exc.code or 500, code, messages.get(exc.code or 0, exc.description or exc.name))
+
+
+def _inbound_request(subpath: str, body: bytes) -> InboundRequest:
+    return InboundRequest(
+        method=request.method, subpath=subpath,
+        query={k: request.args.getlist(k) for k in request.args},
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body, mimetype=request.mimetype or "", charset=request.mimetype_params.get("charset"))
+
+
+@hooks.route("/hooks/<source_name>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], defaults={"subpath": ""})
+@hooks.route("/hooks/<source_name>/<path:subpath>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def webhook(source_name: str, subpath: str):
+    hub = current_hub()
+    source = hub.sources.get(source_name)
+    if source is None or not source.config.enabled or not isinstance(source.connector, WebhookConnector):
+        return _error(404, "unknown_source", f"no webhook source named {source_name!r} is configured here")
+    if request.method not in source.connector.methods:
+        allowed = ", ".join(source.connector.methods)
+        resp, status = _error(405, "method_not_allowed", f"source {source_name!r} accepts {allowed}")
+        resp.headers["Allow"] = allowed
+        return resp, status
+    body = request.get_data(cache=False)   # raises 413 past MAX_CONTENT_LENGTH, chunked bodies included
+    try:
+        reply = handle_webhook(hub, source, _inbound_request(subpath, body))
+    except SignatureError as exc:
+        log.warning("source=%s signature check failed: %s (from %s)", source_name, exc, request.remote_addr)
+        return _error(exc.status, "unauthorized", str(exc))
+    except Exception:  # noqa: BLE001 — not stored means not acknowledged: the provider must retry
+        log.exception("source=%s: could not store the delivery", source_name)
+        return _error(503, "store_unavailable", "the delivery could not be stored; please retry")
+    return Response(reply.body, status=reply.status, content_type=reply.content_type)
+
+
+@health.route("/healthz")
+def healthz():
+    hub = current_hub()
+    try:
+        with transaction(hub.engine, read_only=True) as session:
+            session.execute(text("SELECT 1"))
+            counts = dict(session.execute(
+                select(InboundEvent.status, func.count()).where(
+                    InboundEvent.status.in_([EventStatus.PENDING, EventStatus.PROCESSING, EventStatus.DEAD]))
+                .group_by(InboundEvent.status)).all())
+    except Exception as exc:  # noqa: BLE001 — health must answer, whatever is wrong
+        log.error("healthz: database unreachable: %s", exc)
+        return jsonify(status="error", database="unreachable"), 503
+    return jsonify(status="ok", database="ok", queue=counts.get(EventStatus.PENDING, 0) +
+                   counts.get(EventStatus.PROCESSING, 0), dead=counts.get(EventStatus.DEAD, 0))

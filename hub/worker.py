@@ -1,0 +1,161 @@
+"""Workers: claim a stored event, run the pipeline on it in one transaction, record the outcome.
+
+Claiming is two short steps so that a worker killed at any point loses nothing and doubles nothing:
+1. claim (its own committed transaction): pick one claimable event — PostgreSQL ``FOR UPDATE SKIP LOCKED``,
+   SQLite ``BEGIN IMMEDIATE`` — mark it ``processing`` with a fresh claim token and a lease, count the attempt;
+2. process (one transaction): lock the row again, check the claim token is still ours, run the pipeline,
+   mark the outcome, commit. Pipeline writes and the outcome commit together or not at all.
+A worker that dies between or during these leaves a ``processing`` row whose lease runs out; the next
+worker reclaims it. Its attempt was already counted, so an event that kills workers ends ``dead``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from hub.db import transaction
+from hub.errors import PayloadError
+from hub.models import EventStatus, InboundEvent, utcnow
+from hub.pipeline import process_event
+from hub.runtime import Hub
+
+log = logging.getLogger("hub.worker")
+
+
+@dataclass(frozen=True)
+class Claim:
+    event_id: int
+    token: str
+    attempt: int
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: about base·2^(attempt-1), never above cap, spread over ±50%
+    so events that failed together do not all retry in the same instant."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return delay * random.uniform(0.5, 1.5) if delay else 0.0
+
+
+class Worker:
+    def __init__(self, hub: Hub, name: str | None = None):
+        self.hub = hub
+        self.settings = hub.config.worker
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+    # -- step 1 -------------------------------------------------------------------------------------
+    def claim(self) -> Claim | None:
+        now = utcnow()
+        claimable = or_(
+            and_(InboundEvent.status == EventStatus.PENDING, InboundEvent.next_attempt_at <= now),
+            and_(InboundEvent.status == EventStatus.PROCESSING, InboundEvent.claimed_until < now))
+        with transaction(self.hub.engine) as session:
+            while True:
+                row = session.execute(
+                    select(InboundEvent.id, InboundEvent.status, InboundEvent.attempts)
+                    .where(claimable).order_by(InboundEvent.next_attempt_at, InboundEvent.id).limit(1)
+                    .with_for_update(skip_locked=True)).first()
+                if row is None:
+                    return None
+                if row.status == EventStatus.PROCESSING and row.attempts >= self.settings.max_attempts:
+                    # Its worker died on it again and again: stop feeding it to workers.
+                    session.execute(update(InboundEvent).where(InboundEvent.id == row.id).values(
+                        status=EventStatus.DEAD, claim_token=None, claimed_until=None, processed_at=now,
+                        last_error=f"worker stopped while processing it, {row.attempts} times (lease expired)"))
+                    log.error("event=%s dead: its workers died %s times", row.id, row.attempts)
+                    continue
+                token = str(uuid.uuid4())
+                session.execute(update(InboundEvent).where(InboundEvent.id == row.id).values(
+                    status=EventStatus.PROCESSING, claim_token=token, claimed_by=self.name[:128],
+                    claimed_until=now + timedelta(seconds=self.settings.lease_seconds),
+                    attempts=InboundEvent.attempts + 1))
+                return Claim(row.id, token, row.attempts + 1)
+
+    # -- step 2 -------------------------------------------------------------------------------------
+    def process(self, claim: Claim) -> str | None:
+        """Run the pipeline for a claimed event. Returns the final status, or None if the claim was lost."""
+        try:
+            with transaction(self.hub.engine) as session:
+                event = session.execute(
+                    select(InboundEvent).where(InboundEvent.id == claim.event_id,
+                                               InboundEvent.claim_token == claim.token,
+                                               InboundEvent.status == EventStatus.PROCESSING)
+                    .with_for_update()).scalar_one_or_none()
+                if event is None:
+                    log.warning("event=%s: claim lost (lease expired and another worker took it)", claim.event_id)
+                    return None
+                source = self.hub.sources.get(event.source)
+                if source is None:
+                    raise PayloadError(f"source {event.source!r} is no longer configured")
+                outcome = process_event(session, source, event)
+                event.status, event.lead_id = outcome.status, outcome.lead_id
+                event.processed_at = utcnow()
+                event.claim_token = event.claimed_until = event.next_attempt_at = None
+                log.info("event=%s %s lead=%s", event.id, outcome.status, outcome.lead_id)
+                return outcome.status
+        except PayloadError as exc:
+            return self._record_failure(claim, EventStatus.REJECTED, reason=str(exc))
+        except Exception as exc:    # noqa: BLE001 — anything else may pass; retry it, never crash the worker
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+            if claim.attempt >= self.settings.max_attempts:
+                return self._record_failure(claim, EventStatus.DEAD, error=error)
+            return self._record_failure(claim, EventStatus.PENDING, error=error)
+
+    def _record_failure(self, claim: Claim, status: str, reason: str | None = None,
+                        error: str | None = None) -> str | None:
+        now = utcnow()
+        values: dict[str, object] = dict(status=status, claim_token=None, claimed_until=None)
+        if status == EventStatus.REJECTED:
+            values.update(reject_reason=reason, processed_at=now, next_attempt_at=None)
+            log.info("event=%s rejected: %s", claim.event_id, reason)
+        elif status == EventStatus.DEAD:
+            values.update(last_error=error, processed_at=now, next_attempt_at=None)
+            log.error("event=%s dead after %s attempts: %s", claim.event_id, claim.attempt, error.splitlines()[0])
+        else:
+            delay = backoff_seconds(claim.attempt, self.settings.backoff_base_seconds,
+                                    self.settings.backoff_max_seconds)
+            values.update(last_error=error, next_attempt_at=now + timedelta(seconds=delay))
+            log.warning("event=%s attempt %s failed, retry in %.1fs: %s", claim.event_id, claim.attempt, delay,
+                        error.splitlines()[0])
+        with transaction(self.hub.engine) as session:
+            done = session.execute(update(InboundEvent).where(
+                InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
+            return status if done.rowcount else None
+
+    # -- loops --------------------------------------------------------------------------------------
+    def run_once(self) -> str | None | bool:
+        """Claim and process one event. Returns False when there was nothing to claim."""
+        claim = self.claim()
+        if claim is None:
+            return False
+        return self.process(claim)
+
+    def drain(self) -> int:
+        """Process everything claimable now; returns how many events were handled."""
+        handled = 0
+        while self.run_once() is not False:
+            handled += 1
+        return handled
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                if self.run_once() is not False:
+                    continue
+            except Exception:    # noqa: BLE001 — the database may be away for a moment; keep going
+                log.exception("worker %s: claim failed; retrying", self.name)
+                stop.wait(min(5.0, self.settings.poll_interval_seconds * 4))
+                continue
+            self.hub.event_stored.wait(self.settings.poll_interval_seconds)
+            self.hub.event_stored.clear()
+        log.info("worker %s stopped", self.name)

@@ -1,0 +1,1 @@
+"""Built-in declarative field maps (TOML), shipped as package data."""

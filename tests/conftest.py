@@ -1,0 +1,139 @@
+"""Fixtures: a real SQLite file and a real PostgreSQL database for every store test.
+
+PostgreSQL: $HUB_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test) is used only to
+create a fresh database for this run, dropped at the end. If it is unreachable the PostgreSQL half of the
+suite is skipped with the reason, unless HUB_TEST_REQUIRE_POSTGRES=1 (as in .ci/run), which makes it fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from hub import store
+from hub.cli import main as hub_cli
+from hub.config import load_config
+from hub.db import make_engine
+from hub.runtime import Hub
+from hub.web import create_app
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PG_ADMIN_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("HUB_TEST_REQUIRE_POSTGRES") == "1"
+TABLES = ("touch", "inbound_event", "lead", "contact", "person")
+SITE_TOKEN = "s3cret-token-for-tests"
+
+
+def fixture_bytes(connector: str, name: str) -> bytes:
+    return (FIXTURES / connector / name).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"),
+                                autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL required but unreachable at {PG_ADMIN_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL} (set HUB_TEST_POSTGRES_URL): {exc}")
+    name = f"hubtest_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = make_engine(url)
+    store.upgrade(engine)
+    engine.dispose()
+    yield url
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A migrated, empty store of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+        engine = make_engine(url)
+        store.upgrade(engine)
+    else:
+        url = request.getfixturevalue("pg_url")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def write_config(tmp_path, database_url):
+    """Write a config file for this test's store; extra TOML is appended. Returns its path."""
+    def write(extra: str = "", worker: str = "") -> Path:
+        path = tmp_path / "config.toml"
+        path.write_text(textwrap.dedent(f"""
+            default_region = "RU"
+            [database]
+            url = {json.dumps(database_url)}
+            [server]
+            max_body_bytes = 1048576
+            [worker]
+            poll_interval_seconds = 0.05
+            lease_seconds = 30
+            max_attempts = 3
+            backoff_base_seconds = 0
+            {textwrap.dedent(worker)}
+            [[sources]]
+            name = "site"
+            connector = "site_form"
+            tags = ["website"]
+            [[sources]]
+            name = "locked"
+            connector = "site_form"
+            token = "{SITE_TOKEN}"
+        """) + textwrap.dedent(extra), encoding="utf-8")
+        return path
+    return write
+
+
+@pytest.fixture
+def config_path(write_config):
+    return write_config()
+
+
+@pytest.fixture
+def hub(config_path):
+    h = Hub(load_config(config_path))
+    yield h
+    h.engine.dispose()
+
+
+@pytest.fixture
+def app(hub):
+    app = create_app(hub=hub)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(config_path):
+    """Invoke the `hub` CLI against this test's config: runner("leads", "list", "--json")."""
+    cli = CliRunner()
+
+    def invoke(*args: str, expect: int = 0):
+        result = cli.invoke(hub_cli, [*args, "--config", str(config_path)], catch_exceptions=False)
+        assert result.exit_code == expect, result.output + result.stderr
+        return result
+    return invoke
