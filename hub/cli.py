@@ -351,7 +351,7 @@ def events_replay(config_path: str, as_json: bool, event_ids: tuple[int, ...], a
     hub = _open_hub(config_path)
     replayed, refused = [], []
     with transaction(hub.engine) as session:
-        query = select(InboundEvent)
+        query = select(InboundEvent).order_by(InboundEvent.id)
         if all_dead:
             query = query.where(InboundEvent.status == EventStatus.DEAD)
             if source:
@@ -359,9 +359,7 @@ def events_replay(config_path: str, as_json: bool, event_ids: tuple[int, ...], a
         else:
             query = query.where(InboundEvent.id.in_(event_ids))
         found = {e.id: e for e in session.scalars(query)}
-        for event_id in event_ids:
-            if event_id not in found:
-                refused.append({"id": event_id, "reason": "no such event"})
+        refused = [{"id": i, "reason": "no such event"} for i in event_ids if i not in found]
         now = utcnow()
         for event in found.values():
             if event.status not in (EventStatus.DEAD, EventStatus.REJECTED):
@@ -375,6 +373,7 @@ def events_replay(config_path: str, as_json: bool, event_ids: tuple[int, ...], a
                     status=EventStatus.PENDING, attempts=0, next_attempt_at=now, processed_at=None,
                     claim_token=None, claimed_until=None, reject_reason=None))
                 replayed.append(event.id)
+    refused.sort(key=lambda r: r["id"])
     if as_json:
         _print_json({"replayed": replayed, "refused": refused})
     else:

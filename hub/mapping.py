@@ -25,6 +25,7 @@ CLICK_ID_KEYS = ("gclid", "yclid", "fbclid")
 # Longest value kept per field: a form cannot make the store hold megabytes in a name.
 MAX_FIELD_CHARS = {"name": 255, "message": 10_000, "page_url": 2048, "referrer": 2048, "external_id": 255}
 MAX_VALUE_CHARS = 255
+_CONTROL_CHARS = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None}
 
 
 class _FieldNames(BaseModel):
@@ -111,7 +112,8 @@ def _as_text(value: Any) -> str | None:
         return None
     if isinstance(value, bool) or value is None or isinstance(value, dict):
         return None
-    text = str(value).strip()
+    # Control characters (NUL above all: PostgreSQL refuses it in text) are never part of a name or a phone.
+    text = str(value).translate(_CONTROL_CHARS).strip()
     return text or None
 
 

@@ -76,29 +76,18 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def write_config(tmp_path, database_url):
     """Write a config file for this test's store; extra TOML is appended. Returns its path."""
-    def write(extra: str = "", worker: str = "") -> Path:
+    def write(extra: str = "", **worker_settings) -> Path:
+        worker = {"poll_interval_seconds": 0.05, "lease_seconds": 30, "max_attempts": 3, "backoff_base_seconds": 0,
+                  **worker_settings}
         path = tmp_path / "config.toml"
-        path.write_text(textwrap.dedent(f"""
-            default_region = "RU"
-            [database]
-            url = {json.dumps(database_url)}
-            [server]
-            max_body_bytes = 1048576
-            [worker]
-            poll_interval_seconds = 0.05
-            lease_seconds = 30
-            max_attempts = 3
-            backoff_base_seconds = 0
-            {textwrap.dedent(worker)}
-            [[sources]]
-            name = "site"
-            connector = "site_form"
-            tags = ["website"]
-            [[sources]]
-            name = "locked"
-            connector = "site_form"
-            token = "{SITE_TOKEN}"
-        """) + textwrap.dedent(extra), encoding="utf-8")
+        path.write_text("\n".join([
+            'default_region = "RU"',
+            f"[database]\nurl = {json.dumps(database_url)}",
+            "[server]\nmax_body_bytes = 1048576",
+            "[worker]", *(f"{k} = {v}" for k, v in worker.items()),
+            '[[sources]]\nname = "site"\nconnector = "site_form"\ntags = ["website"]',
+            f'[[sources]]\nname = "locked"\nconnector = "site_form"\ntoken = "{SITE_TOKEN}"',
+            textwrap.dedent(extra)]), encoding="utf-8")
         return path
     return write
 
