@@ -8,7 +8,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -89,15 +90,23 @@ def main() -> None:
 
 # -- running -------------------------------------------------------------------------------------------
 
-def _start_workers(hub: Hub, count: int, stop: threading.Event) -> list[threading.Thread]:
+@contextmanager
+def _running_workers(hub: Hub, count: int) -> Iterator[threading.Event]:
+    """Worker threads for the duration of the block; set the yielded event to stop them early."""
     from hub.worker import Worker
 
-    threads = []
-    for i in range(count):
-        t = threading.Thread(target=lambda: Worker(hub).run_forever(stop), name=f"worker-{i + 1}", daemon=True)
+    stop = threading.Event()
+    threads = [threading.Thread(target=lambda: Worker(hub).run_forever(stop), name=f"worker-{i + 1}", daemon=True)
+               for i in range(count)]
+    for t in threads:
         t.start()
-        threads.append(t)
-    return threads
+    try:
+        yield stop
+    finally:
+        stop.set()
+        hub.event_stored.set()      # wake idle workers so they see the stop at once
+        for t in threads:
+            t.join(timeout=30)
 
 
 def _serve(hub: Hub, host: str | None, port: int | None, threads: int, on_start: str = "") -> None:
@@ -127,16 +136,9 @@ def _serve(hub: Hub, host: str | None, port: int | None, threads: int, on_start:
 def run(config_path: str, host: str | None, port: int | None, workers: int | None) -> None:
     """Web, workers and scheduler in one process: the embedded default."""
     hub = _open_hub(config_path)
-    stop = threading.Event()
     count = workers or hub.config.worker.threads
-    threads = _start_workers(hub, count, stop)
-    try:
+    with _running_workers(hub, count):
         _serve(hub, host, port, threads=8, on_start=f" with {count} worker(s), database {hub.engine.url!r}")
-    finally:
-        stop.set()
-        hub.event_stored.set()
-        for t in threads:
-            t.join(timeout=10)
 
 
 @main.command()
@@ -161,19 +163,13 @@ def worker(config_path: str, threads: int | None, once: bool) -> None:
     if once:
         click.echo(f"processed {Worker(hub).drain()} event(s)", err=True)
         return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    workers = _start_workers(hub, threads or hub.config.worker.threads, stop)
-    try:
-        while any(t.is_alive() for t in workers):
-            stop.wait(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop.set()
-        hub.event_stored.set()
-        for t in workers:
-            t.join(timeout=30)
+    with _running_workers(hub, threads or hub.config.worker.threads) as stop:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1):
+                pass
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command()
