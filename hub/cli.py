@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 from hub.config import Config, load_config
 from hub.db import transaction
 from hub.errors import ConfigError
-from hub.models import Contact, EventStatus, InboundEvent, Lead, Person, utcnow
+from hub.models import EventStatus, InboundEvent, Lead, LeadStatus, Person, utcnow
 from hub.runtime import Hub
 from hub.serialize import event_to_dict, lead_to_dict
 from hub import store
@@ -219,14 +219,15 @@ def leads() -> None:
 
 
 def _lead_query():
-    return select(Lead).options(selectinload(Lead.person).selectinload(Person.contacts),
-                                selectinload(Lead.touches))
+    return select(Lead).where(Lead.merged_into_id.is_(None)).options(
+        selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.touches),
+        selectinload(Lead.history))
 
 
 @leads.command("list")
 @config_option
 @json_option
-@click.option("--status", type=click.Choice(["new", "in_work", "converted", "refused"]))
+@click.option("--status", type=click.Choice(LeadStatus.ALL))
 @click.option("--source")
 @click.option("--limit", type=int, default=50, show_default=True)
 def leads_list(config_path: str, as_json: bool, status: str | None, source: str | None, limit: int) -> None:
@@ -265,15 +266,144 @@ def leads_show(config_path: str, as_json: bool, lead_id: int) -> None:
     if as_json:
         _print_json(data)
         return
-    for key in ("id", "status", "refuse_reason", "name", "phones", "emails", "invalid_contacts", "source",
-                "warmth", "owner", "tags", "created_at"):
+    for key in ("id", "status", "refuse_reason", "name", "person_id", "phones", "emails", "messengers",
+                "invalid_contacts", "source", "warmth", "owner", "tags", "reopened_count", "created_at"):
         value = data[key]
-        if value not in (None, [], ""):
-            click.echo(f"{key:>16}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+        if value not in (None, [], {}, "", 0):
+            if isinstance(value, list):
+                value = ", ".join(v["raw"] if isinstance(v, dict) else str(v) for v in value)
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}:{v}" for k, v in value.items())
+            click.echo(f"{key:>16}: {value}")
+    for h in data["history"]:
+        details = " ".join(f"{k}={v}" for k, v in h.items() if k not in ("at", "kind", "actor") and v is not None)
+        click.echo(f"  {h['at']} {h['kind']} by {h['actor']} {details}".rstrip())
     for t in data["touches"]:
         marks = " ".join(f"{k}={t[k]}" for k in ("utm_source", "utm_medium", "utm_campaign", "utm_content",
                                                  "utm_term") if t[k])
         click.echo(f"  touch {t['id']} {t['at']} {t['source']} ({t['channel']}) event {t['event_id']} {marks}")
+
+
+# -- persons -------------------------------------------------------------------------------------------
+
+@main.group()
+def persons() -> None:
+    """Persons: show, possible duplicates, merge and unmerge (audited)."""
+
+
+def _person_to_dict(session, person: Person) -> dict[str, Any]:
+    leads_of = session.scalars(select(Lead).where(Lead.person_id == person.id).order_by(Lead.id)).all()
+    return {"id": person.id, "name": person.name, "merged_into_id": person.merged_into_id,
+            "keys": [f"{k.kind}:{k.value}" for k in person.keys],
+            "leads": [{"id": lead.id, "status": lead.status, "merged_into_id": lead.merged_into_id}
+                      for lead in leads_of]}
+
+
+@persons.command("show")
+@config_option
+@json_option
+@click.argument("ref")
+def persons_show(config_path: str, as_json: bool, ref: str) -> None:
+    """A person by id, phone (any spelling) or e-mail."""
+    from hub.persons import find_person
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        person = find_person(session, ref, hub.config.default_region)
+        if person is None:
+            _fail(f"no person matches {ref!r}")
+        data = _person_to_dict(session, person)
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(f"person {data['id']}: {data['name'] or '(no name)'}"
+               + (f" (merged into {data['merged_into_id']})" if data["merged_into_id"] else ""))
+    click.echo(f"  keys: {', '.join(data['keys']) or '(none)'}")
+    for lead in data["leads"]:
+        click.echo(f"  lead {lead['id']}: {lead['status']}"
+                   + (f", merged into lead {lead['merged_into_id']}" if lead["merged_into_id"] else ""))
+
+
+@persons.command("duplicates")
+@config_option
+@json_option
+@click.option("--all", "show_all", is_flag=True, help="Include those resolved by a merge.")
+def persons_duplicates(config_path: str, as_json: bool, show_all: bool) -> None:
+    """Persons that one delivery's keys pointed to at once: candidates for `hub persons merge`."""
+    from hub.models import PossibleDuplicate
+
+    hub = _open_hub(config_path)
+    query = select(PossibleDuplicate).order_by(PossibleDuplicate.id)
+    if not show_all:
+        query = query.where(PossibleDuplicate.resolved_by_merge_id.is_(None))
+    with transaction(hub.engine, read_only=True) as session:
+        rows = [{"id": d.id, "person_id": d.person_id, "other_person_id": d.other_person_id, "keys": d.keys,
+                 "event_id": d.event_id, "created_at": d.created_at.isoformat(),
+                 "resolved_by_merge_id": d.resolved_by_merge_id} for d in session.scalars(query)]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, [("ID", lambda r: r["id"]), ("PERSON", lambda r: r["person_id"]),
+                        ("OTHER", lambda r: r["other_person_id"]), ("SHARED KEYS", lambda r: ", ".join(r["keys"])),
+                        ("EVENT", lambda r: r["event_id"]), ("MERGE", lambda r: r["resolved_by_merge_id"])])
+
+
+def _actor(by: str | None) -> str:
+    import getpass
+
+    return by or os.environ.get("HUB_ACTOR") or getpass.getuser()
+
+
+@persons.command("merge")
+@config_option
+@json_option
+@click.argument("kept_id", type=int)
+@click.argument("merged_id", type=int)
+@click.option("--by", help="Who merges (default: $HUB_ACTOR or the login name).")
+@click.option("--reason")
+def persons_merge(config_path: str, as_json: bool, kept_id: int, merged_id: int, by: str | None,
+                  reason: str | None) -> None:
+    """Merge person MERGED_ID into KEPT_ID: keys, leads and touches move; undo with `unmerge`."""
+    from hub.persons import MergeError, merge_persons
+
+    hub = _open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            merge = merge_persons(session, kept_id, merged_id, _actor(by), reason)
+            result = {"merge_id": merge.id, "kept_person_id": kept_id, "merged_person_id": merged_id,
+                      "moved": merge.moved}
+    except MergeError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(result)
+    else:
+        m = result["moved"]
+        click.echo(f"merge {result['merge_id']}: person {merged_id} into {kept_id} ({len(m['keys'])} key(s), "
+                   f"{len(m['leads'])} lead(s), {len(m['touches'])} touch(es) moved); "
+                   f"undo: hub persons unmerge {result['merge_id']}")
+
+
+@persons.command("unmerge")
+@config_option
+@json_option
+@click.argument("merge_id", type=int)
+@click.option("--by", help="Who undoes it (default: $HUB_ACTOR or the login name).")
+def persons_unmerge(config_path: str, as_json: bool, merge_id: int, by: str | None) -> None:
+    """Undo a merge exactly as it was recorded."""
+    from hub.persons import MergeError, unmerge_persons
+
+    hub = _open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            merge = unmerge_persons(session, merge_id, _actor(by))
+            result = {"merge_id": merge.id, "kept_person_id": merge.kept_person_id,
+                      "restored_person_id": merge.merged_person_id}
+    except MergeError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"merge {merge_id} undone: person {result['restored_person_id']} is separate again")
 
 
 # -- events --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -49,6 +49,16 @@ class WorkerConfig(_Strict):
     backoff_max_seconds: float = Field(3600, ge=0)
 
 
+class IdentityConfig(_Strict):
+    # When one delivery's keys point to different persons, the strongest key's owner gets the touch
+    # (first in this list is strongest); the other person is flagged as a possible duplicate.
+    key_priority: list[Literal["phone", "email", "telegram", "vk"]] = ["phone", "email", "telegram", "vk"]
+    # A person whose latest lead is refused or converted writes again: reopen that lead, or start a new one.
+    on_return: Literal["reopen", "new_lead"] = "reopen"
+    # Treat i.van+ads@gmail.com as ivan@gmail.com. Off by default: two such addresses may be two people.
+    gmail_canonical: bool = False
+
+
 class SourceConfig(BaseModel):
     """A ``[[sources]]`` table. Keys other than these belong to the connector and are checked against its
     ``config_schema``."""
@@ -79,6 +89,7 @@ class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
     worker: WorkerConfig = WorkerConfig()
+    identity: IdentityConfig = IdentityConfig()
     sources: list[SourceConfig] = []
 
     # Filled by load_config, not by the file.

@@ -37,6 +37,8 @@ class _FieldNames(BaseModel):
     message: list[str] = []
     page_url: list[str] = []
     referrer: list[str] = []
+    telegram_id: list[str] = []
+    vk_id: list[str] = []
 
 
 class _UtmRules(BaseModel):
@@ -64,6 +66,7 @@ class LeadDraft:
     message: str | None = None
     page_url: str | None = None
     referrer: str | None = None
+    messenger_ids: dict[str, str] = field(default_factory=dict)    # {"telegram": "123", "vk": "456"}
     utm: dict[str, str] = field(default_factory=dict)
     click_ids: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -165,6 +168,10 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     draft.referrer = _clip("referrer", first(names.referrer), flags)
     draft.phones = [_clip("phone", p, flags) for p in every(names.phone)][:10]
     draft.emails = [_clip("email", e, flags) for e in every(names.email)][:10]
+    for kind in ("telegram", "vk"):
+        user_id = _clip(kind, first(getattr(names, f"{kind}_id")), flags)
+        if user_id:
+            draft.messenger_ids[kind] = user_id
 
     marks = UTM_KEYS + CLICK_ID_KEYS
     found: dict[str, str] = {}
@@ -189,7 +196,8 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     draft.utm = {k: v for k, v in found.items() if k in UTM_KEYS}
     draft.click_ids = {k: v for k, v in found.items() if k in CLICK_ID_KEYS}
 
-    if not draft.phones and not draft.emails:
-        looked = ", ".join(names.phone + names.email) or "(the mapping names no contact fields)"
+    if not draft.phones and not draft.emails and not draft.messenger_ids:
+        looked = ", ".join(names.phone + names.email + names.telegram_id + names.vk_id) \
+            or "(the mapping names no contact fields)"
         raise PayloadError(f"no phone or e-mail in the form (looked for fields: {looked})")
     return draft

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
-                        Text, TypeDecorator, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
+                        Text, TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -89,45 +89,120 @@ class Person(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set when this person was merged into another (undone by unmerge); such a person holds no keys.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
 
-    contacts: Mapped[list[Contact]] = relationship(back_populates="person", order_by="Contact.id")
+    keys: Mapped[list[IdentityKey]] = relationship(back_populates="person", order_by="IdentityKey.id")
 
 
-class Contact(Base):
-    """A phone or e-mail of a person: ``value`` is normalised (E.164, normalised e-mail) or None when the
-    raw text was invalid; the raw text is always kept."""
+class KeyKind:
+    PHONE = "phone"            # E.164
+    EMAIL = "email"            # normalised, casefolded
+    TELEGRAM = "telegram"      # Telegram user id
+    VK = "vk"                  # VK user id
 
-    __tablename__ = "contact"
-    __table_args__ = (Index("ix_contact_kind_value", "kind", "value"),)
+
+class IdentityKey(Base):
+    """A normalised phone, e-mail or messenger id, owned by exactly one person: the unique key is what
+    makes find-or-create atomic — two deliveries of one new person cannot both create it."""
+
+    __tablename__ = "identity_key"
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_identity_key_kind_value"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(320))
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))        # phone | email
-    value: Mapped[str | None] = mapped_column(String(320))
-    raw: Mapped[str] = mapped_column(String(320))
-    valid: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    person: Mapped[Person] = relationship(back_populates="contacts")
+    person: Mapped[Person] = relationship(back_populates="keys")
+
+
+class LeadStatus:
+    NEW = "new"
+    IN_WORK = "in_work"
+    CONVERTED = "converted"
+    REFUSED = "refused"
+    ALL = (NEW, IN_WORK, CONVERTED, REFUSED)
+    OPEN = (NEW, IN_WORK)
+
+
+# A person has at most one open lead; leads merged into another do not count.
+OPEN_LEAD_PREDICATE = "status IN ('new', 'in_work') AND merged_into_id IS NULL"
 
 
 class Lead(Base):
     __tablename__ = "lead"
-    __table_args__ = (Index("ix_lead_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_lead_status_created", "status", "created_at"),
+        Index("uq_lead_open_per_person", "person_id", unique=True,
+              sqlite_where=text(OPEN_LEAD_PREDICATE), postgresql_where=text(OPEN_LEAD_PREDICATE)),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="new")   # new | in_work | converted | refused
+    status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW)
     refuse_reason: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(64))                  # the first touch's source; never empty
     warmth: Mapped[str | None] = mapped_column(String(8))            # cold | warm | hot
     score: Mapped[int | None] = mapped_column(Integer)
     owner: Mapped[str | None] = mapped_column(String(128))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reopened_count: Mapped[int] = mapped_column(Integer, default=0)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     person: Mapped[Person] = relationship()
     touches: Mapped[list[Touch]] = relationship(back_populates="lead", order_by="Touch.at, Touch.id")
+    history: Mapped[list[LeadHistory]] = relationship(order_by="LeadHistory.id")
+
+
+class LeadHistory(Base):
+    """The lead's timeline: created, reopened, possible duplicate, merged, unmerged (and, with routing,
+    assignments and status changes). Append-only."""
+
+    __tablename__ = "lead_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128), default="hub")
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_event.id"))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class PossibleDuplicate(Base):
+    """Two persons that one delivery's keys pointed to: never merged silently, shown for a human."""
+
+    __tablename__ = "possible_duplicate"
+    __table_args__ = (UniqueConstraint("person_id", "other_person_id", name="uq_possible_duplicate_pair"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))        # the one the touch went to
+    other_person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_event.id"))
+    keys: Mapped[list[str]] = mapped_column(JSON, default=list)            # "email:…" keys of the other one
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_by_merge_id: Mapped[int | None] = mapped_column(ForeignKey("person_merge.id"))
+
+
+class PersonMerge(Base):
+    """An audited merge of ``merged_person_id`` into ``kept_person_id``; ``moved`` records every row it
+    changed and its previous value, so that unmerge restores the state exactly."""
+
+    __tablename__ = "person_merge"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kept_person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    merged_person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    merged_by: Mapped[str] = mapped_column(String(128))
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(Text)
+    moved: Mapped[dict[str, Any]] = mapped_column(JSON)
+    undone_by: Mapped[str | None] = mapped_column(String(128))
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Touch(Base):
@@ -151,6 +226,9 @@ class Touch(Base):
     referrer: Mapped[str | None] = mapped_column(String(2048))
     landing_page: Mapped[str | None] = mapped_column(String(2048))
     message: Mapped[str | None] = mapped_column(Text)
+    # Every phone/e-mail/messenger id as the delivery spelled it: {kind, raw, value, problem}; invalid ones
+    # (value None) are kept here, flagged, never dropped.
+    contacts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     lead: Mapped[Lead] = relationship(back_populates="touches")

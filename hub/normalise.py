@@ -17,6 +17,7 @@ class Normalised:
     raw: str
     value: str | None      # E.164 phone / normalised e-mail; None when invalid
     problem: str | None = None
+    extension: str | None = None   # "доб. 123": kept beside the number, not part of the identity key
 
 
 def normalise_phone(raw: str, region: str) -> Normalised:
@@ -28,17 +29,25 @@ def normalise_phone(raw: str, region: str) -> Normalised:
         return Normalised(raw, None, f"not a phone number: {exc}")
     if not phonenumbers.is_valid_number(number):
         return Normalised(raw, None, f"not a valid phone number for region {region}")
-    return Normalised(raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return Normalised(raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                      extension=number.extension or None)
 
 
-def normalise_email(raw: str) -> Normalised:
-    """' IVAN.PETROV@gmail.com ' gives 'ivan.petrov@gmail.com'. No provider-specific rewriting
-    (Gmail dots and +tags are kept): two such addresses may be two people."""
+GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
+
+
+def normalise_email(raw: str, gmail_canonical: bool = False) -> Normalised:
+    """' IVAN.PETROV@gmail.com ' gives 'ivan.petrov@gmail.com'. Gmail dots and +tags are kept unless
+    ``gmail_canonical`` (then 'I.van+ads@googlemail.com' gives 'ivan@gmail.com')."""
     try:
         result = validate_email(raw.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         return Normalised(raw, None, str(exc))
-    return Normalised(raw, result.normalized.casefold())
+    value = result.normalized.casefold()
+    local, _, domain = value.rpartition("@")
+    if gmail_canonical and domain in GMAIL_DOMAINS:
+        value = local.split("+", 1)[0].replace(".", "") + "@gmail.com"
+    return Normalised(raw, value)
 
 
 def mask_phone(value: str) -> str:

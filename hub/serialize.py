@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from hub.mapping import UTM_KEYS
-from hub.models import InboundEvent, Lead, Touch
+from hub.models import InboundEvent, KeyKind, Lead, LeadHistory, Touch
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -17,24 +17,34 @@ def touch_to_dict(touch: Touch) -> dict[str, Any]:
     return {"id": touch.id, "event_id": touch.event_id, "source": touch.source, "channel": touch.channel,
             **{key: getattr(touch, key) for key in UTM_KEYS}, "click_ids": touch.click_ids,
             "referrer": touch.referrer, "landing_page": touch.landing_page, "message": touch.message,
-            "flags": touch.flags, "at": _iso(touch.at)}
+            "contacts": touch.contacts, "flags": touch.flags, "at": _iso(touch.at)}
+
+
+def history_to_dict(entry: LeadHistory) -> dict[str, Any]:
+    return {"at": _iso(entry.at), "kind": entry.kind, "actor": entry.actor, "event_id": entry.event_id,
+            **entry.data}
 
 
 def lead_to_dict(lead: Lead, with_touches: bool = True) -> dict[str, Any]:
-    contacts = lead.person.contacts
+    keys = lead.person.keys
     touches = [touch_to_dict(t) for t in lead.touches]
     out = {
         "id": lead.id, "status": lead.status, "refuse_reason": lead.refuse_reason, "name": lead.person.name,
-        "phones": [c.value for c in contacts if c.kind == "phone" and c.valid],
-        "emails": [c.value for c in contacts if c.kind == "email" and c.valid],
-        "invalid_contacts": [{"kind": c.kind, "raw": c.raw} for c in contacts if not c.valid],
+        "person_id": lead.person_id,
+        "phones": [k.value for k in keys if k.kind == KeyKind.PHONE],
+        "emails": [k.value for k in keys if k.kind == KeyKind.EMAIL],
+        "messengers": {k.kind: k.value for k in keys if k.kind not in (KeyKind.PHONE, KeyKind.EMAIL)},
+        "invalid_contacts": [{"kind": c["kind"], "raw": c["raw"], "problem": c.get("problem")}
+                             for t in lead.touches for c in t.contacts if c.get("value") is None],
         "source": lead.source,
         "first_touch": touches[0] if touches else None, "last_touch": touches[-1] if touches else None,
+        "touch_count": len(touches), "reopened_count": lead.reopened_count,
         "warmth": lead.warmth, "score": lead.score, "owner": lead.owner, "tags": lead.tags,
         "created_at": _iso(lead.created_at), "updated_at": _iso(lead.updated_at),
     }
     if with_touches:
         out["touches"] = touches
+        out["history"] = [history_to_dict(h) for h in lead.history]
     return out
 
 

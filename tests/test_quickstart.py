@@ -4,41 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
 
+from tests.helpers.procs import HUB, free_port, start, stop, wait_healthy
+
 ROOT = Path(__file__).parent.parent
-HUB = str(Path(sys.executable).with_name("hub"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_hub_run_with_the_example_config(tmp_path, monkeypatch):
     monkeypatch.delenv("HUB_DATABASE_URL", raising=False)
     config = tmp_path / "config.example.toml"
     shutil.copy(ROOT / "config.example.toml", config)
-    port = _free_port()
-    proc = subprocess.Popen([HUB, "run", "--config", str(config), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = free_port()
+    proc = start("run", "--config", str(config), "--port", str(port))
     try:
+        wait_healthy(proc, port)
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "hub run did not start"
-            time.sleep(0.1)
         landing = (ROOT / "tests/fixtures/site_form/landing_json.json").read_bytes()
         started = time.monotonic()
         resp = requests.post(f"http://127.0.0.1:{port}/hooks/site", data=landing,
@@ -65,7 +50,6 @@ def test_hub_run_with_the_example_config(tmp_path, monkeypatch):
         assert len(json.loads(out.stdout)) == 1
         assert (tmp_path / "hub.db").exists()          # the embedded store lives next to the config
     finally:
-        proc.terminate()
-        output, _ = proc.communicate(timeout=20)
+        output = stop(proc)
     assert proc.returncode == 0, output
     assert f"lead hub listening on http://127.0.0.1:{port}" in output

@@ -1,4 +1,4 @@
-"""initial schema: inbound events, persons, contacts, leads, touches
+"""initial schema
 
 Revision ID: 0001
 Revises:
@@ -19,21 +19,22 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('name', sa.String(length=255), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('merged_into_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.ForeignKeyConstraint(['merged_into_id'], ['person.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_table('contact',
+    op.create_table('identity_key',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('value', sa.String(length=320), nullable=True),
-    sa.Column('raw', sa.String(length=320), nullable=False),
-    sa.Column('valid', sa.Boolean(), nullable=False),
+    sa.Column('value', sa.String(length=320), nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('kind', 'value', name='uq_identity_key_kind_value')
     )
-    with op.batch_alter_table('contact', schema=None) as batch_op:
-        batch_op.create_index('ix_contact_kind_value', ['kind', 'value'], unique=False)
-        batch_op.create_index(batch_op.f('ix_contact_person_id'), ['person_id'], unique=False)
+    with op.batch_alter_table('identity_key', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_identity_key_person_id'), ['person_id'], unique=False)
 
     op.create_table('lead',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -45,15 +46,33 @@ def upgrade() -> None:
     sa.Column('score', sa.Integer(), nullable=True),
     sa.Column('owner', sa.String(length=128), nullable=True),
     sa.Column('tags', sa.JSON(), nullable=False),
+    sa.Column('reopened_count', sa.Integer(), nullable=False),
+    sa.Column('merged_into_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['merged_into_id'], ['lead.id'], ),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('lead', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_lead_person_id'), ['person_id'], unique=False)
         batch_op.create_index('ix_lead_status_created', ['status', 'created_at'], unique=False)
+        batch_op.create_index('uq_lead_open_per_person', ['person_id'], unique=True, sqlite_where=sa.text("status IN ('new', 'in_work') AND merged_into_id IS NULL"), postgresql_where=sa.text("status IN ('new', 'in_work') AND merged_into_id IS NULL"))
 
+    op.create_table('person_merge',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('kept_person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('merged_person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('merged_by', sa.String(length=128), nullable=False),
+    sa.Column('merged_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('moved', sa.JSON(), nullable=False),
+    sa.Column('undone_by', sa.String(length=128), nullable=True),
+    sa.Column('undone_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['kept_person_id'], ['person.id'], ),
+    sa.ForeignKeyConstraint(['merged_person_id'], ['person.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
     op.create_table('inbound_event',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('source', sa.String(length=64), nullable=False),
@@ -82,6 +101,36 @@ def upgrade() -> None:
         batch_op.create_index('ix_inbound_event_claimable', ['status', 'next_attempt_at'], unique=False)
         batch_op.create_index('ix_inbound_event_received_at', ['received_at'], unique=False)
 
+    op.create_table('lead_history',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('lead_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('actor', sa.String(length=128), nullable=False),
+    sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.ForeignKeyConstraint(['event_id'], ['inbound_event.id'], ),
+    sa.ForeignKeyConstraint(['lead_id'], ['lead.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('lead_history', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_lead_history_lead_id'), ['lead_id'], unique=False)
+
+    op.create_table('possible_duplicate',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('other_person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('keys', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('resolved_by_merge_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.ForeignKeyConstraint(['event_id'], ['inbound_event.id'], ),
+    sa.ForeignKeyConstraint(['other_person_id'], ['person.id'], ),
+    sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
+    sa.ForeignKeyConstraint(['resolved_by_merge_id'], ['person_merge.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('person_id', 'other_person_id', name='uq_possible_duplicate_pair')
+    )
     op.create_table('touch',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('lead_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -98,6 +147,7 @@ def upgrade() -> None:
     sa.Column('referrer', sa.String(length=2048), nullable=True),
     sa.Column('landing_page', sa.String(length=2048), nullable=True),
     sa.Column('message', sa.Text(), nullable=True),
+    sa.Column('contacts', sa.JSON(), nullable=False),
     sa.Column('flags', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['event_id'], ['inbound_event.id'], ),
     sa.ForeignKeyConstraint(['lead_id'], ['lead.id'], ),
@@ -114,19 +164,25 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_touch_lead_id'))
 
     op.drop_table('touch')
+    op.drop_table('possible_duplicate')
+    with op.batch_alter_table('lead_history', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_lead_history_lead_id'))
+
+    op.drop_table('lead_history')
     with op.batch_alter_table('inbound_event', schema=None) as batch_op:
         batch_op.drop_index('ix_inbound_event_received_at')
         batch_op.drop_index('ix_inbound_event_claimable')
 
     op.drop_table('inbound_event')
+    op.drop_table('person_merge')
     with op.batch_alter_table('lead', schema=None) as batch_op:
+        batch_op.drop_index('uq_lead_open_per_person', sqlite_where=sa.text("status IN ('new', 'in_work') AND merged_into_id IS NULL"), postgresql_where=sa.text("status IN ('new', 'in_work') AND merged_into_id IS NULL"))
         batch_op.drop_index('ix_lead_status_created')
         batch_op.drop_index(batch_op.f('ix_lead_person_id'))
 
     op.drop_table('lead')
-    with op.batch_alter_table('contact', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_contact_person_id'))
-        batch_op.drop_index('ix_contact_kind_value')
+    with op.batch_alter_table('identity_key', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_identity_key_person_id'))
 
-    op.drop_table('contact')
+    op.drop_table('identity_key')
     op.drop_table('person')

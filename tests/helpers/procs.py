@@ -1,0 +1,45 @@
+"""Run real `hub` processes in tests: a free port, start, wait until healthy, stop."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+HUB = str(Path(sys.executable).with_name("hub"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([HUB, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"hub exited with {proc.returncode}: {proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"hub did not answer on port {port} within {timeout}s")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.terminate()
+    output, _ = proc.communicate(timeout=30)
+    return output
