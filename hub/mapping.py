@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -47,6 +47,16 @@ class _UtmRules(BaseModel):
     from_fields: bool = True
     # Else take them from the query string of these draft fields (e.g. the page the form was sent from).
     from_url: list[str] = ["page_url"]
+    # Else from Tilda's TILDAUTM cookie inside these fields (Tilda's "send cookies" puts it in COOKIES).
+    from_tilda_cookie: list[str] = []
+    # Else from a deep-link payload (Telegram "/start <payload>"): this field's value looked up in
+    # payload_map, e.g. autumn_vk = {utm_source = "vk", utm_campaign = "autumn"}. An unknown payload is kept
+    # as unmapped_payload_to (set it to "" to drop it), so a new link never loses its mark.
+    payload_field: str | None = None
+    payload_map: dict[str, dict[Literal["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"],
+                                str]] = {}
+    unmapped_payload_to: Literal["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", ""] = \
+        "utm_campaign"
 
 
 class Mapping(BaseModel):
@@ -135,6 +145,21 @@ def _clip(key: str, text: str | None, flags: list[str]) -> str | None:
     return text
 
 
+def tilda_utm_cookie(cookies: str) -> list[tuple[str, str]]:
+    """UTM pairs from Tilda's TILDAUTM cookie. Its value is encodeURIComponent("utm_source=…|||utm_medium=…|||")
+    with every value percent-encoded once more inside: decode the cookie, split on "|||", decode each value."""
+    for part in cookies.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "TILDAUTM":
+            pairs = []
+            for item in unquote(value).split("|||"):
+                key, sep, mark = item.partition("=")
+                if sep:
+                    pairs.append((key, unquote(mark)))
+            return pairs
+    return []
+
+
 def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     """Turn a provider's fields into a LeadDraft. Raises PayloadError when there is nothing to contact."""
     if not isinstance(fields, dict):
@@ -180,19 +205,29 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
             text = _as_text(by_lower.get(key))
             if text:
                 found[key] = _clip(key, text, flags)
-    for url_field in mapping.utm.from_url:
-        url = getattr(draft, url_field, None) if url_field in _FieldNames.model_fields else first([url_field])
-        if not url:
-            continue
-        try:
-            query = parse_qsl(urlsplit(url).query)
-        except ValueError:
-            flags.append(f"{url_field}_unparsable")
-            continue
-        for key, value in query:
-            key = key.lower()
+    def take(pairs: list[tuple[str, str]]) -> None:
+        for key, value in pairs:
+            key = key.strip().lower()
             if key in marks and value.strip() and key not in found:
                 found[key] = _clip(key, value.strip(), flags)
+
+    rules = mapping.utm
+    for url_field in rules.from_url:
+        url = getattr(draft, url_field, None) if url_field in _FieldNames.model_fields else first([url_field])
+        if url:
+            try:
+                take(parse_qsl(urlsplit(url).query))
+            except ValueError:
+                flags.append(f"{url_field}_unparsable")
+    for cookie_field in rules.from_tilda_cookie:
+        take(tilda_utm_cookie(first([cookie_field]) or ""))
+    if rules.payload_field:
+        payload = first([rules.payload_field])
+        if payload in rules.payload_map:
+            take(list(rules.payload_map[payload].items()))
+        elif payload and rules.unmapped_payload_to:
+            take([(rules.unmapped_payload_to, payload)])
+            flags.append("unmapped_payload")
     draft.utm = {k: v for k, v in found.items() if k in UTM_KEYS}
     draft.click_ids = {k: v for k, v in found.items() if k in CLICK_ID_KEYS}
 

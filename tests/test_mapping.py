@@ -64,3 +64,30 @@ def test_huge_values_are_clipped_and_flagged():
 
 def test_form_id_field_becomes_the_external_id():
     assert apply_mapping(SITE, {"phone": "89123456789", "request_id": 123}).external_id == "123"
+
+
+def test_utm_from_tildas_cookie_decoded_twice():
+    from urllib.parse import parse_qs
+
+    from hub.mapping import Mapping
+
+    mapping = Mapping.model_validate({"fields": {"name": ["Name"], "phone": ["Phone"], "email": ["Email"],
+                                                 "external_id": ["tranid"]},
+                                      "utm": {"from_tilda_cookie": ["COOKIES"]}})
+    form = {k: v[0] for k, v in parse_qs(fixture_bytes("tilda", "form_with_cookie_utm.txt").decode()).items()}
+    draft = apply_mapping(mapping, form)
+    assert draft.utm == {"utm_source": "yandex", "utm_medium": "cpc", "utm_campaign": "autumn_sale",
+                         "utm_content": "banner_2", "utm_term": "купить тур"}
+    assert draft.name == "Анна Смирнова" and draft.external_id == "4567890:1234567"
+
+
+def test_utm_from_a_deep_link_payload_map():
+    from hub.mapping import Mapping
+
+    mapping = Mapping.model_validate({"fields": {"telegram_id": ["user"]}, "utm": {
+        "payload_field": "start", "payload_map": {"autumn_vk": {"utm_source": "vk", "utm_campaign": "autumn"}}}})
+    assert apply_mapping(mapping, {"user": 1, "start": "autumn_vk"}).utm == {"utm_source": "vk",
+                                                                            "utm_campaign": "autumn"}
+    unknown = apply_mapping(mapping, {"user": 1, "start": "new_link_7"})
+    assert unknown.utm == {"utm_campaign": "new_link_7"} and "unmapped_payload" in unknown.flags
+    assert apply_mapping(mapping, {"user": 1}).utm == {}

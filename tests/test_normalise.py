@@ -46,3 +46,57 @@ def test_masks_for_logs_hide_the_middle():
     assert mask_phone("+79123456789") == "+7912***89"
     assert mask_email("ivan.petrov@gmail.com") == "i***@gmail.com"
     assert "3456" not in mask_phone("+79123456789")
+
+
+# -- property: every common spelling of one number gives one E.164 key ------------------------------------
+
+from hypothesis import assume, given, settings, strategies as st  # noqa: E402
+
+SEPARATORS = st.sampled_from(["", " ", "-", " - ", ".", "  "])
+
+
+@st.composite
+def spelled_ru_mobile(draw):
+    operator = draw(st.sampled_from(["900", "903", "905", "912", "916", "921", "926", "950", "977", "999"]))
+    digits = operator + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=7, max_size=7)))
+    prefix = draw(st.sampled_from(["+7", "8", "7", "+7 ", "8 ", "810 7 ", "+ 7"]))
+    area = digits[:3]
+    if draw(st.booleans()):
+        area = f"({area})"
+    sep = draw(SEPARATORS)
+    groups = draw(st.sampled_from([[digits[3:6], digits[6:8], digits[8:]], [digits[3:]], [digits[3:6], digits[6:]]]))
+    text = prefix + draw(st.sampled_from(["", " "])) + area + sep + sep.join(groups)
+    padding = draw(st.sampled_from(["", " ", "\t", "  "]))
+    return padding + text + padding, "+7" + digits
+
+
+@given(spelled_ru_mobile())
+@settings(max_examples=400, deadline=None)
+def test_every_common_spelling_of_a_russian_mobile_gives_one_key(case):
+    text, canonical = case
+    assume(normalise_phone(canonical, "RU").value is not None)     # an allocated number, not just 10 digits
+    assert normalise_phone(text, "RU").value == canonical
+
+
+@st.composite
+def spelled_national(draw):
+    """Armenian, Kazakh and Mongolian mobiles, national or international, with the country's trunk prefix."""
+    region, country, trunk, first = draw(st.sampled_from([("AM", "374", "0", "91"), ("AM", "374", "0", "77"),
+                                                          ("KZ", "7", "8", "701"), ("KZ", "7", "8", "777"),
+                                                          ("MN", "976", "", "88"), ("MN", "976", "", "99")]))
+    length = {"AM": 8, "KZ": 10, "MN": 8}[region]
+    rest = "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=length - len(first),
+                                 max_size=length - len(first))))
+    national = first + rest
+    sep = draw(SEPARATORS)
+    body = sep.join([national[:2], national[2:5], national[5:]])
+    text = draw(st.sampled_from([f"+{country} {body}", f"{trunk}{body}", f"+{country}{national}"]))
+    return region, text, f"+{country}{national}"
+
+
+@given(spelled_national())
+@settings(max_examples=300, deadline=None)
+def test_other_markets_spellings_give_one_key(case):
+    region, text, canonical = case
+    assume(normalise_phone(canonical, region).value is not None)
+    assert normalise_phone(text, region).value == canonical
