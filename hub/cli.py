@@ -284,6 +284,70 @@ def leads_show(config_path: str, as_json: bool, lead_id: int) -> None:
         click.echo(f"  touch {t['id']} {t['at']} {t['source']} ({t['channel']}) event {t['event_id']} {marks}")
 
 
+# -- import --------------------------------------------------------------------------------------------
+
+@main.command("import")
+@config_option
+@json_option
+@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", "source_name", default="import", show_default=True,
+              help="Source name the imported leads carry (e.g. old_crm).")
+@click.option("--mapping", "mapping_name", default="csv_import", show_default=True)
+@click.option("--map", "column_map", multiple=True, metavar='FIELD="Column"',
+              help="Which column is which field, e.g. --map phone=\"Моб. телефон\" (repeatable).")
+@click.option("--encoding", default="utf-8-sig", show_default=True, help="cp1251 for old Excel exports.")
+@click.option("--delimiter", help="Default: detected.")
+@click.option("--timezone", default="UTC", show_default=True, help="Of dates written without an offset.")
+@click.option("--tag", "tags", multiple=True, help="Tag every imported lead (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Do everything, then roll it back: see what would happen.")
+@click.option("--rejected-csv", type=click.Path(dir_okay=False), help="Write rejected rows and reasons here.")
+def import_csv(config_path: str, as_json: bool, csv_path: str, source_name: str, mapping_name: str,
+               column_map: tuple[str, ...], encoding: str, delimiter: str | None, timezone: str,
+               tags: tuple[str, ...], dry_run: bool, rejected_csv: str | None) -> None:
+    """Import historical leads from a CSV file through the same identity rules as live deliveries."""
+    import csv as csv_module
+
+    from hub.config import SOURCE_NAME
+    from hub.errors import PayloadError
+    from hub.importer import check_header, import_source, run_import
+
+    if not SOURCE_NAME.match(source_name):
+        _fail(f"--source {source_name!r}: use a-z, 0-9, '_' or '-'", code=2)
+    columns = {}
+    for item in column_map:
+        field_name, sep, column = item.partition("=")
+        if not sep or not column:
+            _fail(f"--map {item!r}: write it as field=Column, e.g. phone=\"Телефон\"", code=2)
+        columns[field_name.strip()] = column
+    hub = _open_hub(config_path)
+    try:
+        source = import_source(hub, source_name, csv_path, mapping_name, columns, encoding, delimiter, timezone,
+                               list(tags))
+        check_header(source)
+        total = source.connector.count_rows()
+    except (ConfigError, PayloadError) as exc:
+        _fail(str(exc))
+    show_progress = not as_json and sys.stderr.isatty()
+    with click.progressbar(length=total, label=f"importing {total} rows", file=sys.stderr,
+                           hidden=not show_progress) as bar:
+        report = run_import(hub, source, dry_run=dry_run, progress=bar.update)
+    if rejected_csv:
+        with open(rejected_csv, "w", newline="", encoding="utf-8-sig") as f:
+            writer = csv_module.writer(f)
+            writer.writerow(["row", "reason"])
+            writer.writerows([r["row"], r["reason"]] for r in report.rejected)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    prefix = "dry run, nothing saved: would import" if dry_run else "imported"
+    click.echo(f"{prefix} {report.rows} row(s): {report.created} new lead(s), {report.merged} touch(es) on known "
+               f"persons, {report.already_imported} already imported, {len(report.rejected)} rejected")
+    for r in report.rejected[:20]:
+        click.echo(f"  row {r['row']}: {r['reason']}", err=True)
+    if len(report.rejected) > 20:
+        click.echo(f"  … and {len(report.rejected) - 20} more (--rejected-csv FILE lists them all)", err=True)
+
+
 # -- persons -------------------------------------------------------------------------------------------
 
 @main.group()

@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any, Literal
 
 import phonenumbers
@@ -69,6 +70,7 @@ class SourceConfig(BaseModel):
     connector: str
     mapping: str | None = None      # a mappings/<name>.toml; default: the connector's own
     region: str | None = None       # phone region for numbers written without a country code
+    timezone: str = "UTC"           # of provider times written without an offset
     tags: list[str] = []
     enabled: bool = True
 
@@ -129,6 +131,13 @@ def _check_region(region: str | None, loc: str, problems: list[str]) -> None:
         problems.append(f"{loc}: unknown phone region {region!r} (use an ISO 3166 code such as RU, KZ, AM, MN)")
 
 
+def _check_timezone(name: str, loc: str, problems: list[str]) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"{loc}: unknown time zone {name!r} (use an IANA name such as Europe/Moscow)")
+
+
 def resolve_database_url(url: str | None, base_dir: Path) -> str:
     url = os.environ.get("HUB_DATABASE_URL") or url or "sqlite:///hub.db"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -163,6 +172,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
             problems.append(f"{loc}.name: duplicate source name {src.name!r}")
         seen.add(src.name)
         _check_region(src.region, f"{loc}.region", problems)
+        _check_timezone(src.timezone, f"{loc}.timezone", problems)
         cls = connectors.get(src.connector)
         if cls is None:
             known = ", ".join(sorted(connectors)) or "none installed: run `pip install -e .`"

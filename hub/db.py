@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -62,10 +63,20 @@ def transaction(engine: Engine, *, read_only: bool = False) -> Iterator[Session]
         yield session
 
 
-def insert_ignoring_conflicts(session: Session, table: Any, index_elements: list[str], values: dict[str, Any]):
+@cache
+def _insert_ignoring_stmt(dialect: str, table: Table, index_elements: tuple[str, ...]):
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    return insert(table).on_conflict_do_nothing(index_elements=list(index_elements)).returning(table.c.id)
+
+
+def insert_ignoring_conflicts(session: Session, table: Table, index_elements: list[str], values: dict[str, Any]):
     """``INSERT … ON CONFLICT DO NOTHING RETURNING id``: the database, not Python, decides who was first.
     Returns the new id, or None when a row with the same key already existed."""
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=index_elements)
-    return session.execute(stmt.returning(table.c.id)).scalar_one_or_none()
+    stmt = _insert_ignoring_stmt(session.get_bind().dialect.name, table, tuple(index_elements))
+    return session.connection().execute(stmt, values).scalar_one_or_none()
+
+
+def execute(session: Session, stmt: Any, params: dict[str, Any] | None = None):
+    """Run a prebuilt Core statement on the session's connection. Hot paths (every delivery, every imported
+    row) use statements built once at import time: building one per call costs more than running it."""
+    return session.connection().execute(stmt, params or {})

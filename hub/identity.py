@@ -14,15 +14,33 @@ The database decides, never a check-then-insert in Python:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from hub.db import insert_ignoring_conflicts
+from hub.db import execute, insert_ignoring_conflicts
 from hub.errors import RetriableError
 from hub.models import IdentityKey, Lead, LeadHistory, LeadStatus, Person, PossibleDuplicate, utcnow
 
 Key = tuple[str, str]                  # (kind, value)
+
+# Built once: these run for every delivery and every imported row.
+_KEYS, _PERSONS, _LEADS = IdentityKey.__table__, Person.__table__, Lead.__table__
+INSERT_PERSON = insert(_PERSONS).returning(_PERSONS.c.id)
+LOCK_PERSON = select(_PERSONS.c.id, _PERSONS.c.name, _PERSONS.c.merged_into_id).where(
+    _PERSONS.c.id == bindparam("person_id")).with_for_update()
+SET_PERSON_NAME = update(_PERSONS).where(_PERSONS.c.id == bindparam("person_id")).values(name=bindparam("name"))
+HAND_OVER_KEYS = update(_KEYS).where(_KEYS.c.person_id == bindparam("tentative")).values(person_id=bindparam("winner"))
+DELETE_PERSON = delete(_PERSONS).where(_PERSONS.c.id == bindparam("person_id"))
+LATEST_LEAD = (select(_LEADS.c.id, _LEADS.c.status, _LEADS.c.refuse_reason, _LEADS.c.owner)
+               .where(_LEADS.c.person_id == bindparam("person_id"), _LEADS.c.merged_into_id.is_(None))
+               .order_by(_LEADS.c.status.in_(LeadStatus.OPEN).desc(), _LEADS.c.id.desc()).limit(1))
+REOPEN_LEAD = update(_LEADS).where(_LEADS.c.id == bindparam("lead_id")).values(
+    status=LeadStatus.NEW, refuse_reason=None, reopened_count=_LEADS.c.reopened_count + 1,
+    updated_at=bindparam("now"))
+INSERT_LEAD = insert(_LEADS).returning(_LEADS.c.id)
+INSERT_HISTORY = insert(LeadHistory.__table__)
 
 
 @dataclass
@@ -37,10 +55,17 @@ def key_label(key: Key) -> str:
     return f"{key[0]}:{key[1]}"
 
 
+@cache
+def _owners_stmt(count: int):
+    # One (kind = ? AND value = ?) per key: SQLite answers "(kind, value) IN (…)" with a full table scan,
+    # but each of these terms with a search of the unique index.
+    return select(_KEYS.c.kind, _KEYS.c.value, _KEYS.c.person_id).where(or_(*(
+        and_(_KEYS.c.kind == bindparam(f"k{i}"), _KEYS.c.value == bindparam(f"v{i}")) for i in range(count))))
+
+
 def _owners(session: Session, keys: list[Key]) -> dict[Key, int]:
-    rows = session.execute(select(IdentityKey.kind, IdentityKey.value, IdentityKey.person_id)
-                           .where(tuple_(IdentityKey.kind, IdentityKey.value).in_(keys)))
-    return {(r.kind, r.value): r.person_id for r in rows}
+    params = {name: v for i, (kind, value) in enumerate(keys) for name, v in ((f"k{i}", kind), (f"v{i}", value))}
+    return {(r.kind, r.value): r.person_id for r in execute(session, _owners_stmt(len(keys)), params)}
 
 
 def _strongest_owner(owners: dict[Key, int], priority: list[str], exclude: int | None = None) -> int:
@@ -50,45 +75,56 @@ def _strongest_owner(owners: dict[Key, int], priority: list[str], exclude: int |
     return owners[ranked[0]]
 
 
-def _lock_live_person(session: Session, person_id: int) -> Person:
-    person = session.execute(select(Person).where(Person.id == person_id).with_for_update()).scalar_one()
+def _lock_live_person(session: Session, person_id: int):
+    person = execute(session, LOCK_PERSON, {"person_id": person_id}).one()
     if person.merged_into_id is not None:
         # A merge moved this person's keys between our read and our lock: read again from the start.
         raise RetriableError(f"person {person_id} was merged while a delivery was being attached")
     return person
 
 
+def _claim_keys(session: Session, keys: list[Key], person_id: int) -> bool:
+    """Claim every key nobody holds for ``person_id``; True when all were free. Keys go in sorted order:
+    one lock order for every transaction, so two claiming overlapping keys queue instead of deadlocking."""
+    claimed = True
+    for kind, value in keys:
+        new_id = insert_ignoring_conflicts(session, IdentityKey.__table__, ["kind", "value"],
+                                           dict(kind=kind, value=value, person_id=person_id, created_at=utcnow()))
+        claimed = claimed and new_id is not None
+    return claimed
+
+
 def find_or_create_person(session: Session, keys: list[Key], name: str | None, priority: list[str]) -> Identified:
     keys = sorted(set(keys))
     if not keys:
         # Nothing to recognise the person by (only invalid contacts): a person of their own.
-        person = Person(name=name)
-        session.add(person)
-        session.flush()
-        return Identified(person.id, True)
+        return Identified(_insert_person(session, name), True)
 
     owners = _owners(session, keys)
-    new_person_id = None
-    if len(owners) < len(keys):
-        new_person_id = session.execute(Person.__table__.insert().values(name=name, created_at=utcnow())
-                                        .returning(Person.id)).scalar_one()
-        for kind, value in keys:                                    # sorted: one lock order for everyone
-            insert_ignoring_conflicts(session, IdentityKey.__table__, ["kind", "value"],
-                                      dict(kind=kind, value=value, person_id=new_person_id, created_at=utcnow()))
+    if not owners:
+        # Nobody known: a tentative new person claims the keys. If another delivery claimed one of them
+        # first, the keys we got join that person and the tentative one disappears.
+        new_person_id = _insert_person(session, name)
+        if _claim_keys(session, keys, new_person_id):
+            return Identified(new_person_id, True)          # nobody else can see it yet: no lock needed
         owners = _owners(session, keys)
-        if all(pid == new_person_id for pid in owners.values()):
-            _lock_live_person(session, new_person_id)
-            return Identified(new_person_id, True)
-
-    winner = _strongest_owner(owners, priority, exclude=new_person_id)
-    if new_person_id is not None:
-        # Someone holds some of these keys already: the keys we claimed join them, the tentative person goes.
-        session.execute(update(IdentityKey).where(IdentityKey.person_id == new_person_id).values(person_id=winner))
-        session.execute(delete(Person).where(Person.id == new_person_id))
+        winner = _strongest_owner(owners, priority, exclude=new_person_id)
+        execute(session, HAND_OVER_KEYS, {"tentative": new_person_id, "winner": winner})
+        execute(session, DELETE_PERSON, {"person_id": new_person_id})
         owners = {k: (winner if pid == new_person_id else pid) for k, pid in owners.items()}
+    elif len(owners) < len(keys):
+        # Known by some keys: the new ones join the strongest known owner, unless someone claims them first.
+        candidate = _strongest_owner(owners, priority)
+        missing = [k for k in keys if k not in owners]
+        if not _claim_keys(session, missing, candidate):
+            owners = _owners(session, keys)
+        else:
+            owners.update({k: candidate for k in missing})
+
+    winner = _strongest_owner(owners, priority)
     person = _lock_live_person(session, winner)
     if name and not person.name:
-        person.name = name
+        execute(session, SET_PERSON_NAME, {"person_id": winner, "name": name})
     conflicts: dict[int, list[str]] = {}
     for key, pid in owners.items():
         if pid != winner:
@@ -96,9 +132,13 @@ def find_or_create_person(session: Session, keys: list[Key], name: str | None, p
     return Identified(winner, False, conflicts)
 
 
+def _insert_person(session: Session, name: str | None) -> int:
+    return execute(session, INSERT_PERSON, {"name": name, "created_at": utcnow()}).scalar_one()
+
+
 @dataclass
 class LeadFound:
-    lead: Lead
+    lead_id: int
     how: str          # "created" | "existing" | "reopened"
 
 
@@ -107,32 +147,33 @@ def lead_for_person(session: Session, identified: Identified, source: str, tags:
     """The person's open lead; a refused or converted one is reopened (or followed by a new lead,
     per ``[identity] on_return``), its owner kept. The person's row is locked by find_or_create_person."""
     now = utcnow()
-    at = at or now
     latest = None
     if not identified.new_person:
-        latest = session.scalars(
-            select(Lead).where(Lead.person_id == identified.person_id, Lead.merged_into_id.is_(None))
-            .order_by(Lead.status.in_(LeadStatus.OPEN).desc(), Lead.id.desc()).limit(1)).first()
+        latest = execute(session, LATEST_LEAD, {"person_id": identified.person_id}).first()
     if latest is not None and latest.status in LeadStatus.OPEN:
-        return LeadFound(latest, "existing")
+        return LeadFound(latest.id, "existing")
     if latest is not None and on_return == "reopen":
-        history = dict(from_status=latest.status, refuse_reason=latest.refuse_reason, owner=latest.owner)
-        latest.status, latest.refuse_reason = LeadStatus.NEW, None
-        latest.reopened_count += 1
-        latest.updated_at = now
-        session.add(LeadHistory(lead_id=latest.id, at=now, kind="reopened", event_id=event_id, data=history))
-        return LeadFound(latest, "reopened")
+        execute(session, REOPEN_LEAD, {"lead_id": latest.id, "now": now})
+        _history(session, latest.id, "reopened", event_id, from_status=latest.status,
+                 refuse_reason=latest.refuse_reason, owner=latest.owner)
+        return LeadFound(latest.id, "reopened")
 
-    lead = Lead(person_id=identified.person_id, status=LeadStatus.NEW, source=source, tags=list(tags),
-                owner=latest.owner if latest is not None else None, created_at=at, updated_at=now)
-    session.add(lead)
-    session.flush()
-    data = {"previous_lead_id": latest.id} if latest is not None else {}
-    session.add(LeadHistory(lead_id=lead.id, at=now, kind="created", event_id=event_id, data=data))
-    return LeadFound(lead, "created")
+    lead_id = execute(session, INSERT_LEAD, dict(
+        person_id=identified.person_id, status=LeadStatus.NEW, source=source, tags=list(tags),
+        owner=latest.owner if latest is not None else None, reopened_count=0, created_at=at or now,
+        updated_at=now)).scalar_one()
+    if latest is not None:
+        # A first lead's creation is its created_at and first touch; a follow-up lead says what it follows.
+        _history(session, lead_id, "created", event_id, previous_lead_id=latest.id)
+    return LeadFound(lead_id, "created")
 
 
-def flag_possible_duplicates(session: Session, identified: Identified, lead: Lead, event_id: int | None) -> None:
+def _history(session: Session, lead_id: int, kind: str, event_id: int | None, **data) -> None:
+    execute(session, INSERT_HISTORY, dict(lead_id=lead_id, at=utcnow(), kind=kind, actor="hub", event_id=event_id,
+                                          data=data))
+
+
+def flag_possible_duplicates(session: Session, identified: Identified, lead_id: int, event_id: int | None) -> None:
     """Keys of one delivery pointed to several persons: attach to the strongest, tell a human about the rest."""
     for other_id, keys in sorted(identified.conflicts.items()):
         new_id = insert_ignoring_conflicts(
@@ -140,5 +181,4 @@ def flag_possible_duplicates(session: Session, identified: Identified, lead: Lea
             dict(person_id=identified.person_id, other_person_id=other_id, event_id=event_id, keys=keys,
                  created_at=utcnow()))
         if new_id is not None:
-            session.add(LeadHistory(lead_id=lead.id, kind="possible_duplicate", event_id=event_id,
-                                    data={"other_person_id": other_id, "keys": keys}))
+            _history(session, lead_id, "possible_duplicate", event_id, other_person_id=other_id, keys=keys)

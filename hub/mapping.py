@@ -39,6 +39,7 @@ class _FieldNames(BaseModel):
     referrer: list[str] = []
     telegram_id: list[str] = []
     vk_id: list[str] = []
+    occurred_at: list[str] = []       # when the contact happened, if the provider says (imports, call logs)
 
 
 class _UtmRules(BaseModel):
@@ -77,6 +78,7 @@ class LeadDraft:
     page_url: str | None = None
     referrer: str | None = None
     messenger_ids: dict[str, str] = field(default_factory=dict)    # {"telegram": "123", "vk": "456"}
+    occurred_at: str | None = None                                  # as the provider wrote it
     utm: dict[str, str] = field(default_factory=dict)
     click_ids: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -191,6 +193,7 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     draft.message = _clip("message", first(names.message), flags)
     draft.page_url = _clip("page_url", first(names.page_url), flags)
     draft.referrer = _clip("referrer", first(names.referrer), flags)
+    draft.occurred_at = _clip("occurred_at", first(names.occurred_at), flags)
     draft.phones = [_clip("phone", p, flags) for p in every(names.phone)][:10]
     draft.emails = [_clip("email", e, flags) for e in every(names.email)][:10]
     for kind in ("telegram", "vk"):
@@ -234,5 +237,5 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     if not draft.phones and not draft.emails and not draft.messenger_ids:
         looked = ", ".join(names.phone + names.email + names.telegram_id + names.vk_id) \
             or "(the mapping names no contact fields)"
-        raise PayloadError(f"no phone or e-mail in the form (looked for fields: {looked})")
+        raise PayloadError(f"no phone, e-mail or messenger id (looked for fields: {looked})")
     return draft

@@ -7,6 +7,8 @@ the raw text on the touch, flagged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -59,3 +61,28 @@ def mask_email(value: str) -> str:
     """For logs: 'ivan.petrov@gmail.com' -> 'i***@gmail.com'."""
     local, _, domain = value.partition("@")
     return (local[:1] + "***@" + domain) if domain else "***"
+
+
+WHEN_FORMATS = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M",
+                "%d/%m/%Y %H:%M", "%d/%m/%Y")
+
+
+def parse_when(text: str, tz: str) -> datetime:
+    """'31.12.2024 18:05', '2024-12-31', ISO 8601 with or without an offset; a time without an offset is
+    in ``tz``. Raises ValueError with the formats we understand."""
+    text = text.strip()
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        for fmt in WHEN_FORMATS:
+            try:
+                when = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+        else:
+            raise ValueError(f"{text!r} is not a date (expected e.g. 31.12.2024 18:05, 2024-12-31 or "
+                             "2024-12-31T18:05:00+03:00)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo(tz))
+    return when.astimezone(timezone.utc)

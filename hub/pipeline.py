@@ -15,15 +15,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from hub.config import IdentityConfig
+from hub.db import execute
 from hub.identity import Key, LeadFound, find_or_create_person, flag_possible_duplicates, lead_for_person
 from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
-from hub.models import EventStatus, InboundEvent, KeyKind, Touch, utcnow
-from hub.normalise import Normalised, normalise_email, normalise_phone
+from hub.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
+from hub.errors import PayloadError
+from hub.normalise import Normalised, normalise_email, normalise_phone, parse_when
 from hub.runtime import Source
+
+
+INSERT_TOUCH = insert(Touch.__table__)
+TOUCH_LEAD = update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead_id")).values(updated_at=bindparam("now"))
+
+
+class EventRef(NamedTuple):
+    """What processing needs of a stored event, for callers that never loaded the whole row (imports)."""
+
+    id: int
+    received_at: datetime
 
 
 @dataclass
@@ -66,11 +81,40 @@ class Contacts:
 
 
 def process_event(session: Session, source: Source, event: InboundEvent, identity: IdentityConfig) -> Outcome:
-    draft = apply_mapping(source.mapping, source.connector.fields(event.payload or {}))
+    return process_draft(session, source, event, map_event(source, event.payload), identity)
+
+
+def map_event(source: Source, payload: dict | None) -> LeadDraft:
+    """Pure: the mapping applied to the provider's fields. Raises only PayloadError."""
+    return apply_mapping(source.mapping, source.connector.fields(payload or {}))
+
+
+class DeferredWrites:
+    """Rows that nothing later in the same transaction reads back (touches, a lead's updated_at). A caller
+    processing many events in one transaction (an import) collects them and writes them in one go."""
+
+    def __init__(self) -> None:
+        self.touches: list[dict] = []
+        self.touched_leads: dict[int, datetime] = {}
+
+    def flush(self, session: Session) -> None:
+        if self.touches:
+            execute(session, INSERT_TOUCH, self.touches)
+        if self.touched_leads:
+            execute(session, TOUCH_LEAD, [{"lead_id": k, "now": v} for k, v in self.touched_leads.items()])
+        self.touches, self.touched_leads = [], {}
+
+
+def process_draft(session: Session, source: Source, event: InboundEvent | EventRef, draft: LeadDraft,
+                  identity: IdentityConfig, deferred: DeferredWrites | None = None) -> Outcome:
     contacts = normalise(draft, source.region, identity)
-    found = identify(session, source, event, draft, contacts, identity)
-    attach_touch(session, found, event, source, draft, contacts)
-    return Outcome(EventStatus.PROCESSED if found.how == "created" else EventStatus.MERGED, found.lead.id,
+    at = occurred_at(draft, source) or event.received_at
+    found = identify(session, source, event, draft, contacts, identity, at)
+    writes = deferred or DeferredWrites()
+    attach_touch(writes, found, event, source, draft, contacts, at)
+    if deferred is None:
+        writes.flush(session)
+    return Outcome(EventStatus.PROCESSED if found.how == "created" else EventStatus.MERGED, found.lead_id,
                    found.how)
 
 
@@ -80,22 +124,30 @@ def normalise(draft: LeadDraft, region: str, identity: IdentityConfig) -> Contac
                     messenger_ids=dict(draft.messenger_ids))
 
 
-def identify(session: Session, source: Source, event: InboundEvent, draft: LeadDraft, contacts: Contacts,
-             identity: IdentityConfig, at: datetime | None = None) -> LeadFound:
+def occurred_at(draft: LeadDraft, source: Source) -> datetime | None:
+    """When the contact happened, if the provider (or an imported CRM row) says so."""
+    if not draft.occurred_at:
+        return None
+    try:
+        return parse_when(draft.occurred_at, source.config.timezone)
+    except ValueError as exc:
+        raise PayloadError(f"occurred_at: {exc}") from None
+
+
+def identify(session: Session, source: Source, event: InboundEvent | EventRef, draft: LeadDraft, contacts: Contacts,
+             identity: IdentityConfig, at: datetime) -> LeadFound:
     person = find_or_create_person(session, contacts.keys, draft.name, identity.key_priority)
-    found = lead_for_person(session, person, source.name, source.config.tags, identity.on_return, event.id,
-                            at=at or event.received_at)
-    flag_possible_duplicates(session, person, found.lead, event.id)
+    found = lead_for_person(session, person, source.name, source.config.tags, identity.on_return, event.id, at=at)
+    flag_possible_duplicates(session, person, found.lead_id, event.id)
     return found
 
 
-def attach_touch(session: Session, found: LeadFound, event: InboundEvent, source: Source, draft: LeadDraft,
-                 contacts: Contacts) -> Touch:
-    touch = Touch(lead_id=found.lead.id, event_id=event.id, source=source.name, channel=source.connector.name,
-                  at=event.received_at, click_ids=draft.click_ids, referrer=draft.referrer,
-                  landing_page=draft.page_url, message=draft.message, contacts=contacts.as_records(),
-                  flags=draft.flags + contacts.flags, **{key: draft.utm.get(key) for key in UTM_KEYS})
-    session.add(touch)
-    found.lead.updated_at = utcnow()
-    session.flush()
-    return touch
+def attach_touch(writes: DeferredWrites, found: LeadFound, event: InboundEvent | EventRef, source: Source,
+                 draft: LeadDraft, contacts: Contacts, at: datetime) -> None:
+    writes.touches.append(dict(
+        lead_id=found.lead_id, event_id=event.id, source=source.name, channel=source.connector.name, at=at,
+        click_ids=draft.click_ids, referrer=draft.referrer, landing_page=draft.page_url, message=draft.message,
+        contacts=contacts.as_records(), flags=draft.flags + contacts.flags,
+        **{key: draft.utm.get(key) for key in UTM_KEYS}))
+    if found.how == "existing":
+        writes.touched_leads[found.lead_id] = utcnow()

@@ -35,7 +35,7 @@ def test_events_list_show_and_replay_rules(client, hub, runner):
     listed = json.loads(runner("events", "list", "--json").output)
     assert [(e["id"], e["status"]) for e in listed] == [(3, "rejected"), (2, "processed"), (1, "rejected")]
     shown = json.loads(runner("events", "show", "1", "--json").output)
-    assert shown["payload"] == {"name": "no contact"} and shown["reject_reason"].startswith("no phone or e-mail")
+    assert shown["payload"] == {"name": "no contact"} and shown["reject_reason"].startswith("no phone, e-mail or messenger id")
     assert "body:\n{broken" in runner("events", "show", "3").output
 
     out = runner("events", "replay", "2", "3", "--json", expect=1).output

@@ -46,7 +46,7 @@ def test_a_lead_with_just_an_email_is_enough():
 
 @pytest.mark.parametrize("fields", [{}, {"name": "Ivan"}, {"phone": "   "}, {"phone": None, "email": {"x": 1}}])
 def test_no_contact_is_refused_with_the_fields_we_looked_for(fields):
-    with pytest.raises(PayloadError, match="no phone or e-mail in the form \\(looked for fields: phone, tel"):
+    with pytest.raises(PayloadError, match="no phone, e-mail or messenger id \\(looked for fields: phone, tel"):
         apply_mapping(SITE, fields)
 
 
