@@ -2,11 +2,13 @@
 
 The database decides, never a check-then-insert in Python:
 * every normalised phone, e-mail and messenger id is a row of ``identity_key``, unique on (kind, value);
-* a delivery with a key nobody holds yet claims it for a tentative new person with
-  ``INSERT … ON CONFLICT DO NOTHING``, keys always in one global order, so two transactions claiming the same
-  keys queue on the unique index (PostgreSQL) or on the write lock (SQLite) instead of racing or deadlocking;
-* then it reads who owns each key. If someone else already did, the tentative person hands its keys over
-  and disappears inside the same transaction: one person, whatever the interleaving;
+* keys nobody holds yet are claimed with ``INSERT … ON CONFLICT DO NOTHING``, always in one global order, so
+  two transactions claiming the same keys queue on the unique index (PostgreSQL) or on the write lock
+  (SQLite) instead of racing or deadlocking. A delivery none of whose keys is known claims them for a
+  tentative new person; one known by some keys claims the new ones for the strongest known owner;
+* a claim that loses (another delivery inserted the key first) means: read the owners again. A tentative
+  person that lost any key hands the keys it got to the winner and disappears inside the same
+  transaction: one person, whatever the interleaving;
 * the chosen person's row is locked for the rest of the transaction, so its lead is found, reopened or
   created by one delivery at a time; a partial unique index (one open lead per person) backs that up.
 """

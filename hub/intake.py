@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from hub.connector import InboundRequest, RawEvent, WebhookReply
 from hub.db import insert_ignoring_conflicts, transaction
-from hub.errors import PayloadError, SignatureError
+from hub.errors import PayloadError
 from hub.mapping import apply_mapping
 from hub.models import EventStatus, InboundEvent, utcnow
 from hub.runtime import Hub, Source

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,7 +18,7 @@ from hub.runtime import Hub
 from hub.web import create_app
 from hub.worker import Worker
 from tests.helpers import procs
-from tests.helpers.db import count, event
+from tests.helpers.db import count, event, wait_until_processed
 from tests.helpers.procs import free_port
 
 MORE_SOURCES = """
@@ -217,13 +216,7 @@ def test_1000_concurrent_deliveries_for_100_people(app, hub):
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(post, _deliveries()))
         assert codes == [200] * DELIVERIES                # no error returned to any sender
-        deadline = threading.Event()
-        for _ in range(600):
-            with transaction(hub.engine, read_only=True) as s:
-                if not s.scalar(select(func.count()).select_from(InboundEvent).where(
-                        InboundEvent.status.in_(["pending", "processing"]))):
-                    break
-            deadline.wait(0.2)
+        wait_until_processed(hub)
     finally:
         stop.set()
         for w in workers:
@@ -247,12 +240,7 @@ def test_1000_deliveries_through_two_web_and_two_worker_processes(hub, config_pa
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(post, enumerate(_deliveries(seed=11))))
         assert codes == [200] * DELIVERIES
-        for _ in range(600):
-            with transaction(hub.engine, read_only=True) as s:
-                if not s.scalar(select(func.count()).select_from(InboundEvent).where(
-                        InboundEvent.status.in_(["pending", "processing"]))):
-                    break
-            time.sleep(0.2)
+        wait_until_processed(hub)
     finally:
         outputs = [procs.stop(p) for p in webs + workers]
     assert all(p.returncode == 0 for p in webs + workers), outputs

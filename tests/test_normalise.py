@@ -100,3 +100,14 @@ def test_other_markets_spellings_give_one_key(case):
     region, text, canonical = case
     assume(normalise_phone(canonical, region).value is not None)
     assert normalise_phone(text, region).value == canonical
+
+
+def test_an_extension_is_kept_beside_the_number_not_in_the_key():
+    office = normalise_phone("+7 495 123-45-67 доб. 123", "RU")
+    assert (office.value, office.extension) == ("+74951234567", "123")
+
+
+def test_gmail_canonical_only_when_configured():
+    assert normalise_email("I.van+ads@googlemail.com").value == "i.van+ads@googlemail.com"
+    assert normalise_email("I.van+ads@googlemail.com", gmail_canonical=True).value == "ivan@gmail.com"
+    assert normalise_email("i.van+ads@yandex.ru", gmail_canonical=True).value == "i.van+ads@yandex.ru"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from hub.db import transaction
 from hub.models import EventStatus, InboundEvent, Lead, Touch, utcnow

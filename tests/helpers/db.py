@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import func, select
 
 from hub.db import transaction
@@ -27,3 +29,15 @@ def event(hub, event_id: int) -> InboundEvent:
 def touches_per_event(hub) -> dict[int, int]:
     with transaction(hub.engine, read_only=True) as s:
         return dict(s.execute(select(Touch.event_id, func.count()).group_by(Touch.event_id)).all())
+
+
+def wait_until_processed(hub, timeout: float = 120) -> None:
+    """Wait until no event is pending or being processed (workers running elsewhere)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with transaction(hub.engine, read_only=True) as s:
+            if not s.scalar(select(func.count()).select_from(InboundEvent).where(
+                    InboundEvent.status.in_(["pending", "processing"]))):
+                return
+        assert time.monotonic() < deadline, f"events still waiting after {timeout}s"
+        time.sleep(0.2)
