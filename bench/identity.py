@@ -109,7 +109,7 @@ def measure_pipeline(hub: Hub, payloads: list[dict], run: int) -> float:
         events = list(s.scalars(select(InboundEvent).where(InboundEvent.id.in_(ids))))
         started = time.perf_counter()
         for event in events:
-            outcome = process_event(s, source, event, hub.config.identity)
+            outcome = process_event(s, source, event, hub.config)
             event.status, event.lead_id = outcome.status, outcome.lead_id
         elapsed = time.perf_counter() - started
     return elapsed / len(payloads) * 1e6

@@ -35,6 +35,7 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Alembic narrates every start-up check; only `hub db upgrade` has something to say.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _load(config_path: str) -> Config:
@@ -91,13 +92,20 @@ def main() -> None:
 # -- running -------------------------------------------------------------------------------------------
 
 @contextmanager
-def _running_workers(hub: Hub, count: int) -> Iterator[threading.Event]:
-    """Worker threads for the duration of the block; set the yielded event to stop them early."""
+def _running_workers(hub: Hub, count: int, scheduler: bool = False) -> Iterator[threading.Event]:
+    """Worker threads and a notifier (and, for `hub run`, the scheduler) for the duration of the block;
+    set the yielded event to stop them early."""
+    from hub.notify import Notifier
+    from hub.scheduler import Scheduler
     from hub.worker import Worker
 
     stop = threading.Event()
     threads = [threading.Thread(target=lambda: Worker(hub).run_forever(stop), name=f"worker-{i + 1}", daemon=True)
                for i in range(count)]
+    threads.append(threading.Thread(target=Notifier(hub).run_forever, args=(stop,), name="notifier", daemon=True))
+    if scheduler:
+        threads.append(threading.Thread(target=Scheduler(hub).run_forever, args=(stop,), name="scheduler",
+                                        daemon=True))
     for t in threads:
         t.start()
     try:
@@ -105,6 +113,7 @@ def _running_workers(hub: Hub, count: int) -> Iterator[threading.Event]:
     finally:
         stop.set()
         hub.event_stored.set()      # wake idle workers so they see the stop at once
+        hub.notification_queued.set()
         for t in threads:
             t.join(timeout=30)
 
@@ -137,7 +146,7 @@ def run(config_path: str, host: str | None, port: int | None, workers: int | Non
     """Web, workers and scheduler in one process: the embedded default."""
     hub = _open_hub(config_path)
     count = workers or hub.config.worker.threads
-    with _running_workers(hub, count):
+    with _running_workers(hub, count, scheduler=True):
         _serve(hub, host, port, threads=8, on_start=f" with {count} worker(s), database {hub.engine.url!r}")
 
 
@@ -170,6 +179,32 @@ def worker(config_path: str, threads: int | None, once: bool) -> None:
                 pass
         except KeyboardInterrupt:
             pass
+
+
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, help="One round (if this process is the leader), then exit.")
+def scheduler(config_path: str, once: bool) -> None:
+    """Scheduled jobs (SLA reassignment). Run any number: one leader works, the others stand by."""
+    from hub.scheduler import Scheduler
+
+    hub = _open_hub(config_path)
+    sched = Scheduler(hub)
+    if once:
+        done = sched.tick()
+        click.echo("not the leader: another scheduler holds the lease" if done is None
+                   else f"{len(done)} lead(s) reassigned or escalated", err=True)
+        return
+    with _running_workers(hub, 0) as stop:         # a notifier, so its reassignments are announced
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        thread = threading.Thread(target=sched.run_forever, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            while not stop.wait(1):
+                pass
+        except KeyboardInterrupt:
+            stop.set()
+        thread.join(timeout=30)
 
 
 @main.command()
@@ -282,6 +317,190 @@ def leads_show(config_path: str, as_json: bool, lead_id: int) -> None:
         marks = " ".join(f"{k}={t[k]}" for k in ("utm_source", "utm_medium", "utm_campaign", "utm_content",
                                                  "utm_term") if t[k])
         click.echo(f"  touch {t['id']} {t['at']} {t['source']} ({t['channel']}) event {t['event_id']} {marks}")
+
+
+def _lead_command(config_path: str, as_json: bool, action, message: str) -> None:
+    """Run one operator action on a lead in a transaction; print the lead after it."""
+    from hub.routing import RoutingError
+
+    hub = _open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            lead = action(session, hub.config, utcnow())
+            lead_id = lead.id
+    except RoutingError as exc:
+        _fail(str(exc))
+    hub.notification_queued.set()
+    with transaction(hub.engine, read_only=True) as session:
+        data = lead_to_dict(session.scalars(_lead_query().where(Lead.id == lead_id)).one())
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(message.format(**data))
+
+
+@leads.command("take")
+@config_option
+@json_option
+@click.argument("lead_id", type=int)
+@click.option("--as", "manager", required=True, help="The manager taking it into work.")
+def leads_take(config_path: str, as_json: bool, lead_id: int, manager: str) -> None:
+    """A manager takes a new lead into work (stops its SLA clock)."""
+    from hub.routing import take
+
+    _lead_command(config_path, as_json, lambda s, c, now: take(s, c, lead_id, manager, now),
+                  "lead {id}: {status}, owner {owner}")
+
+
+@leads.command("status")
+@config_option
+@json_option
+@click.argument("lead_id", type=int)
+@click.argument("status", type=click.Choice([LeadStatus.CONVERTED, LeadStatus.REFUSED]))
+@click.option("--reason", help="Refusal reason code (see [[refuse_reasons]]).")
+@click.option("--by", help="Who (default: $HUB_ACTOR or the login name).")
+def leads_status(config_path: str, as_json: bool, lead_id: int, status: str, reason: str | None,
+                 by: str | None) -> None:
+    """Close a lead: converted, or refused with a reason. Nothing is deleted."""
+    from hub.routing import set_status
+
+    _lead_command(config_path, as_json, lambda s, c, now: set_status(s, c, lead_id, status, reason, _actor(by), now),
+                  "lead {id}: {status} {refuse_reason}")
+
+
+@leads.command("attempt")
+@config_option
+@json_option
+@click.argument("lead_id", type=int)
+@click.option("--by", help="Who tried (default: $HUB_ACTOR or the login name).")
+def leads_attempt(config_path: str, as_json: bool, lead_id: int, by: str | None) -> None:
+    """Count one contact attempt (some refusal reasons need several)."""
+    from hub.routing import count_attempt
+
+    _lead_command(config_path, as_json, lambda s, c, now: count_attempt(s, lead_id, _actor(by), now),
+                  "lead {id}: {contact_attempts} contact attempt(s)")
+
+
+@leads.command("reassign")
+@config_option
+@json_option
+@click.argument("lead_id", type=int)
+@click.option("--to", "to", required=True, help="The new owner.")
+@click.option("--why", default="reassigned by hand", show_default=True)
+@click.option("--by", help="Who (default: $HUB_ACTOR or the login name).")
+def leads_reassign(config_path: str, as_json: bool, lead_id: int, to: str, why: str, by: str | None) -> None:
+    """Hand a lead to another manager (logged as a handover)."""
+    from hub.routing import reassign
+
+    _lead_command(config_path, as_json, lambda s, c, now: reassign(s, c, lead_id, to, why, _actor(by), now),
+                  "lead {id}: owner {owner}")
+
+
+HANDOVER_KINDS = ("assigned", "reassigned", "escalated", "taken")
+
+
+@leads.command("handovers")
+@config_option
+@json_option
+@click.option("--lead", "lead_id", type=int, help="Only this lead.")
+@click.option("--limit", type=int, default=100, show_default=True)
+def leads_handovers(config_path: str, as_json: bool, lead_id: int | None, limit: int) -> None:
+    """The handover log: every assignment, reassignment, escalation and take, newest first."""
+    from hub.models import LeadHistory
+
+    hub = _open_hub(config_path)
+    query = select(LeadHistory).where(LeadHistory.kind.in_(HANDOVER_KINDS)).order_by(LeadHistory.id.desc())
+    if lead_id:
+        query = query.where(LeadHistory.lead_id == lead_id)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = [{"lead_id": h.lead_id, "at": h.at.isoformat(), "kind": h.kind, "from": h.data.get("from"),
+                 "to": h.data.get("to"), "why": h.data.get("why"), "by": h.actor}
+                for h in session.scalars(query.limit(limit))]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, [("LEAD", lambda r: r["lead_id"]), ("AT", lambda r: r["at"][:19]),
+                        ("KIND", lambda r: r["kind"]), ("FROM", lambda r: r["from"]), ("TO", lambda r: r["to"]),
+                        ("BY", lambda r: r["by"]), ("WHY", lambda r: r["why"])])
+
+
+# -- managers ------------------------------------------------------------------------------------------
+
+@main.group()
+def managers() -> None:
+    """Managers: who is available now, on/off duty, vacations."""
+
+
+@managers.command("list")
+@config_option
+@json_option
+def managers_list(config_path: str, as_json: bool) -> None:
+    """Every manager with their team, state, open leads and whether they can take a lead right now."""
+    from hub.models import ManagerState
+    from hub.routing import OPEN_LEADS_OF, availability
+
+    hub = _open_hub(config_path)
+    names = [m.name for m in hub.config.managers]
+    now = utcnow()
+    with transaction(hub.engine, read_only=True) as session:
+        free = availability(session, hub.config, names, now)
+        states = {s.name: s for s in session.scalars(select(ManagerState))}
+        open_counts = dict(session.execute(OPEN_LEADS_OF, {"owners": names}).all()) if names else {}
+    rows = []
+    for m in hub.config.managers:
+        state = states.get(m.name)
+        rows.append({"name": m.name, "team": m.team, "weight": m.weight, "active": m.active,
+                     "on_duty": state.on_duty if state else True,
+                     "vacation_until": state.vacation_until.isoformat() if state and state.vacation_until else None,
+                     "open_leads": open_counts.get(m.name, 0), "max_open_leads": m.max_open_leads,
+                     "available": free[m.name] is None, "unavailable_because": free[m.name]})
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, [("NAME", lambda r: r["name"]), ("TEAM", lambda r: r["team"]),
+                        ("WEIGHT", lambda r: r["weight"]), ("OPEN", lambda r: r["open_leads"]),
+                        ("AVAILABLE", lambda r: "yes" if r["available"] else f"no: {r['unavailable_because']}")])
+
+
+def _manager_command(config_path: str, name: str, by: str | None, **change) -> None:
+    from hub.routing import RoutingError, set_manager_state
+
+    hub = _open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            state = set_manager_state(session, hub.config, name, _actor(by), utcnow(), **change)
+            on_duty, vacation = state.on_duty, state.vacation_until
+    except RoutingError as exc:
+        _fail(str(exc))
+    click.echo(f"{name}: {'on' if on_duty else 'off'} duty"
+               + (f", on vacation until {vacation:%Y-%m-%d %H:%M} UTC" if vacation else ""))
+
+
+@managers.command("set-duty")
+@config_option
+@click.argument("name")
+@click.argument("duty", type=click.Choice(["on", "off"]))
+@click.option("--by")
+def managers_set_duty(config_path: str, name: str, duty: str, by: str | None) -> None:
+    """Put a manager on or off duty: off duty, they receive no new leads."""
+    _manager_command(config_path, name, by, on_duty=duty == "on")
+
+
+@managers.command("set-vacation")
+@config_option
+@click.argument("name")
+@click.option("--until", "until", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+              help="Back on this date (UTC).")
+@click.option("--clear", is_flag=True, help="Back now.")
+@click.option("--by")
+def managers_set_vacation(config_path: str, name: str, until, clear: bool, by: str | None) -> None:
+    """Send a manager on vacation (no new leads until the date), or bring them back."""
+    from datetime import timezone
+
+    if (until is None) == (not clear):
+        _fail("give --until DATE or --clear", code=2)
+    _manager_command(config_path, name, by, vacation_until=until.replace(tzinfo=timezone.utc) if until else None,
+                     clear_vacation=clear)
 
 
 # -- import --------------------------------------------------------------------------------------------

@@ -86,6 +86,115 @@ class SourceConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+Warmth = Literal["cold", "warm", "hot"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
+
+
+class ManagerConfig(_Strict):
+    name: str = Field(min_length=1, max_length=128)
+    team: str
+    email: str | None = None
+    telegram_chat_id: str | None = None
+    weight: int = Field(1, ge=1, le=100, description="share in `weighted` routing")
+    active: bool = True
+    timezone: str = "UTC"
+    working_hours: str | None = Field(None, description='"09:00-18:00" in the manager\'s own time zone; none: always')
+    working_days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(WEEKDAYS[:5])
+    max_open_leads: int | None = Field(None, ge=1)
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, v: str | None) -> str | None:
+        if v is not None and not HOURS.match(v):
+            raise ValueError('write it as "HH:MM-HH:MM", e.g. "09:00-18:00"')
+        return v
+
+
+class TeamConfig(_Strict):
+    name: str
+    lead: str | None = Field(None, description="manager who gets escalations and the team's fallback leads")
+
+
+class WarmthRule(_Strict):
+    """First matching rule decides the warmth (and score) of a touch; every condition given must hold."""
+
+    name: str
+    warmth: Warmth
+    score: int | None = None
+    sources: list[str] = []
+    tags: list[str] = []
+    message_keywords: list[str] = Field([], description="any of these, case-insensitive, in the message")
+    fields: dict[str, str] = Field({}, description="provider fields equal to these values (case-insensitive)")
+    repeat: bool | None = Field(None, description="true: only a returning person; false: only a new one")
+
+
+class WarmthConfig(_Strict):
+    default: Warmth = "cold"
+    rules: list[WarmthRule] = []
+
+
+class RoutingRule(_Strict):
+    """First matching rule assigns: every condition given must hold."""
+
+    name: str
+    warmth: list[Warmth] = []
+    sources: list[str] = []
+    tags: list[str] = []
+    regions: list[str] = Field([], description="phone regions (RU, KZ, AM, …) of the person's first phone")
+    team: str
+    strategy: Literal["round_robin", "weighted", "least_loaded", "fixed"] = "round_robin"
+    manager: str | None = Field(None, description="for strategy = fixed")
+    sla_minutes: float | None = Field(None, gt=0, description="not taken in time: reassigned")
+
+
+class RoutingConfig(_Strict):
+    rules: list[RoutingRule] = []
+    # Nobody available: give the lead to the team's lead, or leave it unassigned in the queue.
+    fallback: Literal["team_lead", "queue"] = "team_lead"
+    # SLA reassignments of one lead before it is escalated to the team lead.
+    max_reassignments: int = Field(2, ge=0)
+    sla_check_seconds: float = Field(30, gt=0)
+
+
+class RefuseReason(_Strict):
+    code: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    label: str
+    min_attempts: int = Field(0, ge=0, description="contact attempts needed before this reason is allowed")
+
+
+DEFAULT_REFUSE_REASONS = [
+    RefuseReason(code="poor_quality", label="poor quality: wrong contacts"),
+    RefuseReason(code="by_mistake", label="contacted by mistake"),
+    RefuseReason(code="product_not_offered", label="product not offered"),
+    RefuseReason(code="no_answer_5_attempts", label="no answer after 5 attempts", min_attempts=5),
+    RefuseReason(code="chose_competitor", label="chose a competitor"),
+]
+
+
+class TelegramConfig(_Strict):
+    bot_token: str = Field(min_length=10)
+    api_url: str = "https://api.telegram.org"
+
+
+class EmailConfig(_Strict):
+    host: str = "localhost"
+    port: int = 25
+    sender: str = Field(alias="from")
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+
+
+class NotifyConfig(_Strict):
+    # Links in messages point here (the hub's public address).
+    base_url: str = "http://127.0.0.1:8000"
+    telegram: TelegramConfig | None = None
+    email: EmailConfig | None = None
+    max_attempts: int = Field(10, ge=1)
+    timeout_seconds: float = Field(5, gt=0)
+
+
 class Config(_Strict):
     default_region: str = "RU"
     database: DatabaseConfig = DatabaseConfig()
@@ -93,6 +202,12 @@ class Config(_Strict):
     worker: WorkerConfig = WorkerConfig()
     identity: IdentityConfig = IdentityConfig()
     sources: list[SourceConfig] = []
+    teams: list[TeamConfig] = []
+    managers: list[ManagerConfig] = []
+    warmth: WarmthConfig = WarmthConfig()
+    routing: RoutingConfig = RoutingConfig()
+    refuse_reasons: list[RefuseReason] = DEFAULT_REFUSE_REASONS
+    notify: NotifyConfig = NotifyConfig()
 
     # Filled by load_config, not by the file.
     base_dir: Path = Path(".")
@@ -100,6 +215,15 @@ class Config(_Strict):
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
+
+    def manager(self, name: str) -> ManagerConfig | None:
+        return next((m for m in self.managers if m.name == name), None)
+
+    def team(self, name: str) -> TeamConfig | None:
+        return next((t for t in self.teams if t.name == name), None)
+
+    def refuse_reason(self, code: str) -> RefuseReason | None:
+        return next((r for r in self.refuse_reasons if r.code == code), None)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -136,6 +260,43 @@ def _check_timezone(name: str, loc: str, problems: list[str]) -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         problems.append(f"{loc}: unknown time zone {name!r} (use an IANA name such as Europe/Moscow)")
+
+
+def _check_routing(config: Config, problems: list[str]) -> None:
+    """Names that must point at something: teams, managers, sources in rules."""
+    teams = {t.name for t in config.teams}
+    managers = {m.name: m for m in config.managers}
+    sources = {s.name for s in config.sources}
+    for kind, names in (("teams", [t.name for t in config.teams]), ("managers", list(managers)),
+                        ("warmth.rules", [r.name for r in config.warmth.rules]),
+                        ("routing.rules", [r.name for r in config.routing.rules])):
+        for name in {n for n in names if names.count(n) > 1}:
+            problems.append(f"{kind}: duplicate name {name!r}")
+    for i, t in enumerate(config.teams):
+        if t.lead is not None and t.lead not in managers:
+            problems.append(f"teams[{i}].lead: no manager named {t.lead!r}")
+    for i, m in enumerate(config.managers):
+        if m.team not in teams:
+            problems.append(f"managers[{i}].team: no team named {m.team!r} (known: {', '.join(sorted(teams)) or 'none'})")
+        _check_timezone(m.timezone, f"managers[{i}].timezone", problems)
+    for i, r in enumerate(config.warmth.rules):
+        for src in r.sources:
+            if src not in sources:
+                problems.append(f"warmth.rules[{i}].sources: no source named {src!r}")
+    for i, r in enumerate(config.routing.rules):
+        loc = f"routing.rules[{i}]"
+        if r.team not in teams:
+            problems.append(f"{loc}.team: no team named {r.team!r} (known: {', '.join(sorted(teams)) or 'none'})")
+        if r.strategy == "fixed":
+            if r.manager is None:
+                problems.append(f"{loc}.manager: strategy 'fixed' needs a manager")
+            elif r.manager not in managers:
+                problems.append(f"{loc}.manager: no manager named {r.manager!r}")
+        for src in r.sources:
+            if src not in sources:
+                problems.append(f"{loc}.sources: no source named {src!r}")
+        for region in r.regions:
+            _check_region(region, f"{loc}.regions", problems)
 
 
 def resolve_database_url(url: str | None, base_dir: Path) -> str:
@@ -191,6 +352,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
                 load_mapping(mapping_name, base_dir)
             except ConfigError as exc:
                 problems.extend(f"{loc}.mapping: {p}" for p in exc.problems)
+    _check_routing(config, problems)
     if problems:
         raise ConfigError(problems)
     config.base_dir = base_dir

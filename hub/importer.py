@@ -98,7 +98,7 @@ def _import_one(session: Session, hub: Hub, source: Source, raw: RawEvent, repor
     if event_id is None:
         report.already_imported += 1
         return
-    outcome = process_draft(session, source, EventRef(event_id, now), draft, hub.config.identity, deferred)
+    outcome, _ = process_draft(session, source, EventRef(event_id, now), draft, hub.config.identity, deferred)
     deferred.finished_events.append({"event_id": event_id, "status": outcome.status, "lead_id": outcome.lead_id,
                                      "now": now})
     if outcome.status == EventStatus.PROCESSED:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
                         Text, TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -152,6 +152,14 @@ class Lead(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Routing: which warmth rule and routing rule decided, and the SLA clock of the current owner.
+    warmth_rule: Mapped[str | None] = mapped_column(String(128))
+    routing_rule: Mapped[str | None] = mapped_column(String(128))
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    reassign_count: Mapped[int] = mapped_column(Integer, default=0)
+    contact_attempts: Mapped[int] = mapped_column(Integer, default=0)
 
     person: Mapped[Person] = relationship()
     touches: Mapped[list[Touch]] = relationship(back_populates="lead", order_by="Touch.at, Touch.id")
@@ -232,3 +240,61 @@ class Touch(Base):
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     lead: Mapped[Lead] = relationship(back_populates="touches")
+
+
+class ManagerState(Base):
+    """What changes about a manager at run time (the rest is config): on/off duty, vacation."""
+
+    __tablename__ = "manager_state"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    on_duty: Mapped[bool] = mapped_column(Boolean, default=True)
+    vacation_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class RoutingPosition(Base):
+    """A routing rule's round-robin position: advanced with UPDATE … RETURNING inside the transaction that
+    assigns the lead, so restarts, several workers and rolled-back attempts never skew it."""
+
+    __tablename__ = "routing_position"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class NotificationStatus:
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class Notification(Base):
+    """Outbox: written in the lead's transaction, sent after commit by the notifier, retried with backoff."""
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
+    channel: Mapped[str] = mapped_column(String(16))          # telegram | email
+    recipient: Mapped[str] = mapped_column(String(320))       # chat id / address
+    subject: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=NotificationStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SchedulerLease(Base):
+    """Who runs the scheduled jobs: one leader across processes, by a lease it renews."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -4,8 +4,8 @@
     normalise  phones to E.164, e-mails to one form; invalid ones kept raw on the touch and flagged
     identify   find or create the person by their keys, atomically; their open lead, reopened if need be
     touch      source, channel, UTM marks, click ids, referrer, landing page → a touch on the lead
-    assign     warmth and owner                          (routing: its own issue, plugs in here)
-    notify     tell the owner                            (routing: its own issue, plugs in here)
+    assign     warmth rules, then the owner: sticky, or the first matching routing rule's strategy
+    notify     the owner's Telegram/e-mail message goes into the outbox, sent after commit
 
 Anything raised here rolls the whole transaction back; the worker then decides retry, reject or dead.
 Only PayloadError means "this event can never become a lead".
@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from hub.config import IdentityConfig
+from hub.config import Config, IdentityConfig
 from hub.db import execute
 from hub.identity import Key, LeadFound, find_or_create_person, flag_possible_duplicates, lead_for_person
 from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
 from hub.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
 from hub.errors import PayloadError
 from hub.normalise import Normalised, normalise_email, normalise_phone, parse_when
+from hub.routing import LeadState, TouchFacts, phone_region, route_lead
 from hub.runtime import Source
 
 
@@ -80,8 +81,11 @@ class Contacts:
                 if any(n.value is None for n in items)]
 
 
-def process_event(session: Session, source: Source, event: InboundEvent, identity: IdentityConfig) -> Outcome:
-    return process_draft(session, source, event, map_event(source, event.payload), identity)
+def process_event(session: Session, source: Source, event: InboundEvent, config: Config) -> Outcome:
+    draft = map_event(source, event.payload)
+    outcome, contacts = process_draft(session, source, event, draft, config.identity)
+    assign_owner(session, config, source, event, draft, contacts, outcome)
+    return outcome
 
 
 def map_event(source: Source, payload: dict | None) -> LeadDraft:
@@ -106,7 +110,8 @@ class DeferredWrites:
 
 
 def process_draft(session: Session, source: Source, event: InboundEvent | EventRef, draft: LeadDraft,
-                  identity: IdentityConfig, deferred: DeferredWrites | None = None) -> Outcome:
+                  identity: IdentityConfig, deferred: DeferredWrites | None = None) -> tuple[Outcome, Contacts]:
+    """Normalise, identify, touch: everything but routing (an import must not hand year-old leads out)."""
     contacts = normalise(draft, source.region, identity)
     at = occurred_at(draft, source) or event.received_at
     found = identify(session, source, event, draft, contacts, identity, at)
@@ -115,7 +120,7 @@ def process_draft(session: Session, source: Source, event: InboundEvent | EventR
     if deferred is None:
         writes.flush(session)
     return Outcome(EventStatus.PROCESSED if found.how == "created" else EventStatus.MERGED, found.lead_id,
-                   found.how)
+                   found.how), contacts
 
 
 def normalise(draft: LeadDraft, region: str, identity: IdentityConfig) -> Contacts:
@@ -151,3 +156,22 @@ def attach_touch(writes: DeferredWrites, found: LeadFound, event: InboundEvent |
         **{key: draft.utm.get(key) for key in UTM_KEYS}))
     if found.how == "existing":
         writes.touched_leads[found.lead_id] = utcnow()
+
+
+LEAD_STATE = select(Lead.__table__.c.status, Lead.__table__.c.owner, Lead.__table__.c.warmth).where(
+    Lead.__table__.c.id == bindparam("lead_id"))
+
+
+def assign_owner(session: Session, config: Config, source: Source, event: InboundEvent, draft: LeadDraft,
+                 contacts: Contacts, outcome: Outcome) -> None:
+    """Warmth and owner (hub/routing.py); the owner's notification goes into the outbox."""
+    row = execute(session, LEAD_STATE, {"lead_id": outcome.lead_id}).one()
+    phones = [p.value for p in contacts.phones if p.value]
+    facts = TouchFacts(source=source.name, tags=list(source.config.tags), message=draft.message or "",
+                       fields=source.connector.fields(event.payload or {}), repeat=outcome.how != "created",
+                       region=phone_region(phones[0] if phones else None))
+    summary = " · ".join(filter(None, [draft.name, ", ".join(phones) or ", ".join(
+        e.value for e in contacts.emails if e.value), f"source {source.name}",
+        (draft.message or "")[:200]]))
+    route_lead(session, config, LeadState(outcome.lead_id, row.status, row.owner, row.warmth), outcome.how, facts,
+               event.id, utcnow(), summary)

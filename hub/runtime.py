@@ -40,6 +40,8 @@ class Hub:
                 region=sc.region or config.default_region)
         # Set when intake stores an event, so an in-process worker starts at once instead of at its next poll.
         self.event_stored = threading.Event()
+        # Set when a notification is queued, so the notifier sends it at once.
+        self.notification_queued = threading.Event()
 
     @property
     def is_embedded(self) -> bool:

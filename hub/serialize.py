@@ -39,7 +39,10 @@ def lead_to_dict(lead: Lead, with_touches: bool = True) -> dict[str, Any]:
         "source": lead.source,
         "first_touch": touches[0] if touches else None, "last_touch": touches[-1] if touches else None,
         "touch_count": len(touches), "reopened_count": lead.reopened_count,
-        "warmth": lead.warmth, "score": lead.score, "owner": lead.owner, "tags": lead.tags,
+        "warmth": lead.warmth, "score": lead.score, "warmth_rule": lead.warmth_rule, "owner": lead.owner,
+        "routing_rule": lead.routing_rule, "assigned_at": _iso(lead.assigned_at), "taken_at": _iso(lead.taken_at),
+        "sla_due_at": _iso(lead.sla_due_at), "reassign_count": lead.reassign_count,
+        "contact_attempts": lead.contact_attempts, "tags": lead.tags,
         "created_at": _iso(lead.created_at), "updated_at": _iso(lead.updated_at),
     }
     if with_touches:

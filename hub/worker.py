@@ -96,12 +96,13 @@ class Worker:
                 source = self.hub.sources.get(event.source)
                 if source is None:
                     raise PayloadError(f"source {event.source!r} is no longer configured")
-                outcome = process_event(session, source, event, self.hub.config.identity)
+                outcome = process_event(session, source, event, self.hub.config)
                 event.status, event.lead_id = outcome.status, outcome.lead_id
                 event.processed_at = utcnow()
                 event.claim_token = event.claimed_until = event.next_attempt_at = None
                 log.info("event=%s %s lead=%s (%s)", event.id, outcome.status, outcome.lead_id, outcome.how)
-                return outcome.status
+            self.hub.notification_queued.set()
+            return outcome.status
         except PayloadError as exc:
             return self._record_failure(claim, EventStatus.REJECTED, reason=str(exc))
         except Exception as exc:    # noqa: BLE001 — anything else may pass; retry it, never crash the worker

@@ -28,7 +28,8 @@ from hub.web import create_app
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("HUB_TEST_REQUIRE_POSTGRES") == "1"
-TABLES = ("lead_history", "possible_duplicate", "person_merge", "touch", "inbound_event", "lead",
+TABLES = ("notification", "manager_state", "routing_position", "scheduler_lease", "lead_history",
+          "possible_duplicate", "person_merge", "touch", "inbound_event", "lead",
           "identity_key", "person")
 SITE_TOKEN = "s3cret-token-for-tests"
 

@@ -1,0 +1,430 @@
+"""Who gets the lead: warmth rules, routing rules, availability, fair and persistent round-robin, SLA.
+
+Everything here runs inside the transaction that processes the event (or the scheduler's, or an
+operator's command), so an assignment, its round-robin step, its audit entry and its notification
+commit together or not at all: a retried or replayed event never advances the round-robin twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from hub.config import WEEKDAYS, Config, ManagerConfig, RoutingRule, WarmthRule
+from hub.db import execute
+from hub.errors import HubError
+from hub.models import (Lead, LeadHistory, LeadStatus, ManagerState, Notification, RoutingPosition, utcnow)
+
+WARMTH_ORDER = {"cold": 0, "warm": 1, "hot": 2}
+_LEADS = Lead.__table__
+ADVANCE = (update(RoutingPosition.__table__).where(RoutingPosition.__table__.c.key == bindparam("rule_key"))
+           .values(position=RoutingPosition.__table__.c.position + 1).returning(RoutingPosition.__table__.c.position))
+OPEN_LEADS_OF = (select(_LEADS.c.owner, func.count()).where(
+    _LEADS.c.owner.in_(bindparam("owners", expanding=True)), _LEADS.c.status.in_(LeadStatus.OPEN),
+    _LEADS.c.merged_into_id.is_(None)).group_by(_LEADS.c.owner))
+
+
+class RoutingError(HubError):
+    """An operator's lead or manager command that cannot be done as asked; the message says why."""
+
+
+# -- warmth ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TouchFacts:
+    """What warmth and routing rules may look at."""
+
+    source: str
+    tags: list[str]
+    message: str
+    fields: dict
+    repeat: bool
+    region: str | None
+
+
+def _matches_warmth(rule: WarmthRule, facts: TouchFacts) -> bool:
+    if rule.sources and facts.source not in rule.sources:
+        return False
+    if rule.tags and not set(rule.tags) & set(facts.tags):
+        return False
+    if rule.repeat is not None and rule.repeat != facts.repeat:
+        return False
+    if rule.message_keywords and not any(k.casefold() in facts.message.casefold() for k in rule.message_keywords):
+        return False
+    lowered = {str(k).lower(): v for k, v in facts.fields.items()}
+    for name, expected in rule.fields.items():
+        if str(lowered.get(name.lower(), "")).strip().casefold() != expected.casefold():
+            return False
+    return True
+
+
+def judge_warmth(config: Config, facts: TouchFacts) -> tuple[str, int | None, str]:
+    """(warmth, score, the rule that decided — or "default")."""
+    for rule in config.warmth.rules:
+        if _matches_warmth(rule, facts):
+            return rule.warmth, rule.score, rule.name
+    return config.warmth.default, None, "default"
+
+
+def phone_region(e164: str | None) -> str | None:
+    if not e164:
+        return None
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return None
+
+
+# -- availability ---------------------------------------------------------------------------------------
+
+def _in_working_hours(manager: ManagerConfig, now: datetime) -> bool:
+    local = now.astimezone(ZoneInfo(manager.timezone))
+    if WEEKDAYS[local.weekday()] not in manager.working_days:
+        return False
+    if manager.working_hours is None:
+        return True
+    start, end = manager.working_hours.split("-")
+    begin = time.fromisoformat(start)
+    finish = time(23, 59, 59, 999999) if end == "24:00" else time.fromisoformat(end)
+    return begin <= local.time() < finish
+
+
+def availability(session: Session, config: Config, names: list[str], now: datetime) -> dict[str, str | None]:
+    """For each manager: None when they can take a lead now, else why not."""
+    states = {s.name: s for s in session.scalars(select(ManagerState).where(ManagerState.name.in_(names)))}
+    capped = [n for n in names if (m := config.manager(n)) and m.max_open_leads]
+    open_counts = dict(execute(session, OPEN_LEADS_OF, {"owners": capped}).all()) if capped else {}
+    out: dict[str, str | None] = {}
+    for name in names:
+        manager, state = config.manager(name), states.get(name)
+        if manager is None:
+            out[name] = "not in the config"
+        elif not manager.active:
+            out[name] = "inactive"
+        elif state is not None and not state.on_duty:
+            out[name] = "off duty"
+        elif state is not None and state.vacation_until and state.vacation_until > now:
+            out[name] = f"on vacation until {state.vacation_until:%Y-%m-%d %H:%M} UTC"
+        elif not _in_working_hours(manager, now):
+            out[name] = "outside working hours"
+        elif manager.max_open_leads and open_counts.get(name, 0) >= manager.max_open_leads:
+            out[name] = f"at the cap of {manager.max_open_leads} open leads"
+        else:
+            out[name] = None
+    return out
+
+
+# -- choosing a manager ---------------------------------------------------------------------------------
+
+def _weighted_slots(members: list[ManagerConfig]) -> list[str]:
+    """Smooth weighted round-robin (as nginx does it): weights 3:1:1 give A B A C A, not A A A B C."""
+    current = {m.name: 0 for m in members}
+    total = sum(m.weight for m in members)
+    slots = []
+    for _ in range(total):
+        for m in members:
+            current[m.name] += m.weight
+        best = max(members, key=lambda m: current[m.name])
+        current[best.name] -= total
+        slots.append(best.name)
+    return slots
+
+
+def _advance(session: Session, key: str) -> int:
+    """Step the rule's position in the database and return the new value (1, 2, …)."""
+    dialect = session.get_bind().dialect.name
+    ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    execute(session, ins(RoutingPosition.__table__).on_conflict_do_nothing(index_elements=["key"]),
+            {"key": key, "position": 0})
+    return execute(session, ADVANCE, {"rule_key": key}).scalar_one()
+
+
+def team_members(config: Config, team: str) -> list[ManagerConfig]:
+    return [m for m in config.managers if m.team == team and m.active]
+
+
+def choose(session: Session, config: Config, rule: RoutingRule, now: datetime,
+           exclude: str | None = None) -> tuple[str | None, str]:
+    """(manager, why) for a rule, among available members; (None, why) when nobody can take it."""
+    members = team_members(config, rule.team)
+    if rule.strategy == "fixed":
+        members = [m for m in config.managers if m.name == rule.manager]
+    free = availability(session, config, [m.name for m in members], now)
+    if exclude in free:
+        free[exclude] = "the current owner"
+    available = [m for m in members if free[m.name] is None]
+    position = _advance(session, f"rule:{rule.name}")      # also serialises assignments of this rule
+    if not available:
+        reasons = "; ".join(f"{n}: {why}" for n, why in free.items()) or f"team {rule.team!r} has no active members"
+        return None, f"nobody available ({reasons})"
+    if rule.strategy == "fixed":
+        return available[0].name, f"rule {rule.name!r}: fixed"
+    if rule.strategy == "least_loaded":
+        counts = dict(execute(session, OPEN_LEADS_OF, {"owners": [m.name for m in available]}).all())
+        best = min(available, key=lambda m: counts.get(m.name, 0))       # ties: config order
+        return best.name, f"rule {rule.name!r}: least loaded ({counts.get(best.name, 0)} open)"
+    slots = [m.name for m in members] if rule.strategy == "round_robin" else _weighted_slots(members)
+    names = {m.name for m in available}
+    start = (position - 1) % len(slots)
+    for i in range(len(slots)):
+        candidate = slots[(start + i) % len(slots)]
+        if candidate in names:
+            return candidate, f"rule {rule.name!r}: {rule.strategy.replace('_', '-')}"
+    return None, "nobody available"
+
+
+def matching_rule(config: Config, warmth: str | None, facts: TouchFacts) -> RoutingRule | None:
+    for rule in config.routing.rules:
+        if rule.warmth and warmth not in rule.warmth:
+            continue
+        if rule.sources and facts.source not in rule.sources:
+            continue
+        if rule.tags and not set(rule.tags) & set(facts.tags):
+            continue
+        if rule.regions and facts.region not in rule.regions:
+            continue
+        return rule
+    return None
+
+
+# -- writing an assignment ------------------------------------------------------------------------------
+
+def history(session: Session, lead_id: int, kind: str, actor: str = "hub", event_id: int | None = None,
+            at: datetime | None = None, **data) -> None:
+    execute(session, insert(LeadHistory.__table__), dict(lead_id=lead_id, at=at or utcnow(), kind=kind,
+                                                         actor=actor, event_id=event_id, data=data))
+
+
+def lead_link(config: Config, lead_id: int) -> str:
+    return f"{config.notify.base_url.rstrip('/')}/leads/{lead_id}"
+
+
+def queue_notifications(session: Session, config: Config, manager_name: str, lead_id: int, subject: str,
+                        text: str) -> int:
+    """Outbox rows for the manager's channels; sent after commit by the notifier. Returns how many."""
+    manager = config.manager(manager_name)
+    if manager is None:
+        return 0
+    rows = []
+    if manager.telegram_chat_id and config.notify.telegram:
+        rows.append({"channel": "telegram", "recipient": manager.telegram_chat_id})
+    if manager.email and config.notify.email:
+        rows.append({"channel": "email", "recipient": manager.email})
+    now = utcnow()
+    for row in rows:
+        execute(session, insert(Notification.__table__), dict(
+            row, lead_id=lead_id, subject=subject, text=text, status="pending", attempts=0, next_attempt_at=now,
+            created_at=now))
+    return len(rows)
+
+
+def assign(session: Session, config: Config, lead_id: int, to: str | None, previous: str | None, why: str,
+           rule: RoutingRule | None, now: datetime, kind: str = "assigned", actor: str = "hub",
+           event_id: int | None = None, summary: str = "", reassign_count: int | None = None) -> None:
+    """Give the lead to ``to`` (None: leave it in the queue), start its SLA clock, log the handover and
+    queue the new owner's notification."""
+    sla = rule.sla_minutes if rule else None
+    values = dict(owner=to, assigned_at=now if to else None, updated_at=now,
+                  sla_due_at=now + timedelta(minutes=sla) if (to and sla) else None,
+                  routing_rule=rule.name if rule else None)
+    if reassign_count is not None:
+        values["reassign_count"] = reassign_count
+    execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), values)
+    history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **{"from": previous, "to": to, "why": why})
+    if to:
+        link = lead_link(config, lead_id)
+        queue_notifications(session, config, to, lead_id, f"Lead #{lead_id}",
+                            f"{summary}\n{why}\n{link}".strip() if summary else f"Lead #{lead_id}: {why}\n{link}")
+
+
+@dataclass
+class LeadState:
+    id: int
+    status: str
+    owner: str | None
+    warmth: str | None
+
+
+def route_lead(session: Session, config: Config, lead: LeadState, how: str, facts: TouchFacts,
+               event_id: int | None, now: datetime, summary: str) -> None:
+    """Warmth, then the owner: sticky while the owner is available, else the first matching rule."""
+    warmth, score, decided_by = judge_warmth(config, facts)
+    if lead.warmth is None or WARMTH_ORDER[warmth] > WARMTH_ORDER.get(lead.warmth, -1):
+        execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
+                {"warmth": warmth, "score": score, "warmth_rule": decided_by})
+        if lead.warmth is not None:
+            history(session, lead.id, "warmth", event_id=event_id, at=now, **{"from": lead.warmth, "to": warmth,
+                                                                               "rule": decided_by})
+        lead.warmth = warmth
+    if not config.routing.rules or lead.status not in LeadStatus.OPEN or (how == "existing" and lead.owner):
+        return                                   # an owned lead keeps its owner when the person writes again
+    rule = matching_rule(config, lead.warmth, facts)
+    if lead.owner:
+        why_not = availability(session, config, [lead.owner], now)[lead.owner]
+        if why_not is None:
+            if how == "reopened":
+                history(session, lead.id, "assigned", event_id=event_id, at=now,
+                        **{"from": lead.owner, "to": lead.owner, "why": "sticky: the person's owner"})
+                queue_notifications(session, config, lead.owner, lead.id, f"Lead #{lead.id} is back",
+                                    f"{summary}\nYour client came back.\n{lead_link(config, lead.id)}")
+                if rule and rule.sla_minutes:
+                    execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
+                            {"assigned_at": now, "sla_due_at": now + timedelta(minutes=rule.sla_minutes)})
+            return
+    if rule is None:
+        if lead.owner is None:
+            history(session, lead.id, "unassigned", event_id=event_id, at=now, why="no routing rule matched")
+        return
+    to, why = choose(session, config, rule, now)
+    if to is None:
+        to, why = _fallback(config, rule, why)
+    if to is None and lead.owner is None:
+        history(session, lead.id, "unassigned", event_id=event_id, at=now, why=why)
+        return
+    assign(session, config, lead.id, to, lead.owner, why, rule, now, event_id=event_id, summary=summary)
+
+
+def _fallback(config: Config, rule: RoutingRule, why: str) -> tuple[str | None, str]:
+    team = config.team(rule.team)
+    if config.routing.fallback == "team_lead" and team and team.lead:
+        return team.lead, f"{why}; fallback: team lead"
+    return None, f"{why}; left in the queue"
+
+
+# -- SLA ------------------------------------------------------------------------------------------------
+
+OVERDUE = (select(_LEADS.c.id, _LEADS.c.owner, _LEADS.c.routing_rule, _LEADS.c.reassign_count)
+           .where(_LEADS.c.status == LeadStatus.NEW, _LEADS.c.owner.is_not(None),
+                  _LEADS.c.sla_due_at <= bindparam("now"), _LEADS.c.merged_into_id.is_(None))
+           .order_by(_LEADS.c.sla_due_at).limit(200).with_for_update(skip_locked=True))
+
+
+def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:
+    """Reassign every lead not taken within its rule's SLA; after max_reassignments, escalate to the
+    team lead. Returns what it did."""
+    done = []
+    rules = {r.name: r for r in config.routing.rules}
+    for lead in execute(session, OVERDUE, {"now": now}).all():
+        rule = rules.get(lead.routing_rule)
+        team = config.team(rule.team) if rule else None
+        minutes = rule.sla_minutes if rule else None
+        why = f"SLA: not taken within {minutes:g} min" if minutes else "SLA: not taken in time"
+        to = None
+        if rule and lead.reassign_count < config.routing.max_reassignments:
+            to, how = choose(session, config, rule, now, exclude=lead.owner)
+            why = f"{why}; {how}"
+        if to is not None:
+            assign(session, config, lead.id, to, lead.owner, why, rule, now, kind="reassigned",
+                   reassign_count=lead.reassign_count + 1)
+            done.append({"lead_id": lead.id, "from": lead.owner, "to": to, "kind": "reassigned"})
+            continue
+        # Out of reassignments, or nobody else available: the team lead decides; the clock stops.
+        lead_of_team = team.lead if team else None
+        execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
+                {"sla_due_at": None, **({"owner": lead_of_team, "assigned_at": now} if lead_of_team else {})})
+        history(session, lead.id, "escalated", at=now, **{"from": lead.owner, "to": lead_of_team or lead.owner,
+                                                          "why": why + "; escalated to the team lead"})
+        if lead_of_team:
+            queue_notifications(session, config, lead_of_team, lead.id, f"Lead #{lead.id} escalated",
+                                f"Not taken in time by {lead.owner}.\n{lead_link(config, lead.id)}")
+        done.append({"lead_id": lead.id, "from": lead.owner, "to": lead_of_team, "kind": "escalated"})
+    return done
+
+
+# -- operator commands ----------------------------------------------------------------------------------
+
+def _lock_lead(session: Session, lead_id: int) -> Lead:
+    lead = session.execute(select(Lead).where(Lead.id == lead_id).with_for_update()).scalar_one_or_none()
+    if lead is None or lead.merged_into_id is not None:
+        raise RoutingError(f"no lead {lead_id}" if lead is None else
+                           f"lead {lead_id} was merged into lead {lead.merged_into_id}")
+    return lead
+
+
+def take(session: Session, config: Config, lead_id: int, manager: str, now: datetime) -> Lead:
+    if config.manager(manager) is None:
+        raise RoutingError(f"no manager named {manager!r}")
+    lead = _lock_lead(session, lead_id)
+    if lead.status != LeadStatus.NEW:
+        raise RoutingError(f"lead {lead_id} is {lead.status}; only a new lead can be taken")
+    if lead.owner not in (None, manager):
+        raise RoutingError(f"lead {lead_id} belongs to {lead.owner}; reassign it first")
+    previous = lead.owner
+    lead.status, lead.owner, lead.taken_at, lead.sla_due_at, lead.updated_at = \
+        LeadStatus.IN_WORK, manager, now, None, now
+    history(session, lead_id, "taken", actor=manager, at=now, **{"from": previous, "to": manager,
+                                                                   "why": "taken into work"})
+    return lead
+
+
+def set_status(session: Session, config: Config, lead_id: int, status: str, reason: str | None, actor: str,
+               now: datetime) -> Lead:
+    lead = _lock_lead(session, lead_id)
+    if status not in (LeadStatus.CONVERTED, LeadStatus.REFUSED):
+        raise RoutingError(f"status {status!r}: set converted or refused (new → in_work is `take`)")
+    if lead.status not in LeadStatus.OPEN:
+        raise RoutingError(f"lead {lead_id} is already {lead.status}")
+    if status == LeadStatus.REFUSED:
+        known = ", ".join(r.code for r in config.refuse_reasons)
+        if reason is None:
+            raise RoutingError(f"a refusal needs a reason: --reason one of {known}")
+        rr = config.refuse_reason(reason)
+        if rr is None:
+            raise RoutingError(f"unknown refusal reason {reason!r} (known: {known})")
+        if lead.contact_attempts < rr.min_attempts:
+            raise RoutingError(f"{rr.label!r} needs {rr.min_attempts} contact attempts; lead {lead_id} has "
+                               f"{lead.contact_attempts} (count them with `hub leads attempt {lead_id}`)")
+    elif reason is not None:
+        raise RoutingError("--reason goes with refused only")
+    previous = lead.status
+    lead.status, lead.refuse_reason, lead.sla_due_at, lead.updated_at = status, reason, None, now
+    history(session, lead_id, "status", actor=actor, at=now, **{"from": previous, "to": status, "reason": reason})
+    return lead
+
+
+def count_attempt(session: Session, lead_id: int, actor: str, now: datetime) -> Lead:
+    lead = _lock_lead(session, lead_id)
+    if lead.status not in LeadStatus.OPEN:
+        raise RoutingError(f"lead {lead_id} is {lead.status}")
+    lead.contact_attempts += 1
+    lead.updated_at = now
+    history(session, lead_id, "attempt", actor=actor, at=now, number=lead.contact_attempts)
+    return lead
+
+
+def reassign(session: Session, config: Config, lead_id: int, to: str, why: str, actor: str, now: datetime) -> Lead:
+    if config.manager(to) is None:
+        raise RoutingError(f"no manager named {to!r}")
+    lead = _lock_lead(session, lead_id)
+    if lead.status not in LeadStatus.OPEN:
+        raise RoutingError(f"lead {lead_id} is {lead.status}; only open leads are reassigned")
+    rule = next((r for r in config.routing.rules if r.name == lead.routing_rule), None)
+    assign(session, config, lead_id, to, lead.owner, why, rule, now, kind="reassigned", actor=actor)
+    if lead.status == LeadStatus.IN_WORK:       # already taken: the new owner works on, no SLA clock
+        execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), {"sla_due_at": None})
+    session.expire(lead)
+    return lead
+
+
+def set_manager_state(session: Session, config: Config, name: str, actor: str, now: datetime,
+                      on_duty: bool | None = None, vacation_until: datetime | None = None,
+                      clear_vacation: bool = False) -> ManagerState:
+    if config.manager(name) is None:
+        raise RoutingError(f"no manager named {name!r} (known: {', '.join(m.name for m in config.managers)})")
+    dialect = session.get_bind().dialect.name
+    ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    execute(session, ins(ManagerState.__table__).on_conflict_do_nothing(index_elements=["name"]),
+            {"name": name, "on_duty": True, "updated_at": now})
+    state = session.execute(select(ManagerState).where(ManagerState.name == name).with_for_update()).scalar_one()
+    if on_duty is not None:
+        state.on_duty = on_duty
+    if vacation_until is not None or clear_vacation:
+        state.vacation_until = vacation_until
+    state.updated_at, state.updated_by = now, actor
+    return state

@@ -1,0 +1,77 @@
+"""Scheduled jobs (SLA reassignment), run by exactly one process: the holder of a lease row in the store.
+
+Every process may run a scheduler (`hub run` does, `hub scheduler` is one on its own); before each run a
+scheduler takes or renews the lease with one conditional UPDATE, so across several processes on one
+PostgreSQL database only the leader works, and a dead leader is replaced once its lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hub.db import execute, transaction
+from hub.models import SchedulerLease, utcnow
+from hub.routing import sweep_sla
+from hub.runtime import Hub
+
+log = logging.getLogger("hub.scheduler")
+LEASE = "scheduler"
+
+
+class Scheduler:
+    def __init__(self, hub: Hub, name: str | None = None, lease_seconds: float | None = None):
+        self.hub = hub
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.lease_seconds = lease_seconds or max(60.0, hub.config.routing.sla_check_seconds * 3)
+
+    def is_leader(self, now: datetime) -> bool:
+        """Take the lease if it is free or expired, renew it if ours. One statement decides."""
+        table = SchedulerLease.__table__
+        with transaction(self.hub.engine) as s:
+            ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[s.get_bind().dialect.name]
+            execute(s, ins(table).on_conflict_do_nothing(index_elements=["name"]),
+                    {"name": LEASE, "holder": self.name, "expires_at": now - timedelta(seconds=1)})
+            won = execute(s, update(table).where(table.c.name == LEASE, or_(
+                table.c.holder == self.name, table.c.expires_at < now)).values(
+                holder=self.name, expires_at=now + timedelta(seconds=self.lease_seconds)))
+            return won.rowcount == 1
+
+    def tick(self, now: datetime | None = None) -> list[dict] | None:
+        """One round of the jobs; None when another process leads."""
+        now = now or utcnow()
+        if not self.is_leader(now):
+            return None
+        with transaction(self.hub.engine) as s:
+            done = sweep_sla(s, self.hub.config, now)
+        for d in done:
+            log.info("lead=%s %s: %s -> %s", d["lead_id"], d["kind"], d["from"], d["to"])
+        if done:
+            self.hub.notification_queued.set()
+        return done
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """APScheduler 3 drives the ticks; this thread only waits for the stop."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(self._safe_tick, "interval", seconds=self.hub.config.routing.sla_check_seconds,
+                          id="sla", max_instances=1, coalesce=True, next_run_time=datetime.now().astimezone())
+        scheduler.start()
+        log.info("scheduler %s started", self.name)
+        try:
+            stop.wait()
+        finally:
+            scheduler.shutdown(wait=True)
+
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:  # noqa: BLE001 — a failed round is retried at the next tick
+            log.exception("scheduler: round failed")
