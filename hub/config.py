@@ -193,6 +193,8 @@ class NotifyConfig(_Strict):
     email: EmailConfig | None = None
     max_attempts: int = Field(10, ge=1)
     timeout_seconds: float = Field(5, gt=0)
+    # Daily digest of unassigned and overdue leads to each team lead, at this UTC time; none: no digest.
+    digest_at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class Config(_Strict):

@@ -205,7 +205,7 @@ def lead_link(config: Config, lead_id: int) -> str:
     return f"{config.notify.base_url.rstrip('/')}/leads/{lead_id}"
 
 
-def queue_notifications(session: Session, config: Config, manager_name: str, lead_id: int, subject: str,
+def queue_notifications(session: Session, config: Config, manager_name: str, lead_id: int | None, subject: str,
                         text: str) -> int:
     """Outbox rows for the manager's channels; sent after commit by the notifier. Returns how many."""
     manager = config.manager(manager_name)
@@ -428,3 +428,31 @@ def set_manager_state(session: Session, config: Config, name: str, actor: str, n
         state.vacation_until = vacation_until
     state.updated_at, state.updated_by = now, actor
     return state
+
+
+# -- daily digest ---------------------------------------------------------------------------------------
+
+def digest(session: Session, config: Config, now: datetime) -> int:
+    """Tell each team lead what is waiting: leads in the queue, and leads past their SLA. Returns how many
+    messages were queued."""
+    queued = session.execute(select(Lead.id, Lead.source, Lead.created_at).where(
+        Lead.owner.is_(None), Lead.status.in_(LeadStatus.OPEN), Lead.merged_into_id.is_(None))
+        .order_by(Lead.id)).all()
+    sla = {r.name: r.sla_minutes for r in config.routing.rules if r.sla_minutes}
+    owned = session.execute(select(Lead.id, Lead.owner, Lead.assigned_at, Lead.routing_rule).where(
+        Lead.status == LeadStatus.NEW, Lead.owner.is_not(None), Lead.merged_into_id.is_(None))
+        .order_by(Lead.assigned_at)).all()
+    # Not taken within the rule's SLA, escalated ones included (their clock no longer runs).
+    overdue = [r for r in owned if r.routing_rule in sla and r.assigned_at is not None
+               and r.assigned_at + timedelta(minutes=sla[r.routing_rule]) <= now]
+    if not queued and not overdue:
+        return 0
+    lines = [f"Unassigned: {len(queued)}"] + [f"  #{r.id} {r.source} since {r.created_at:%d.%m %H:%M} UTC"
+                                              for r in queued[:20]]
+    lines += [f"Not taken in time: {len(overdue)}"] + [
+        f"  #{r.id} {r.owner}, assigned {r.assigned_at:%d.%m %H:%M} UTC" for r in overdue[:20]]
+    text = "\n".join(lines) + f"\n{config.notify.base_url.rstrip('/')}/leads"
+    sent = 0
+    for lead_of_team in sorted({t.lead for t in config.teams if t.lead}):
+        sent += queue_notifications(session, config, lead_of_team, None, f"Leads digest {now:%d.%m.%Y}", text)
+    return sent

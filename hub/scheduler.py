@@ -1,4 +1,4 @@
-"""Scheduled jobs (SLA reassignment), run by exactly one process: the holder of a lease row in the store.
+"""Scheduled jobs (SLA reassignment, the daily digest), run by exactly one process: the holder of a lease row in the store.
 
 Every process may run a scheduler (`hub run` does, `hub scheduler` is one on its own); before each run a
 scheduler takes or renews the lease with one conditional UPDATE, so across several processes on one
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.db import execute, transaction
 from hub.models import SchedulerLease, utcnow
-from hub.routing import sweep_sla
+from hub.routing import digest, sweep_sla
 from hub.runtime import Hub
 
 log = logging.getLogger("hub.scheduler")
@@ -50,11 +50,26 @@ class Scheduler:
             return None
         with transaction(self.hub.engine) as s:
             done = sweep_sla(s, self.hub.config, now)
+        self._digest_if_due(now)
         for d in done:
             log.info("lead=%s %s: %s -> %s", d["lead_id"], d["kind"], d["from"], d["to"])
         if done:
             self.hub.notification_queued.set()
         return done
+
+    def _digest_if_due(self, now: datetime) -> None:
+        """Once a day at [notify] digest_at (UTC): a marker row per day makes it once, whoever leads."""
+        at = self.hub.config.notify.digest_at
+        if at is None or now.strftime("%H:%M") < at:
+            return
+        table = SchedulerLease.__table__
+        with transaction(self.hub.engine) as s:
+            ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[s.get_bind().dialect.name]
+            first = execute(s, ins(table).on_conflict_do_nothing(index_elements=["name"]).returning(table.c.name),
+                            {"name": f"digest:{now:%Y-%m-%d}", "holder": self.name, "expires_at": now}).first()
+            if first is not None:
+                queued = digest(s, self.hub.config, now)
+                log.info("daily digest: %s message(s) queued", queued)
 
     def run_forever(self, stop: threading.Event) -> None:
         """APScheduler 3 drives the ticks; this thread only waits for the stop."""

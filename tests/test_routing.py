@@ -11,12 +11,11 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, insert, select
 
 from hub.config import load_config, parse_config
 from hub.db import transaction
-from hub.models import EventStatus, InboundEvent, Lead, LeadHistory, RoutingPosition, utcnow
+from hub.models import InboundEvent, Lead, LeadHistory, RoutingPosition, utcnow
 from hub.routing import availability, sweep_sla
 from hub.runtime import Hub
 from hub.worker import Worker
