@@ -310,3 +310,28 @@ max_open_leads = 1
         assert availability(s, hub.config, ["Ural"], monday_0330_utc + timedelta(hours=1)) == {
             "Ural": "at the cap of 1 open leads"}
     hub.engine.dispose()
+
+
+def test_a_dead_event_replayed_moves_the_round_robin_once(write_config, runner, monkeypatch):
+    import hub.routing as routing
+
+    config_path = write_config(team_config({"A": 1, "B": 1}))
+    hub = Hub(load_config(config_path))
+    store_events(hub, 1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("outbox table locked")
+    monkeypatch.setattr(routing, "queue_notifications", broken)
+    Worker(hub).drain()                                         # 3 attempts, then dead
+    with transaction(hub.engine, read_only=True) as s:
+        assert s.scalars(select(InboundEvent.status)).one() == "dead"
+        assert s.get(RoutingPosition, "rule:everyone") is None or \
+            s.get(RoutingPosition, "rule:everyone").position == 0
+    monkeypatch.undo()
+    runner("events", "replay", "--dead")
+    Worker(hub).drain()
+    assert runner("events", "replay", "1", expect=1).stderr.startswith("not replayed 1: status is processed")
+    with transaction(hub.engine, read_only=True) as s:
+        assert s.get(RoutingPosition, "rule:everyone").position == 1
+    assert owners(hub) == {"A": 1}
+    hub.engine.dispose()
