@@ -97,14 +97,18 @@ class SiteFormConnector(WebhookConnector):
     methods = ("POST", "GET")
 
     def verify(self, request: InboundRequest) -> None:
-        expected = self.settings.token
-        if expected is None:
-            return
-        given = request.headers.get(TOKEN_HEADER) or (request.query.get(TOKEN_PARAM) or [""])[0]
+        if self.settings.token is not None:
+            self._check_token(self._given_token(request))
+
+    @staticmethod
+    def _given_token(request: InboundRequest) -> str:
+        return request.headers.get(TOKEN_HEADER) or (request.query.get(TOKEN_PARAM) or [""])[0]
+
+    def _check_token(self, given: str) -> None:
         if not given:
             raise SignatureError("this source needs its token: add ?token=... to the URL or an X-Hub-Token header",
                                  status=401)
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not hmac.compare_digest(given.encode(), self.settings.token.encode()):
             raise SignatureError("wrong token for this source", status=403)
 
     def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:

@@ -503,6 +503,85 @@ def managers_set_vacation(config_path: str, name: str, until, clear: bool, by: s
                      clear_vacation=clear)
 
 
+# -- mapping -------------------------------------------------------------------------------------------
+
+@main.group()
+def mapping() -> None:
+    """Field maps: try one on a payload."""
+
+
+@mapping.command("test")
+@config_option
+@json_option
+@click.argument("source_name")
+@click.argument("payload_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--content-type", help="Default: JSON if the file parses as JSON, else a urlencoded form.")
+@click.option("--path", "subpath", default="", help="For providers with several URLs, e.g. events/summary.")
+def mapping_test(config_path: str, as_json: bool, source_name: str, payload_file: str, content_type: str | None,
+                 subpath: str) -> None:
+    """Show the lead a provider's payload would become, without storing anything or checking signatures."""
+    from pathlib import Path
+
+    from hub.connector import InboundRequest, WebhookConnector
+    from hub.errors import PayloadError
+    from hub.pipeline import map_event, normalise, occurred_at
+    from hub.routing import TouchFacts, judge_warmth
+
+    hub = Hub(_load(config_path))
+    source = hub.sources.get(source_name)
+    if source is None:
+        _fail(f"no source named {source_name!r} (configured: {', '.join(hub.sources) or 'none'})")
+    if not isinstance(source.connector, WebhookConnector):
+        _fail(f"source {source_name!r} is not a webhook source")
+    body = Path(payload_file).read_bytes().rstrip(b"\n")
+    if content_type is None:
+        try:
+            json.loads(body)
+            content_type = "application/json"
+        except ValueError:
+            content_type = "application/x-www-form-urlencoded"
+    mimetype, _, params = content_type.partition(";")
+    charset = params.partition("charset=")[2].strip() or None
+    request = InboundRequest(method="POST", subpath=subpath, query={}, headers={"content-type": content_type},
+                             body=body, mimetype=mimetype.strip().lower(), charset=charset)
+    results = []
+    try:
+        received = source.connector.receive(request, utcnow())
+        for event in received.events:
+            try:
+                draft = map_event(source, event.payload)
+                contacts = normalise(draft, source.region, hub.config.identity)
+                when = occurred_at(draft, source)
+            except PayloadError as exc:
+                results.append({"external_id": event.external_id, "rejected": str(exc)})
+                continue
+            facts = TouchFacts(source=source.name, tags=list(source.config.tags), message=draft.message or "",
+                               fields=source.connector.fields(event.payload), repeat=False, region=None)
+            warmth, score, rule = judge_warmth(hub.config, facts)
+            results.append({"external_id": event.external_id, "draft": draft.as_dict(),
+                            "contacts": contacts.as_records(), "occurred_at": when.isoformat() if when else None,
+                            "warmth": warmth, "score": score, "warmth_rule": rule})
+        reply = received.reply.body if received.reply else None
+    except PayloadError as exc:
+        _fail(f"the connector refuses this payload ({exc.status}): {exc}")
+    if as_json:
+        _print_json({"events": results, "reply": reply})
+        return
+    if not results:
+        click.echo(f"no lead: the connector answers {reply!r} and stores nothing")
+    for r in results:
+        click.echo(f"event {r['external_id'] or '(content hash)'}:")
+        if "rejected" in r:
+            click.echo(f"  rejected: {r['rejected']}")
+            continue
+        for key, value in r["draft"].items():
+            if value not in (None, [], {}, ""):
+                click.echo(f"  {key:>14}: {value}")
+        for c in r["contacts"]:
+            click.echo(f"  {c['kind']:>14}: {c['raw']!r} -> {c['value'] or 'INVALID: ' + c.get('problem', '')}")
+        click.echo(f"  {'warmth':>14}: {r['warmth']} ({r['warmth_rule']})")
+
+
 # -- import --------------------------------------------------------------------------------------------
 
 @main.command("import")

@@ -96,7 +96,11 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
     """Everything between a provider's HTTP request and our answer. Raises SignatureError (not stored)."""
     connector = source.connector
     received_at = utcnow()
-    connector.verify(request)
+    try:
+        connector.verify(request)
+    except PayloadError as exc:
+        # Too malformed to check its signature: refused, and not stored, since nothing vouches for it.
+        return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc))
     try:
         result = connector.receive(request, received_at)
     except PayloadError as exc:

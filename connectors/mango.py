@@ -1,0 +1,89 @@
+"""Mango Office VPBX (Integrations → API connector; give it the hub URL as the "external system" address).
+
+Mango POSTs urlencoded ``vpbx_api_key``, ``sign`` and ``json`` to ``<url>/events/call``, ``/events/summary``,
+``/events/recording``…; ``sign = sha256(api_key + json + api_salt)`` in lowercase hex over the raw json
+string, compared in constant time. Only the HTTP status of the answer is read. The call summary of an
+incoming call (``call_direction`` 1) is the lead: a missed call (``entry_result`` 0) from an unknown number
+is a new lead, any call from a known number a touch on their lead. Call-state events come in out of order
+and say nothing the summary does not: answered 200, not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.errors import PayloadError, SignatureError
+
+EMPTY = WebhookReply(200, "")
+KNOWN_PATHS = ("events/call", "events/summary", "events/recording", "events/record/added", "events/dtmf",
+               "events/sms", "events/callback", "ping")
+
+
+class MangoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_key: str = Field(min_length=8, description="the VPBX unique code (vpbx_api_key)")
+    api_salt: str = Field(min_length=4, description="the signature key (salt)")
+
+
+def _form(request: InboundRequest) -> dict[str, str]:
+    try:
+        pairs = parse_qs(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"malformed Mango event: {exc}", status=400) from None
+    return {k: v[0] for k, v in pairs.items()}
+
+
+class MangoConnector(WebhookConnector):
+    name = "mango"
+    config_schema = MangoSettings
+    default_mapping = "mango"
+
+    def verify(self, request: InboundRequest) -> None:
+        form = _form(request)
+        given_key, sign, raw_json = form.get("vpbx_api_key", ""), form.get("sign", ""), form.get("json", "")
+        if not sign or not given_key:
+            raise SignatureError("no vpbx_api_key/sign", status=401)
+        expected = hashlib.sha256((self.settings.api_key + raw_json + self.settings.api_salt).encode()).hexdigest()
+        key_ok = hmac.compare_digest(given_key.encode(), self.settings.api_key.encode())
+        if not (hmac.compare_digest(sign.lower().encode(), expected.encode()) and key_ok):
+            raise SignatureError("wrong Mango sign", status=403)
+
+    def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
+        path = request.subpath.strip("/")
+        if path not in KNOWN_PATHS:
+            raise PayloadError(f"unknown Mango event path /{path}", status=404)
+        if path != "events/summary":
+            return WebhookResult(reply=EMPTY)
+        try:
+            summary = json.loads(_form(request).get("json", ""))
+        except json.JSONDecodeError as exc:
+            raise PayloadError(f"malformed json field: {exc.msg}", status=400) from None
+        if not isinstance(summary, dict) or not summary.get("entry_id"):
+            raise PayloadError("summary without entry_id", status=400)
+        if summary.get("call_direction") != 1:
+            return WebhookResult(reply=EMPTY)        # internal and outgoing calls are not leads
+        return WebhookResult(events=[RawEvent(external_id=f"summary:{summary['entry_id']}", payload=summary)],
+                             reply=EMPTY)
+
+    def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
+        caller = payload.get("from") if isinstance(payload.get("from"), dict) else {}
+        answered = payload.get("entry_result") == 1
+        talk, end = payload.get("talk_time"), payload.get("end_time")   # unix times, 0 when never reached
+        talked = end - talk if isinstance(talk, int) and isinstance(end, int) and talk > 0 and end >= talk else None
+        out: dict[str, Any] = {
+            "phone": caller.get("number"), "line_number": payload.get("line_number"),
+            "call_result": "answered" if answered else "missed",
+            "message": f"{'answered' if answered else 'missed'} call to {payload.get('line_number', '?')}"
+                       + (f", talked {talked} s" if talked is not None else ""),
+        }
+        if isinstance(payload.get("create_time"), (int, float)):
+            out["occurred_at"] = datetime.fromtimestamp(payload["create_time"], timezone.utc).isoformat()
+        return out

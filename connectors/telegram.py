@@ -1,0 +1,109 @@
+"""Telegram bots, webhook mode (setWebhook with a ``secret_token``).
+
+Telegram sends each Update as JSON with the header ``X-Telegram-Bot-Api-Secret-Token`` (compared in constant
+time); ``update_id`` is the external id. The conversation is short and needs no outbound call: the answer
+to a webhook may itself be a Bot API method, so the hub answers ``/start`` or a message without a phone
+with a request for the contact (a "share my number" button), and a shared contact with thanks. The Telegram
+user id identifies the person until the phone arrives; a contact is trusted as the sender's phone only when
+``contact.user_id == from.id`` (anyone can forward someone else's card). ``/start <payload>`` deep links
+carry the campaign: map them to UTM marks in the mapping (``[utm] payload_map``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.errors import PayloadError, SignatureError
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"
+EMPTY = WebhookReply(200, "")
+
+
+class TelegramSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret_token: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$",
+                              description="the secret_token given to setWebhook")
+    ask_phone: str = "Здравствуйте! Поделитесь, пожалуйста, номером телефона — менеджер свяжется с вами."
+    share_button: str = "📱 Поделиться номером"
+    thanks: str = "Спасибо! Менеджер скоро свяжется с вами."
+
+
+def _message(update: dict[str, Any]) -> dict[str, Any] | None:
+    message = update.get("message")
+    return message if isinstance(message, dict) and isinstance(message.get("from"), dict) else None
+
+
+def _start_payload(text: str) -> str | None:
+    if not text.startswith("/start"):
+        return None
+    parts = text.split(maxsplit=1)
+    return parts[1].strip()[:64] if len(parts) == 2 and parts[0] in ("/start",) else None
+
+
+class TelegramConnector(WebhookConnector):
+    name = "telegram"
+    config_schema = TelegramSettings
+    default_mapping = "telegram"
+
+    def verify(self, request: InboundRequest) -> None:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not given:
+            raise SignatureError("no X-Telegram-Bot-Api-Secret-Token header", status=401)
+        if not hmac.compare_digest(given.encode(), self.settings.secret_token.encode()):
+            raise SignatureError("wrong Telegram secret token", status=403)
+
+    def _reply(self, chat_id: Any, text: str, ask_contact: bool) -> WebhookReply:
+        method: dict[str, Any] = {"method": "sendMessage", "chat_id": chat_id, "text": text}
+        method["reply_markup"] = ({"keyboard": [[{"text": self.settings.share_button, "request_contact": True}]],
+                                   "resize_keyboard": True, "one_time_keyboard": True}
+                                  if ask_contact else {"remove_keyboard": True})
+        return WebhookReply(200, json.dumps(method, ensure_ascii=False), "application/json; charset=utf-8")
+
+    def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
+        try:
+            update = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PayloadError(f"not a Telegram Update: {exc}", status=400) from None
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            raise PayloadError("not a Telegram Update: no update_id", status=400)
+        message = _message(update)
+        if message is None or (message.get("chat") or {}).get("type", "private") != "private":
+            return WebhookResult(reply=EMPTY)       # edits, button presses, group chatter: not leads
+        chat_id = (message.get("chat") or {}).get("id")
+        own_contact = self._own_contact(message) is not None
+        reply = self._reply(chat_id, self.settings.thanks if own_contact else self.settings.ask_phone,
+                            ask_contact=not own_contact)
+        return WebhookResult(events=[RawEvent(external_id=f"update:{update['update_id']}", payload=update)],
+                             reply=reply)
+
+    @staticmethod
+    def _own_contact(message: dict[str, Any]) -> dict[str, Any] | None:
+        contact = message.get("contact")
+        if isinstance(contact, dict) and contact.get("user_id") == message["from"].get("id"):
+            return contact
+        return None
+
+    def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
+        message = _message(payload) or {}
+        sender = message.get("from") or {}
+        text = str(message.get("text") or "")
+        contact = self._own_contact(message) if message else None
+        out: dict[str, Any] = {
+            "telegram_user_id": sender.get("id"),
+            "name": " ".join(filter(None, [sender.get("first_name"), sender.get("last_name")])) or None,
+            "username": sender.get("username"),
+            "start_payload": _start_payload(text),
+            "message": None if text.startswith("/start") else (text or None),
+        }
+        if contact:
+            phone = str(contact.get("phone_number") or "")
+            out["phone"] = phone if phone.startswith("+") else f"+{phone}"    # Telegram omits the "+"
+        elif isinstance(message.get("contact"), dict):
+            out["message"] = "shared someone else's contact card (not taken as the sender's phone)"
+        return out

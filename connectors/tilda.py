@@ -1,0 +1,55 @@
+"""Tilda forms (Tilda → Site settings → Forms → Webhook).
+
+Tilda posts the form urlencoded (JSON if so set), with fields named by the form, ``tranid`` as its
+request id and, with "send cookies" on, the TILDAUTM cookie inside ``COOKIES``. On adding the webhook it
+posts ``test=test`` and expects a 200: answered, nothing stored. It has no signature: the URL carries a
+secret token (``?token=…``), or Tilda's "API key" field does. A retry (Tilda retries twice, a minute apart,
+without an answer within 5 s) has the same ``tranid``: stored once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.site_form import SiteFormConnector
+from hub.connector import InboundRequest, RawEvent, WebhookReply, WebhookResult
+from hub.errors import PayloadError
+
+
+class TildaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=16, description="secret in the webhook URL (?token=…) or Tilda's API key field")
+    api_key_field: str = Field("api_key", description="form field Tilda puts the API key in")
+
+
+OK = WebhookReply(200, "ok")
+
+
+class TildaConnector(SiteFormConnector):
+    name = "tilda"
+    config_schema = TildaSettings
+    default_mapping = "tilda"
+    methods = ("POST",)
+
+    def verify(self, request: InboundRequest) -> None:
+        given = self._given_token(request)
+        if not given and self._body_fields(request).get(self.settings.api_key_field):
+            given = str(self._body_fields(request)[self.settings.api_key_field])
+        self._check_token(given)
+
+    def _body_fields(self, request: InboundRequest) -> dict:
+        try:
+            return super().receive(request, datetime.now()).events[0].payload
+        except PayloadError:
+            return {}
+
+    def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
+        fields = super().receive(request, received_at).events[0].payload
+        fields.pop(self.settings.api_key_field, None)
+        if fields == {"test": "test"}:
+            return WebhookResult(events=[], reply=OK)        # Tilda checking the URL when it is added
+        tranid = str(fields.get("tranid") or "").strip()
+        return WebhookResult(events=[RawEvent(external_id=f"tranid:{tranid}" if tranid else None, payload=fields)],
+                             reply=OK)

@@ -1,0 +1,100 @@
+"""Zadarma PBX notifications (Settings → Integrations and API → Notifications in your PBX).
+
+Adding the URL, Zadarma calls ``GET ?zd_echo=X`` and expects X back. Notifications are POSTed urlencoded
+with a ``Signature`` header: base64 of the hex HMAC-SHA1, keyed by the API secret, of the event's fields
+(``caller_id + called_did + call_start`` for NOTIFY_START/END, …). An incoming call (NOTIFY_START) becomes a
+lead at once — the manager hears of it while it rings; its end (NOTIFY_END) adds the outcome: answered, or
+missed ("no answer", busy, cancel). Answers are empty 200s.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.errors import PayloadError, SignatureError
+
+# The fields each event's signature covers, in order.
+SIGNED_FIELDS = {
+    "NOTIFY_START": ("caller_id", "called_did", "call_start"),
+    "NOTIFY_INTERNAL": ("caller_id", "called_did", "call_start"),
+    "NOTIFY_END": ("caller_id", "called_did", "call_start"),
+    "NOTIFY_IVR": ("caller_id", "called_did", "call_start"),
+    "NOTIFY_ANSWER": ("caller_id", "destination", "call_start"),
+    "NOTIFY_OUT_START": ("internal", "destination", "call_start"),
+    "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
+    "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec"),
+}
+LEAD_EVENTS = ("NOTIFY_START", "NOTIFY_END")
+EMPTY = WebhookReply(200, "")
+
+
+class ZadarmaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret: str = Field(min_length=8, description="the API secret key (Settings → API)")
+
+
+def _form(request: InboundRequest) -> dict[str, str]:
+    try:
+        pairs = parse_qs(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"malformed notification: {exc}", status=400) from None
+    return {k: v[0] for k, v in pairs.items()}
+
+
+def signature(secret: str, fields: dict[str, str]) -> str | None:
+    names = SIGNED_FIELDS.get(fields.get("event", ""))
+    if names is None:
+        return None
+    digest = hmac.new(secret.encode(), "".join(fields.get(n, "") for n in names).encode(), hashlib.sha1)
+    return base64.b64encode(digest.hexdigest().encode()).decode()
+
+
+class ZadarmaConnector(WebhookConnector):
+    name = "zadarma"
+    config_schema = ZadarmaSettings
+    default_mapping = "zadarma"
+    methods = ("GET", "POST")
+
+    def verify(self, request: InboundRequest) -> None:
+        if request.method == "GET":
+            return                                   # the zd_echo handshake carries nothing to trust
+        fields = _form(request)
+        expected = signature(self.settings.secret, fields)
+        given = request.headers.get("signature", "")
+        if expected is None:
+            raise PayloadError(f"unknown Zadarma event {fields.get('event')!r}", status=400)
+        if not given:
+            raise SignatureError("no Signature header", status=401)
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise SignatureError("wrong Zadarma signature", status=403)
+
+    def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
+        if request.method == "GET":
+            echo = (request.query.get("zd_echo") or [""])[0]
+            if not echo:
+                raise PayloadError("GET without zd_echo", status=400)
+            return WebhookResult(reply=WebhookReply(200, echo))
+        fields = _form(request)
+        event = fields["event"]
+        if event not in LEAD_EVENTS or not fields.get("caller_id"):
+            return WebhookResult(reply=EMPTY)        # outgoing, internal, IVR and record events are not leads
+        call = fields.get("pbx_call_id") or f"{fields['caller_id']}@{fields.get('call_start')}"
+        return WebhookResult(events=[RawEvent(external_id=f"{event.lower()}:{call}", payload=fields)], reply=EMPTY)
+
+    def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
+        out = dict(payload)
+        if payload.get("event") == "NOTIFY_START":
+            out["message"] = f"incoming call to {payload.get('called_did', '?')}"
+        else:
+            disposition = payload.get("disposition", "?")
+            out["call_result"] = "answered" if disposition == "answered" else "missed"
+            out["message"] = f"call {disposition}, {payload.get('duration', '0')} s"
+        return out
