@@ -503,6 +503,32 @@ def managers_set_vacation(config_path: str, name: str, until, clear: bool, by: s
                      clear_vacation=clear)
 
 
+@main.command()
+@config_option
+@json_option
+@click.argument("source_names", nargs=-1)
+def poll(config_path: str, as_json: bool, source_names: tuple[str, ...]) -> None:
+    """Poll polling sources (IMAP inboxes, …) now: all of them, or those named."""
+    from hub.polling import poll_source, polling_sources
+
+    hub = _open_hub(config_path)
+    sources = polling_sources(hub)
+    if source_names:
+        unknown = set(source_names) - {s.name for s in sources}
+        if unknown:
+            _fail(f"not polling sources: {', '.join(sorted(unknown))} "
+                  f"(polling sources: {', '.join(s.name for s in sources) or 'none'})")
+        sources = [s for s in sources if s.name in source_names]
+    reports = [poll_source(hub, s) for s in sources]
+    if as_json:
+        _print_json([r.__dict__ for r in reports])
+    else:
+        for r in reports:
+            click.echo(f"{r.source}: " + (f"failed: {r.error}" if r.error else f"{r.fetched} fetched, {r.stored} new"))
+    if any(r.error for r in reports):
+        sys.exit(1)
+
+
 # -- mapping -------------------------------------------------------------------------------------------
 
 @main.group()

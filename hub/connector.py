@@ -99,8 +99,16 @@ class WebhookConnector(Connector):
 
 
 class PollingConnector(Connector):
+    #: seconds between polls when the source does not say (``poll_seconds`` in its settings)
+    default_poll_seconds: ClassVar[float] = 60
+
     def poll(self, state: dict[str, Any]) -> PollResult:
+        """Fetch what is new since ``state``; never mark anything at the provider here (see ``acknowledge``)."""
         raise NotImplementedError
+
+    def acknowledge(self, events: list[RawEvent]) -> None:
+        """Called after the events are committed to the store: now it is safe to mark them read or move
+        them at the provider. A failure here only means they are fetched again, and stored once."""
 
 
 @cache

@@ -80,7 +80,7 @@ def _rejected_row(body: bytes, reason: str, payload: dict[str, Any] | None = Non
                 status=EventStatus.REJECTED, reject_reason=reason)
 
 
-def _event_row(source: Source, event: RawEvent, received_at: datetime) -> dict[str, Any]:
+def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dict[str, Any]:
     """Check the event can become a lead (the mapping is pure and cheap) and give it its external id."""
     try:
         draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
@@ -108,7 +108,7 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
         log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, exc)
         return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc), event_id=event.id)
 
-    rows = [_event_row(source, e, received_at) for e in result.events]
+    rows = [prepare_event(source, e, received_at) for e in result.events]
     stored = _store(hub, source, request, received_at, rows) if rows else []
     for row, event in zip(rows, stored):
         log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event" if event.duplicate

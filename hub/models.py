@@ -298,3 +298,15 @@ class SchedulerLease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PollState(Base):
+    """A polling source's cursor (IMAP UIDs, a long-poll ``ts``, a Telegram offset), kept by the hub."""
+
+    __tablename__ = "poll_state"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)

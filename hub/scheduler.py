@@ -1,4 +1,4 @@
-"""Scheduled jobs (SLA reassignment, the daily digest), run by exactly one process: the holder of a lease row in the store.
+"""Scheduled jobs (SLA reassignment, the daily digest, polling sources), run by exactly one process: the holder of a lease row in the store.
 
 Every process may run a scheduler (`hub run` does, `hub scheduler` is one on its own); before each run a
 scheduler takes or renews the lease with one conditional UPDATE, so across several processes on one
@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.db import execute, transaction
 from hub.models import SchedulerLease, utcnow
+from hub.polling import poll_due, polling_sources, poll_seconds
 from hub.routing import digest, sweep_sla
 from hub.runtime import Hub
 
@@ -51,6 +52,7 @@ class Scheduler:
         with transaction(self.hub.engine) as s:
             done = sweep_sla(s, self.hub.config, now)
         self._digest_if_due(now)
+        poll_due(self.hub, now)
         for d in done:
             log.info("lead=%s %s: %s -> %s", d["lead_id"], d["kind"], d["from"], d["to"])
         if done:
@@ -76,7 +78,8 @@ class Scheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(self._safe_tick, "interval", seconds=self.hub.config.routing.sla_check_seconds,
+        every = min([self.hub.config.routing.sla_check_seconds] + [poll_seconds(s) for s in polling_sources(self.hub)])
+        scheduler.add_job(self._safe_tick, "interval", seconds=every,
                           id="sla", max_instances=1, coalesce=True, next_run_time=datetime.now().astimezone())
         scheduler.start()
         log.info("scheduler %s started", self.name)

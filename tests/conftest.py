@@ -28,7 +28,8 @@ from hub.web import create_app
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("HUB_TEST_REQUIRE_POSTGRES") == "1"
-TABLES = ("notification", "manager_state", "routing_position", "scheduler_lease", "lead_history",
+REQUIRE_IMAP = os.environ.get("HUB_TEST_REQUIRE_IMAP") == "1"
+TABLES = ("poll_state", "notification", "manager_state", "routing_position", "scheduler_lease", "lead_history",
           "possible_duplicate", "person_merge", "touch", "inbound_event", "lead",
           "identity_key", "person")
 SITE_TOKEN = "s3cret-token-for-tests"
@@ -128,3 +129,23 @@ def runner(config_path):
         assert result.exit_code == expect, result.output + result.stderr
         return result
     return invoke
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """A real Dovecot for the whole run (apt-get install dovecot-imapd); skipped without it unless required."""
+    from tests.helpers.dovecot import DOVECOT, Dovecot
+
+    if not os.path.exists(DOVECOT):
+        if REQUIRE_IMAP:
+            pytest.fail("dovecot-imapd is required (HUB_TEST_REQUIRE_IMAP=1) but not installed")
+        pytest.skip("dovecot-imapd is not installed (apt-get install dovecot-imapd)")
+    server = Dovecot().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def imap_account(dovecot):
+    """A fresh, empty mailbox: dict(host, port, user, password)."""
+    return dovecot.add_user()
