@@ -58,12 +58,14 @@ class TelegramConnector(WebhookConnector):
         if not hmac.compare_digest(given.encode(), self.settings.secret_token.encode()):
             raise SignatureError("wrong Telegram secret token", status=403)
 
-    def _reply(self, chat_id: Any, text: str, ask_contact: bool) -> WebhookReply:
-        method: dict[str, Any] = {"method": "sendMessage", "chat_id": chat_id, "text": text}
-        method["reply_markup"] = ({"keyboard": [[{"text": self.settings.share_button, "request_contact": True}]],
-                                   "resize_keyboard": True, "one_time_keyboard": True}
-                                  if ask_contact else {"remove_keyboard": True})
-        return WebhookReply(200, json.dumps(method, ensure_ascii=False), "application/json; charset=utf-8")
+    def conversation_reply(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The bot's next line as a Bot API sendMessage call: ask for the phone, or thank for it."""
+        own_contact = self._own_contact(message) is not None
+        return {"method": "sendMessage", "chat_id": (message.get("chat") or {}).get("id"),
+                "text": self.settings.thanks if own_contact else self.settings.ask_phone,
+                "reply_markup": {"remove_keyboard": True} if own_contact else {
+                    "keyboard": [[{"text": self.settings.share_button, "request_contact": True}]],
+                    "resize_keyboard": True, "one_time_keyboard": True}}
 
     def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
         try:
@@ -75,10 +77,8 @@ class TelegramConnector(WebhookConnector):
         message = _message(update)
         if message is None or (message.get("chat") or {}).get("type", "private") != "private":
             return WebhookResult(reply=EMPTY)       # edits, button presses, group chatter: not leads
-        chat_id = (message.get("chat") or {}).get("id")
-        own_contact = self._own_contact(message) is not None
-        reply = self._reply(chat_id, self.settings.thanks if own_contact else self.settings.ask_phone,
-                            ask_contact=not own_contact)
+        reply = WebhookReply(200, json.dumps(self.conversation_reply(message), ensure_ascii=False),
+                             "application/json; charset=utf-8")
         return WebhookResult(events=[RawEvent(external_id=f"update:{update['update_id']}", payload=update)],
                              reply=reply)
 

@@ -170,3 +170,23 @@ def test_hub_mapping_test_shows_the_lead_a_payload_would_become(tmp_path):
     run = CliRunner().invoke(hub_cli, ["mapping", "test", "vk", str(FIXTURES / "vk" / "confirmation.json"),
                                        "--config", str(config)])
     assert "no lead: the connector answers 'abc' and stores nothing" in run.output
+
+
+@pytest.mark.parametrize("age, status", [(10, 200), (3600, 403), (-3600, 403)])
+def test_a_timestamped_signature_refuses_stale_and_future_deliveries(contract_hub, age, status, database_url,
+                                                                      tmp_path):
+    import time
+
+    config = parse_config({"sources": [{**load("telephony_generic")["source"], "timestamp_header": "X-Timestamp",
+                                        "max_age_seconds": 300}]}, tmp_path)
+    config.database_url = database_url
+    hub = Hub(config)
+    body = (FIXTURES / "telephony_generic" / "call_missed.json").read_bytes().rstrip(b"\n")
+    stamp = str(int(time.time()) - age)
+    connector = hub.sources["pbx"].connector
+    resp = create_app(hub=hub).test_client().post("/hooks/pbx", data=body, content_type="application/json",
+                                                  headers={"X-Timestamp": stamp,
+                                                           "X-Signature": connector.signature(body, stamp)})
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert counts(hub)[0] == (1 if status == 200 else 0)
+    hub.engine.dispose()
