@@ -529,6 +529,39 @@ def poll(config_path: str, as_json: bool, source_names: tuple[str, ...]) -> None
         sys.exit(1)
 
 
+@main.command("reconcile")
+@config_option
+@json_option
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The day (YYYY-MM-DD).")
+@click.option("--source")
+@click.option("--timezone", "tz", default="UTC", show_default=True, help="Whose midnight starts the day.")
+def reconcile_command(config_path: str, as_json: bool, day, source: str | None, tz: str) -> None:
+    """Prove a day's books: events received = leads created + touches merged + rejected + dead + pending,
+    and each processed event has exactly its touch. Exit 1, with the event ids, if anything does not add up."""
+    from hub.reconcile import reconcile
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        report = reconcile(session, day.date(), tz, source)
+    if as_json:
+        _print_json(report)
+    else:
+        rows = [{"source": name, **s} for name, s in report["sources"].items()]
+        _print_table(rows, [("SOURCE", lambda r: r["source"]), ("RECEIVED", lambda r: r["received"]),
+                            ("NEW LEADS", lambda r: r["created"]), ("TOUCHES", lambda r: r["merged"]),
+                            ("REJECTED", lambda r: r["rejected"]), ("DEAD", lambda r: r["dead"]),
+                            ("PENDING", lambda r: r["pending"]), ("BALANCED", lambda r: "yes" if r["ok"] else "NO")])
+        for r in rows:
+            for reason, n in r["rejected_by_reason"].items():
+                click.echo(f"  {r['source']}: {n} rejected: {reason}")
+            for e in r["errors"]:
+                click.echo(f"error: {r['source']}: event {e['event_id']}: {e['error']}", err=True)
+        if not rows:
+            click.echo(f"no events received on {report['date']}")
+    if not report["ok"]:
+        sys.exit(1)
+
+
 # -- mapping -------------------------------------------------------------------------------------------
 
 @main.group()
