@@ -745,6 +745,47 @@ def persons_show(config_path: str, as_json: bool, ref: str) -> None:
                    + (f", merged into lead {lead['merged_into_id']}" if lead["merged_into_id"] else ""))
 
 
+@persons.command("export")
+@config_option
+@click.argument("ref")
+def persons_export(config_path: str, ref: str) -> None:
+    """Everything held about a person (id, phone or e-mail), as JSON: for a data subject's request."""
+    from hub.persons import export_person, find_person
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        person = find_person(session, ref, hub.config.default_region)
+        if person is None:
+            _fail(f"no person matches {ref!r}")
+        _print_json(export_person(session, person))
+
+
+@persons.command("forget")
+@config_option
+@json_option
+@click.argument("ref")
+@click.option("--by", help="Who (default: $HUB_ACTOR or the login name).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def persons_forget(config_path: str, as_json: bool, ref: str, by: str | None, yes: bool) -> None:
+    """Erase a person's personal data (name, phones, e-mails, messages, raw payloads, notification texts);
+    statuses, sources and UTM marks stay so reports still add up. Cannot be undone."""
+    from hub.persons import find_person, forget_person
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine) as session:
+        person = find_person(session, ref, hub.config.default_region)
+        if person is None:
+            _fail(f"no person matches {ref!r}")
+        if not yes and not click.confirm(f"Erase person {person.id}'s personal data for good?", err=True):
+            _fail("nothing erased", code=1)
+        person_id, counts = person.id, forget_person(session, person, _actor(by))
+    if as_json:
+        _print_json({"person_id": person_id, "erased": counts})
+    else:
+        click.echo(f"person {person_id} forgotten: {counts['keys']} key(s), {counts['leads']} lead(s), "
+                   f"{counts['touches']} touch(es), {counts['raw_events']} raw event(s) erased")
+
+
 @persons.command("duplicates")
 @config_option
 @json_option

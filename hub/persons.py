@@ -120,3 +120,65 @@ def unmerge_persons(session: Session, merge_id: int, actor: str) -> PersonMerge:
         session.add(LeadHistory(lead_id=lead_id, at=now, kind="unmerged", actor=actor,
                                 data={"merge_id": merge.id, "kept_person_id": kept.id, "merged_person_id": merged.id}))
     return merge
+
+
+# -- privacy: export and erase one person (152-FZ / GDPR) ------------------------------------------------
+
+ERASED = "(erased)"
+
+
+def _person_rows(session: Session, person: Person) -> tuple[list[Lead], list[Touch], list]:
+    from hub.models import InboundEvent
+
+    leads = list(session.scalars(select(Lead).where(Lead.person_id == person.id).order_by(Lead.id)))
+    touches = list(session.scalars(select(Touch).where(Touch.lead_id.in_([lead.id for lead in leads]))
+                                   .order_by(Touch.id)))
+    events = list(session.scalars(select(InboundEvent).where(InboundEvent.id.in_([t.event_id for t in touches]))
+                                  .order_by(InboundEvent.id)))
+    return leads, touches, events
+
+
+def export_person(session: Session, person: Person) -> dict:
+    """Everything the hub holds about one person."""
+    from hub.models import Notification
+    from hub.serialize import event_to_dict, lead_to_dict
+
+    leads, _, events = _person_rows(session, person)
+    notes = session.scalars(select(Notification).where(Notification.lead_id.in_([lead.id for lead in leads]))
+                            .order_by(Notification.id))
+    return {"person": {"id": person.id, "name": person.name, "created_at": person.created_at.isoformat(),
+                       "keys": [{"kind": k.kind, "value": k.value} for k in person.keys]},
+            "leads": [lead_to_dict(lead) for lead in leads],
+            "raw_events": [event_to_dict(e, with_body=True) for e in events],
+            "notifications": [{"id": n.id, "channel": n.channel, "recipient": n.recipient, "text": n.text,
+                               "status": n.status, "created_at": n.created_at.isoformat()} for n in notes]}
+
+
+def forget_person(session: Session, person: Person, actor: str) -> dict:
+    """Erase the person's personal data everywhere it is held; keep the rows (statuses, sources, UTM,
+    times) so counts, conversion and reconcile still add up. Their keys are deleted: if they write again,
+    they are a new person."""
+    from hub.models import Notification
+
+    leads, touches, events = _person_rows(session, person)
+    lead_ids = [lead.id for lead in leads]
+    counts = {"keys": len(person.keys), "leads": len(leads), "touches": len(touches), "raw_events": len(events)}
+    for key in list(person.keys):
+        session.delete(key)
+    person.name = None
+    for t in touches:
+        t.message, t.contacts, t.referrer = None, [], None
+        t.landing_page = t.landing_page.split("?", 1)[0] if t.landing_page else None   # a query may hold an e-mail
+    for e in events:
+        e.body, e.payload, e.headers = b"", None, {}
+    session.execute(update(Notification).where(Notification.lead_id.in_(lead_ids)).values(text=ERASED))
+    for entry in session.scalars(select(LeadHistory).where(LeadHistory.lead_id.in_(lead_ids))):
+        if "keys" in entry.data:
+            entry.data = {**entry.data, "keys": []}
+    session.execute(update(PossibleDuplicate).where(or_(PossibleDuplicate.person_id == person.id,
+                                                        PossibleDuplicate.other_person_id == person.id))
+                    .values(keys=[]))
+    for lead_id in lead_ids:
+        session.add(LeadHistory(lead_id=lead_id, at=utcnow(), kind="forgotten", actor=actor,
+                                data={"erased": counts}))
+    return counts
