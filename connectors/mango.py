@@ -4,8 +4,9 @@ Mango POSTs urlencoded ``vpbx_api_key``, ``sign`` and ``json`` to ``<url>/events
 ``/events/recording``…; ``sign = sha256(api_key + json + api_salt)`` in lowercase hex over the raw json
 string, compared in constant time. Only the HTTP status of the answer is read. The call summary of an
 incoming call (``call_direction`` 1) is the lead: a missed call (``entry_result`` 0) from an unknown number
-is a new lead, any call from a known number a touch on their lead. Call-state events come in out of order
-and say nothing the summary does not: answered 200, not stored.
+is a new lead, any call from a known number a touch on their lead. A recording event's
+``recording_id`` is kept on that call's touch (``mango:<recording_id>``, to fetch by API). Call-state events
+come in out of order and say nothing the summary does not: answered 200, not stored.
 """
 
 from __future__ import annotations
@@ -60,12 +61,19 @@ class MangoConnector(WebhookConnector):
         path = request.subpath.strip("/")
         if path not in KNOWN_PATHS:
             raise PayloadError(f"unknown Mango event path /{path}", status=404)
-        if path != "events/summary":
+        if path not in ("events/summary", "events/recording"):
             return WebhookResult(reply=EMPTY)
         try:
             summary = json.loads(_form(request).get("json", ""))
         except json.JSONDecodeError as exc:
             raise PayloadError(f"malformed json field: {exc.msg}", status=400) from None
+        if path == "events/recording":
+            if not isinstance(summary, dict) or not summary.get("recording_id") or not summary.get("entry_id"):
+                raise PayloadError("recording event without recording_id/entry_id", status=400)
+            # Kept on the touch of the call's summary, which may come before or after it.
+            return WebhookResult(events=[RawEvent(
+                external_id=f"recording:{summary['recording_id']}",
+                payload={**summary, "_annotates": f"summary:{summary['entry_id']}"})], reply=EMPTY)
         if not isinstance(summary, dict) or not summary.get("entry_id"):
             raise PayloadError("summary without entry_id", status=400)
         if summary.get("call_direction") != 1:
@@ -74,6 +82,9 @@ class MangoConnector(WebhookConnector):
                              reply=EMPTY)
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("recording_id"):
+            # Fetch it by API: /vpbx/queries/recording/post with this recording_id
+            return {"recording": f"mango:{payload['recording_id']}"}
         caller = payload.get("from") if isinstance(payload.get("from"), dict) else {}
         answered = payload.get("entry_result") == 1
         talk, end = payload.get("talk_time"), payload.get("end_time")   # unix times, 0 when never reached

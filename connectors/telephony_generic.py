@@ -110,7 +110,5 @@ class GenericTelephonyConnector(WebhookConnector):
         message = f"{'missed' if missed else 'answered'} call to {called or '?'}"
         if not missed and duration not in (None, ""):
             message += f", {duration} s"
-        if recording:
-            message += f"; recording: {recording}"
         return {"phone": at_path(payload, s.caller_path), "called": called, "call_status": status,
                 "call_result": "missed" if missed else "answered", "recording_url": recording, "message": message}

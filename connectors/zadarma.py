@@ -4,7 +4,8 @@ Adding the URL, Zadarma calls ``GET ?zd_echo=X`` and expects X back. Notificatio
 with a ``Signature`` header: base64 of the hex HMAC-SHA1, keyed by the API secret, of the event's fields
 (``caller_id + called_did + call_start`` for NOTIFY_START/END, …). An incoming call (NOTIFY_START) becomes a
 lead at once — the manager hears of it while it rings; its end (NOTIFY_END) adds the outcome: answered, or
-missed ("no answer", busy, cancel). Answers are empty 200s.
+missed ("no answer", busy, cancel); its recording (NOTIFY_RECORD) is kept on the call's touch as
+``zadarma:<call_id_with_rec>``, to fetch by API. Answers are empty 200s.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ class ZadarmaConnector(WebhookConnector):
             return WebhookResult(reply=WebhookReply(200, echo))
         fields = _form(request)
         event = fields["event"]
+        if event == "NOTIFY_RECORD" and fields.get("pbx_call_id") and fields.get("call_id_with_rec"):
+            # The recording of a call already stored at NOTIFY_START: it goes onto that call's touch.
+            return WebhookResult(events=[RawEvent(
+                external_id=f"record:{fields['pbx_call_id']}",
+                payload={**fields, "_annotates": f"notify_start:{fields['pbx_call_id']}"})], reply=EMPTY)
         if event not in LEAD_EVENTS or not fields.get("caller_id"):
             return WebhookResult(reply=EMPTY)        # outgoing, internal, IVR and record events are not leads
         call = fields.get("pbx_call_id") or f"{fields['caller_id']}@{fields.get('call_start')}"
@@ -91,6 +97,9 @@ class ZadarmaConnector(WebhookConnector):
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
         out = dict(payload)
+        if payload.get("event") == "NOTIFY_RECORD":
+            # Fetch it by API: GET /v1/pbx/record/request/?call_id=<call_id_with_rec>
+            return {"recording": f"zadarma:{payload.get('call_id_with_rec')}"}
         if payload.get("event") == "NOTIFY_START":
             out["message"] = f"incoming call to {payload.get('called_did', '?')}"
         else:

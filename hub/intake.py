@@ -82,6 +82,8 @@ def _rejected_row(body: bytes, reason: str, payload: dict[str, Any] | None = Non
 
 def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dict[str, Any]:
     """Check the event can become a lead (the mapping is pure and cheap) and give it its external id."""
+    if event.payload.get("_annotates"):            # adds to another event's touch: nothing to map
+        return dict(external_id=event.external_id[:255], payload=event.payload, status=EventStatus.PENDING)
     try:
         draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
     except PayloadError as exc:

@@ -23,7 +23,8 @@ from hub.errors import ConfigError, PayloadError
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 CLICK_ID_KEYS = ("gclid", "yclid", "fbclid")
 # Longest value kept per field: a form cannot make the store hold megabytes in a name.
-MAX_FIELD_CHARS = {"name": 255, "message": 10_000, "page_url": 2048, "referrer": 2048, "external_id": 255}
+MAX_FIELD_CHARS = {"name": 255, "message": 10_000, "page_url": 2048, "referrer": 2048, "recording": 2048,
+                   "external_id": 255}
 MAX_VALUE_CHARS = 255
 _CONTROL_CHARS = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None}
 
@@ -40,6 +41,7 @@ class _FieldNames(BaseModel):
     telegram_id: list[str] = []
     vk_id: list[str] = []
     occurred_at: list[str] = []       # when the contact happened, if the provider says (imports, call logs)
+    recording: list[str] = []         # a call recording's URL or reference
 
 
 class _UtmRules(BaseModel):
@@ -79,6 +81,7 @@ class LeadDraft:
     referrer: str | None = None
     messenger_ids: dict[str, str] = field(default_factory=dict)    # {"telegram": "123", "vk": "456"}
     occurred_at: str | None = None                                  # as the provider wrote it
+    recording: str | None = None
     utm: dict[str, str] = field(default_factory=dict)
     click_ids: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -194,6 +197,7 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     draft.page_url = _clip("page_url", first(names.page_url), flags)
     draft.referrer = _clip("referrer", first(names.referrer), flags)
     draft.occurred_at = _clip("occurred_at", first(names.occurred_at), flags)
+    draft.recording = _clip("recording", first(names.recording), flags)
     draft.phones = [_clip("phone", p, flags) for p in every(names.phone)][:10]
     draft.emails = [_clip("email", e, flags) for e in every(names.email)][:10]
     for kind in ("telegram", "vk"):

@@ -234,6 +234,8 @@ class Touch(Base):
     referrer: Mapped[str | None] = mapped_column(String(2048))
     landing_page: Mapped[str | None] = mapped_column(String(2048))
     message: Mapped[str | None] = mapped_column(Text)
+    # A call's recording: a URL, or the provider's reference ("mango:<recording_id>") to fetch it by API.
+    recording: Mapped[str | None] = mapped_column(String(2048))
     # Every phone/e-mail/messenger id as the delivery spelled it: {kind, raw, value, problem}; invalid ones
     # (value None) are kept here, flagged, never dropped.
     contacts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -25,7 +25,7 @@ from hub.db import execute
 from hub.identity import Key, LeadFound, find_or_create_person, flag_possible_duplicates, lead_for_person
 from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
 from hub.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
-from hub.errors import PayloadError
+from hub.errors import PayloadError, RetriableError
 from hub.normalise import Normalised, normalise_email, normalise_phone, parse_when
 from hub.routing import LeadState, TouchFacts, phone_region, route_lead
 from hub.runtime import Source
@@ -81,11 +81,31 @@ class Contacts:
                 if any(n.value is None for n in items)]
 
 
+ANNOTATES = "_annotates"     # payload key of an event that adds to another event's touch (a call's recording)
+
+
 def process_event(session: Session, source: Source, event: InboundEvent, config: Config) -> Outcome:
+    if isinstance(event.payload, dict) and event.payload.get(ANNOTATES):
+        return annotate(session, source, event)
     draft = map_event(source, event.payload)
     outcome, contacts = process_draft(session, source, event, draft, config.identity)
     assign_owner(session, config, source, event, draft, contacts, outcome)
     return outcome
+
+
+def annotate(session: Session, source: Source, event: InboundEvent) -> Outcome:
+    """A recording arrives apart from its call (before or after it): put it on the call's touch."""
+    target_id = str(event.payload[ANNOTATES])
+    target = session.execute(select(InboundEvent.id, InboundEvent.status).where(
+        InboundEvent.source == source.name, InboundEvent.external_id == target_id)).first()
+    if target is None or target.status in (EventStatus.PENDING, EventStatus.PROCESSING):
+        raise RetriableError(f"the call {target_id} it belongs to is not processed yet")
+    touch = session.execute(select(Touch.id, Touch.lead_id).where(Touch.event_id == target.id)).first()
+    if touch is None:
+        raise PayloadError(f"the call {target_id} it belongs to was {target.status}, not a lead")
+    recording = source.connector.fields(event.payload).get("recording")
+    execute(session, update(Touch.__table__).where(Touch.__table__.c.id == touch.id), {"recording": recording})
+    return Outcome(EventStatus.MERGED, touch.lead_id, "annotated")
 
 
 def map_event(source: Source, payload: dict | None) -> LeadDraft:
@@ -152,7 +172,7 @@ def attach_touch(writes: DeferredWrites, found: LeadFound, event: InboundEvent |
     writes.touches.append(dict(
         lead_id=found.lead_id, event_id=event.id, source=source.name, channel=source.connector.name, at=at,
         click_ids=draft.click_ids, referrer=draft.referrer, landing_page=draft.page_url, message=draft.message,
-        contacts=contacts.as_records(), flags=draft.flags + contacts.flags,
+        recording=draft.recording, contacts=contacts.as_records(), flags=draft.flags + contacts.flags,
         **{key: draft.utm.get(key) for key in UTM_KEYS}))
     if found.how == "existing":
         writes.touched_leads[found.lead_id] = utcnow()

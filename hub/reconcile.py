@@ -18,6 +18,11 @@ from sqlalchemy.orm import Session
 from hub.models import EventStatus, InboundEvent, Lead, Touch
 
 
+def _annotates(session: Session, event_id: int) -> bool:
+    event = session.get(InboundEvent, event_id)
+    return isinstance(event.payload, dict) and bool(event.payload.get("_annotates")) and event.lead_id is not None
+
+
 def reconcile(session: Session, day: date, tz: str = "UTC", source: str | None = None) -> dict:
     start = datetime.combine(day, time(0), ZoneInfo(tz))
     end = start + timedelta(days=1)
@@ -48,6 +53,8 @@ def reconcile(session: Session, day: date, tz: str = "UTC", source: str | None =
         else:
             s["pending"] += 1
         if row.status in (EventStatus.PROCESSED, EventStatus.MERGED):
+            if row.touch_id is None and row.status == EventStatus.MERGED and _annotates(session, row.id):
+                continue                  # a call's recording: it went onto the call's touch, not a touch of its own
             if row.touch_id is None:
                 s["errors"].append({"event_id": row.id, "error": f"{row.status} but no touch: the lead is missing"})
             elif row.lead_exists is None:

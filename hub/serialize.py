@@ -17,7 +17,7 @@ def touch_to_dict(touch: Touch) -> dict[str, Any]:
     return {"id": touch.id, "event_id": touch.event_id, "source": touch.source, "channel": touch.channel,
             **{key: getattr(touch, key) for key in UTM_KEYS}, "click_ids": touch.click_ids,
             "referrer": touch.referrer, "landing_page": touch.landing_page, "message": touch.message,
-            "contacts": touch.contacts, "flags": touch.flags, "at": _iso(touch.at)}
+            "recording": touch.recording, "contacts": touch.contacts, "flags": touch.flags, "at": _iso(touch.at)}
 
 
 def history_to_dict(entry: LeadHistory) -> dict[str, Any]:

@@ -121,7 +121,10 @@ def test_each_sample_becomes_the_right_lead_and_a_retry_changes_nothing(contract
         lead = lead_to_dict(s.get(Lead, event.lead_id))
     last = lead["last_touch"]
     for key, value in expected.items():
-        actual = last.get(key) if key.startswith("utm_") or key == "message" else lead.get(key)
+        if key == "recordings":
+            actual = [t["recording"] for t in lead["touches"] if t["recording"]]
+        else:
+            actual = last.get(key) if key.startswith("utm_") or key == "message" else lead.get(key)
         assert actual == value, f"{key}: {actual!r} != {value!r}"
 
 
@@ -190,3 +193,33 @@ def test_a_timestamped_signature_refuses_stale_and_future_deliveries(contract_hu
     assert resp.status_code == status, resp.get_data(as_text=True)
     assert counts(hub)[0] == (1 if status == 200 else 0)
     hub.engine.dispose()
+
+
+def test_a_recording_that_arrives_before_its_call_waits_for_it(contract_hub):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from hub.models import utcnow
+
+    hub = contract_hub("mango")
+    hub.config.worker.backoff_base_seconds = 60
+    client = create_app(hub=hub).test_client()
+    recording = {"name": "r", "path": "events/recording", "body": "recording_added.txt",
+                 "content_type": "application/x-www-form-urlencoded"}
+    summary = {**recording, "path": "events/summary", "body": "summary_missed_call.txt"}
+    assert send(client, "mango", recording).status_code == 200
+    Worker(hub).drain()                                         # its call is unknown yet: retried later
+    with transaction(hub.engine, read_only=True) as s:
+        waiting = s.scalars(select(InboundEvent)).one()
+        assert (waiting.status, waiting.attempts) == ("pending", 1)
+        assert "not processed yet" in waiting.last_error
+    assert send(client, "mango", summary).status_code == 200
+    Worker(hub).drain()
+    with transaction(hub.engine) as s:                          # the retry comes due
+        s.execute(update(InboundEvent).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    Worker(hub).drain()
+    with transaction(hub.engine, read_only=True) as s:
+        assert sorted(e.status for e in s.scalars(select(InboundEvent))) == ["merged", "processed"]
+        lead = lead_to_dict(s.scalars(select(Lead)).one())
+    assert lead["touch_count"] == 1 and lead["touches"][0]["recording"].startswith("mango:")

@@ -39,3 +39,24 @@ def test_a_lost_lead_is_named_by_its_event(client, hub, runner):
         s.execute(delete(Touch))
     result = runner("reconcile", "--date", utcnow().date().isoformat(), expect=1)
     assert "error: site: event 1: processed but no touch: the lead is missing" in result.stderr
+
+
+def test_a_calls_recording_balances_without_a_touch_of_its_own(write_config, runner):
+
+    from hub.config import load_config
+    from hub.runtime import Hub
+    from hub.web import create_app
+    from tests.conftest import FIXTURES
+
+    hub = Hub(load_config(write_config('[[sources]]\nname = "mango"\nconnector = "mango"\n'
+                                       'api_key = "mango-api-key-1"\napi_salt = "mango-salt-1"\n')))
+    client = create_app(hub=hub).test_client()
+    for path, name in (("events/summary", "summary_missed_call.txt"), ("events/recording", "recording_added.txt")):
+        body = (FIXTURES / "mango" / name).read_bytes().rstrip(b"\n")
+        assert client.post(f"/hooks/mango/{path}", data=body,
+                           content_type="application/x-www-form-urlencoded").status_code == 200
+    Worker(hub).drain()
+    report = json.loads(runner("reconcile", "--date", utcnow().date().isoformat(), "--json").output)
+    assert report["ok"], report
+    assert report["sources"]["mango"]["created"] == 1 and report["sources"]["mango"]["merged"] == 1
+    hub.engine.dispose()
