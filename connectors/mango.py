@@ -16,11 +16,11 @@ import hmac
 import json
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.connector import (InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult,
+                           form_fields)
 from hub.errors import PayloadError, SignatureError
 
 EMPTY = WebhookReply(200, "")
@@ -35,11 +35,7 @@ class MangoSettings(BaseModel):
 
 
 def _form(request: InboundRequest) -> dict[str, str]:
-    try:
-        pairs = parse_qs(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"malformed Mango event: {exc}", status=400) from None
-    return {k: v[0] for k, v in pairs.items()}
+    return form_fields(request, "Mango event")
 
 
 class MangoConnector(WebhookConnector):

@@ -15,11 +15,11 @@ import hashlib
 import hmac
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.connector import (InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult,
+                           form_fields)
 from hub.errors import PayloadError, SignatureError
 
 # The fields each event's signature covers, in order.
@@ -43,11 +43,7 @@ class ZadarmaSettings(BaseModel):
 
 
 def _form(request: InboundRequest) -> dict[str, str]:
-    try:
-        pairs = parse_qs(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"malformed notification: {exc}", status=400) from None
-    return {k: v[0] for k, v in pairs.items()}
+    return form_fields(request, "notification")
 
 
 def signature(secret: str, fields: dict[str, str]) -> str | None:

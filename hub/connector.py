@@ -71,6 +71,19 @@ class PollResult:
     state: dict[str, Any]
 
 
+def form_fields(request: InboundRequest, what: str = "form") -> dict[str, str]:
+    """A urlencoded body as {name: first value}; PayloadError (400) when it is not valid UTF-8 or a form."""
+    from urllib.parse import parse_qs
+
+    from hub.errors import PayloadError
+
+    try:
+        pairs = parse_qs(request.body.decode(request.charset or "utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+        raise PayloadError(f"malformed {what}: {exc}", status=400) from None
+    return {k: v[0] for k, v in pairs.items()}
+
+
 class Connector:
     """Base of every connector. Subclasses set ``name`` and may declare ``config_schema``: a pydantic model
     for the connector's own settings in a ``[[sources]]`` table, validated when the hub starts."""
