@@ -91,6 +91,10 @@ class MangoConnector(WebhookConnector):
             "message": f"{'answered' if answered else 'missed'} call to {payload.get('line_number', '?')}"
                        + (f", talked {talked} s" if talked is not None else ""),
         }
-        if isinstance(payload.get("create_time"), (int, float)):
-            out["occurred_at"] = datetime.fromtimestamp(payload["create_time"], timezone.utc).isoformat()
+        created = payload.get("create_time")
+        if isinstance(created, (int, float)) and not isinstance(created, bool):
+            try:
+                out["occurred_at"] = datetime.fromtimestamp(created, timezone.utc).isoformat()
+            except (OverflowError, OSError, ValueError):
+                raise PayloadError(f"create_time {created!r} is not a time") from None
         return out

@@ -96,7 +96,8 @@ class TelegramConnector(WebhookConnector):
         contact = self._own_contact(message) if message else None
         out: dict[str, Any] = {
             "telegram_user_id": sender.get("id"),
-            "name": " ".join(filter(None, [sender.get("first_name"), sender.get("last_name")])) or None,
+            "name": " ".join(str(n) for n in (sender.get("first_name"), sender.get("last_name"))
+                             if isinstance(n, str) and n) or None,
             "username": sender.get("username"),
             "start_payload": _start_payload(text),
             "message": None if text.startswith("/start") else (text or None),

@@ -87,7 +87,8 @@ class VkConnector(WebhookConnector):
         if payload.get("type") == "lead_forms_new":
             out.update(vk_user_id=obj.get("user_id"), form_name=obj.get("form_name"), form_id=obj.get("form_id"),
                        ad_id=obj.get("ad_id"))
-            for answer in obj.get("answers") or []:
+            answers = obj.get("answers")
+            for answer in answers if isinstance(answers, list) else []:
                 if isinstance(answer, dict):
                     for name in (answer.get("key"), answer.get("question")):
                         if name:

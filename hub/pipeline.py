@@ -110,7 +110,9 @@ def annotate(session: Session, source: Source, event: InboundEvent) -> Outcome:
 
 def map_event(source: Source, payload: dict | None) -> LeadDraft:
     """Pure: the mapping applied to the provider's fields. Raises only PayloadError."""
-    return apply_mapping(source.mapping, source.connector.fields(payload or {}))
+    if not isinstance(payload, dict):
+        raise PayloadError(f"stored payload is not an object of fields but {type(payload).__name__}")
+    return apply_mapping(source.mapping, source.connector.fields(payload))
 
 
 class DeferredWrites:
