@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -15,6 +16,7 @@ from hub.db import transaction
 from hub.connector import InboundRequest, WebhookConnector
 from hub.errors import SignatureError
 from hub.intake import handle_webhook
+from hub.metrics import AckLatency, render as render_metrics
 from hub.models import EventStatus, InboundEvent
 from hub.runtime import Hub
 
@@ -31,6 +33,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = hub.config.server.max_body_bytes
     app.extensions["hub"] = hub
+    app.extensions["ack_latency"] = AckLatency()
     app.register_blueprint(hooks)
     app.register_blueprint(health)
     app.register_error_handler(HTTPException, _http_error_as_json)
@@ -71,16 +74,26 @@ def webhook(source_name: str, subpath: str):
         resp, status = _error(405, "method_not_allowed", f"source {source_name!r} accepts {allowed}")
         resp.headers["Allow"] = allowed
         return resp, status
+    started = time.perf_counter()
     body = request.get_data(cache=False)   # raises 413 past MAX_CONTENT_LENGTH, chunked bodies included
     try:
         reply = handle_webhook(hub, source, _inbound_request(subpath, body))
+        response = Response(reply.body, status=reply.status, content_type=reply.content_type)
     except SignatureError as exc:
         log.warning("source=%s signature check failed: %s (from %s)", source_name, exc, request.remote_addr)
-        return _error(exc.status, "unauthorized", str(exc))
+        response = _error(exc.status, "unauthorized", str(exc))
     except Exception:  # noqa: BLE001 — not stored means not acknowledged: the provider must retry
         log.exception("source=%s: could not store the delivery", source_name)
-        return _error(503, "store_unavailable", "the delivery could not be stored; please retry")
-    return Response(reply.body, status=reply.status, content_type=reply.content_type)
+        response = _error(503, "store_unavailable", "the delivery could not be stored; please retry")
+    status = response[1] if isinstance(response, tuple) else response.status_code
+    current_app.extensions["ack_latency"].observe(source_name, status, time.perf_counter() - started)
+    return response
+
+
+@health.route("/metrics")
+def metrics():
+    return Response(render_metrics(current_hub(), current_app.extensions["ack_latency"]),
+                    content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @health.route("/healthz")

@@ -137,3 +137,22 @@ def test_token_protected_source(client, hub):
 def test_healthz(client):
     client.post("/hooks/site", data=LANDING, headers=JSON)
     assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok", "queue": 1, "dead": 0}
+
+
+def test_metrics_in_prometheus_text(client, hub):
+    from hub.worker import Worker
+
+    client.post("/hooks/site", data=LANDING, headers=JSON)
+    client.post("/hooks/site", json={"name": "no contact"})
+    client.post("/hooks/site", json={"phone": "+79120000001"})
+    Worker(hub).drain()
+    client.post("/hooks/site", json={"phone": "+79120000002"})
+    text = client.get("/metrics").get_data(as_text=True)
+    lines = set(text.splitlines())
+    assert 'leadhub_events{source="site",status="processed"} 2' in lines
+    assert 'leadhub_events{source="site",status="rejected"} 1' in lines
+    assert "leadhub_queue_depth 1" in lines and "leadhub_dead_events 0" in lines
+    assert 'leadhub_ack_seconds_count{source="site"} 4' in lines
+    assert 'leadhub_ack_seconds_bucket{source="site",le="+Inf"} 4' in lines
+    assert 'leadhub_webhook_replies_total{source="site",status="422"} 1' in lines
+    assert "# TYPE leadhub_ack_seconds histogram" in lines
