@@ -197,6 +197,12 @@ class NotifyConfig(_Strict):
     digest_at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+class PrivacyConfig(_Strict):
+    # Raw deliveries (bodies, payloads, headers) of finished events are erased after this many days; none:
+    # kept. Leads, touches and counts stay.
+    retention_days: int | None = Field(None, ge=1)
+
+
 class Config(_Strict):
     default_region: str = "RU"
     database: DatabaseConfig = DatabaseConfig()
@@ -210,6 +216,7 @@ class Config(_Strict):
     routing: RoutingConfig = RoutingConfig()
     refuse_reasons: list[RefuseReason] = DEFAULT_REFUSE_REASONS
     notify: NotifyConfig = NotifyConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     # Filled by load_config, not by the file.
     base_dir: Path = Path(".")

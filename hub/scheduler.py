@@ -1,4 +1,4 @@
-"""Scheduled jobs (SLA reassignment, the daily digest, polling sources), run by exactly one process: the holder of a lease row in the store.
+"""Scheduled jobs (SLA reassignment, the daily digest, polling sources, raw payload retention), run by exactly one process: the holder of a lease row in the store.
 
 Every process may run a scheduler (`hub run` does, `hub scheduler` is one on its own); before each run a
 scheduler takes or renews the lease with one conditional UPDATE, so across several processes on one
@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.db import execute, transaction
 from hub.models import SchedulerLease, utcnow
+from hub.retention import purge_raw_payloads
 from hub.polling import poll_due, polling_sources, poll_seconds
 from hub.routing import digest, sweep_sla
 from hub.runtime import Hub
@@ -53,6 +54,11 @@ class Scheduler:
             done = sweep_sla(s, self.hub.config, now)
         self._digest_if_due(now)
         poll_due(self.hub, now)
+        if self.hub.config.privacy.retention_days:
+            with transaction(self.hub.engine) as s:
+                purged = purge_raw_payloads(s, self.hub.config.privacy.retention_days, now)
+            if purged:
+                log.info("retention: raw payloads of %s event(s) erased", purged)
         for d in done:
             log.info("lead=%s %s: %s -> %s", d["lead_id"], d["kind"], d["from"], d["to"])
         if done:

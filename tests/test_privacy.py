@@ -34,3 +34,32 @@ def test_export_then_forget_a_person(client, hub, runner):
     client.post("/hooks/site", json={"phone": "+79123456789"})      # if they write again: a new person
     Worker(hub).drain()
     assert len(json.loads(runner("leads", "list", "--json").output)) == 2
+
+
+def test_raw_payloads_are_erased_after_the_retention_period(write_config):
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from hub.config import load_config
+    from hub.db import transaction
+    from hub.models import InboundEvent, utcnow
+    from hub.runtime import Hub
+    from hub.scheduler import Scheduler
+    from hub.web import create_app
+
+    hub = Hub(load_config(write_config("[privacy]\nretention_days = 30\n")))
+    client = create_app(hub=hub).test_client()
+    client.post("/hooks/site", json={"phone": "+79120000001", "name": "Old"})
+    client.post("/hooks/site", json={"phone": "+79120000002", "name": "Waiting"})
+    Worker(hub).run_once()                                      # the second stays pending
+    scheduler = Scheduler(hub, "only")
+    scheduler.tick(utcnow() + timedelta(days=29))
+    with transaction(hub.engine, read_only=True) as s:
+        assert all(e.payload for e in s.scalars(select(InboundEvent)))
+    scheduler.tick(utcnow() + timedelta(days=31))
+    with transaction(hub.engine, read_only=True) as s:
+        old, waiting = s.scalars(select(InboundEvent).order_by(InboundEvent.id)).all()
+        assert (old.body, old.payload, old.headers, old.status) == (b"", None, {}, "processed")
+        assert waiting.payload == {"phone": "+79120000002", "name": "Waiting"}    # may still be needed
+    hub.engine.dispose()
