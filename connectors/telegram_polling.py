@@ -37,9 +37,9 @@ class TelegramPollingConnector(PollingConnector):
 
     def __init__(self, source: str, settings: TelegramPollingSettings):
         super().__init__(source, settings)
-        self._conversation = TelegramConnector(source, TelegramSettings(
-            secret_token="unused-in-polling", ask_phone=settings.ask_phone, share_button=settings.share_button,
-            thanks=settings.thanks))
+        # The webhook connector's conversation and fields, without its secret (polling has none to check).
+        self._conversation = TelegramConnector(source, TelegramSettings.model_construct(
+            ask_phone=settings.ask_phone, share_button=settings.share_button, thanks=settings.thanks))
         self.http = requests.Session()
 
     def _call(self, method: str, payload: dict[str, Any]) -> Any:

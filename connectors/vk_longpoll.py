@@ -36,8 +36,8 @@ class VkLongPollConnector(PollingConnector):
 
     def __init__(self, source: str, settings: VkLongPollSettings):
         super().__init__(source, settings)
-        self._callback = VkConnector(source, VkSettings(secret="unused-in-long-poll", confirmation="-",
-                                                        region=settings.region))
+        # The Callback API connector's fields, without its secret (long poll has none to check).
+        self._callback = VkConnector(source, VkSettings.model_construct(region=settings.region))
         self.http = requests.Session()
 
     def _get(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
