@@ -73,6 +73,11 @@ class SourceConfig(BaseModel):
     timezone: str = "UTC"           # of provider times written without an offset
     tags: list[str] = []
     enabled: bool = True
+    # Deliveries accepted per minute per web process (a token bucket; bursts up to this many); beyond it the
+    # hub answers 429 with Retry-After, and providers retry. None: no limit.
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+    # A source may accept less than [server] max_body_bytes.
+    max_body_bytes: int | None = Field(None, ge=256)
 
     @field_validator("name")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -34,10 +35,42 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     app.config["MAX_CONTENT_LENGTH"] = hub.config.server.max_body_bytes
     app.extensions["hub"] = hub
     app.extensions["ack_latency"] = AckLatency()
+    app.extensions["rate_limits"] = RateLimits()
     app.register_blueprint(hooks)
     app.register_blueprint(health)
     app.register_error_handler(HTTPException, _http_error_as_json)
+    app.after_request(_security_headers)
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    # Nothing the hub answers is to be sniffed, framed, cached or sent on as a referrer.
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    return response
+
+
+class RateLimits:
+    """A token bucket per source, in this process: refilled at rate_limit_per_minute, holding that many."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}     # source -> (tokens, last refill)
+
+    def take(self, source: str, per_minute: int) -> float:
+        """0 when the delivery may pass; else the seconds until a token is free."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(source, (float(per_minute), now))
+            tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60)
+            if tokens >= 1:
+                self._buckets[source] = (tokens - 1, now)
+                return 0.0
+            self._buckets[source] = (tokens, now)
+            return (1 - tokens) * 60 / per_minute
 
 
 def current_hub() -> Hub:
@@ -74,8 +107,22 @@ def webhook(source_name: str, subpath: str):
         resp, status = _error(405, "method_not_allowed", f"source {source_name!r} accepts {allowed}")
         resp.headers["Allow"] = allowed
         return resp, status
+    if source.config.rate_limit_per_minute:
+        wait = current_app.extensions["rate_limits"].take(source_name, source.config.rate_limit_per_minute)
+        if wait:
+            resp, status = _error(429, "rate_limited", f"more than {source.config.rate_limit_per_minute} "
+                                                       f"deliveries a minute for {source_name!r}; retry later")
+            resp.headers["Retry-After"] = str(max(1, round(wait)))
+            return resp, status
+    cap = source.config.max_body_bytes
+    if cap and (request.content_length or 0) > cap:
+        return _error(413, "request_entity_too_large", f"body larger than source {source_name!r} accepts "
+                                                       f"({cap} bytes)")
     started = time.perf_counter()
     body = request.get_data(cache=False)   # raises 413 past MAX_CONTENT_LENGTH, chunked bodies included
+    if cap and len(body) > cap:           # chunked bodies carry no Content-Length
+        return _error(413, "request_entity_too_large", f"body larger than source {source_name!r} accepts "
+                                                       f"({cap} bytes)")
     try:
         reply = handle_webhook(hub, source, _inbound_request(subpath, body))
         response = Response(reply.body, status=reply.status, content_type=reply.content_type)

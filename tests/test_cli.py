@@ -51,3 +51,13 @@ def test_events_list_show_and_replay_rules(client, hub, runner):
 
 def test_db_upgrade_is_idempotent(runner):
     assert "schema already at 0004" in runner("db", "upgrade").output
+
+
+def test_json_log_lines():
+    import logging
+
+    from hub.cli import JsonLogFormatter
+
+    record = logging.LogRecord("hub.worker", logging.INFO, __file__, 1, "event=%s processed lead=%s", (7, 3), None)
+    line = json.loads(JsonLogFormatter().format(record))
+    assert line["message"] == "event=7 processed lead=3" and line["level"] == "INFO" and line["logger"] == "hub.worker"

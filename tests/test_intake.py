@@ -156,3 +156,33 @@ def test_metrics_in_prometheus_text(client, hub):
     assert 'leadhub_ack_seconds_bucket{source="site",le="+Inf"} 4' in lines
     assert 'leadhub_webhook_replies_total{source="site",status="422"} 1' in lines
     assert "# TYPE leadhub_ack_seconds histogram" in lines
+
+
+def test_per_source_rate_limit_and_body_cap(write_config):
+    from hub.config import load_config
+    from hub.runtime import Hub
+    from hub.web import create_app
+
+    hub = Hub(load_config(write_config('[[sources]]\nname = "limited"\nconnector = "site_form"\n'
+                                       'rate_limit_per_minute = 3\nmax_body_bytes = 300\n')))
+    client = create_app(hub=hub).test_client()
+    codes = [client.post("/hooks/limited", json={"phone": f"+7912000000{i}"}).status_code for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    limited = client.post("/hooks/limited", json={"phone": "+79120000009"})
+    assert int(limited.headers["Retry-After"]) >= 1 and "retry later" in limited.get_json()["message"]
+    assert client.post("/hooks/site", json={"phone": "+79120000009"}).status_code == 200    # other sources free
+    big = client.post("/hooks/site", json={"phone": "+79120000008", "message": "x" * 400})
+    assert big.status_code == 200                                # the global cap is 1 MiB
+    before = count(hub, InboundEvent)
+    hub2 = Hub(load_config(write_config('[[sources]]\nname = "small"\nconnector = "site_form"\nmax_body_bytes = 300\n')))
+    resp = create_app(hub=hub2).test_client().post("/hooks/small", json={"phone": "+7912", "message": "x" * 400})
+    assert resp.status_code == 413 and "300 bytes" in resp.get_json()["message"]
+    assert count(hub2, InboundEvent) == before                    # the same store: the 413 stored nothing
+    hub.engine.dispose()
+    hub2.engine.dispose()
+
+
+def test_security_headers(client):
+    resp = client.post("/hooks/site", json={"phone": "+79120000001"})
+    assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["X-Frame-Options"] == "DENY"
