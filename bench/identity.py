@@ -166,8 +166,8 @@ def run(url: str, workdir: Path, small: int, large: int, count: int, import_rows
     if import_rows:
         import_hub = make_hub(url.replace("bench.db", "bench_import.db"), workdir)
         result["import"] = bench_import(import_hub, workdir, import_rows)
-        import_hub.engine.dispose()
-    hub.engine.dispose()
+        import_hub.dispose()
+    hub.dispose()
     return result
 
 

@@ -29,6 +29,7 @@ class Hub:
     def __init__(self, config: Config, engine: Engine | None = None):
         self.config = config
         self.engine = engine or make_engine(config.database_url)
+        self._processing_engine: Engine | None = None
         self.sources: dict[str, Source] = {}
         connectors = available_connectors()
         for sc in config.sources:
@@ -42,6 +43,18 @@ class Hub:
         self.event_stored = threading.Event()
         # Set when a notification is queued, so the notifier sends it at once.
         self.notification_queued = threading.Event()
+
+    @property
+    def processing_engine(self) -> Engine:
+        """The workers' engine: same database, commits that do not wait for the disk (see make_engine)."""
+        if self._processing_engine is None:
+            self._processing_engine = make_engine(self.config.database_url, processing=True)
+        return self._processing_engine
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self._processing_engine is not None:
+            self._processing_engine.dispose()
 
     @property
     def is_embedded(self) -> bool:

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
 from hub.db import transaction
 from hub.errors import PayloadError
@@ -55,15 +55,20 @@ class Worker:
     # -- step 1 -------------------------------------------------------------------------------------
     def claim(self) -> Claim | None:
         now = utcnow()
-        claimable = or_(
-            and_(InboundEvent.status == EventStatus.PENDING, InboundEvent.next_attempt_at <= now),
-            and_(InboundEvent.status == EventStatus.PROCESSING, InboundEvent.claimed_until < now))
-        with transaction(self.hub.engine) as session:
+        # Two queries, each answered from the (status, next_attempt_at) index: due events first, then
+        # events whose worker died (lease expired). One query with OR would scan the whole table.
+        due = (InboundEvent.status == EventStatus.PENDING, InboundEvent.next_attempt_at <= now)
+        orphaned = (InboundEvent.status == EventStatus.PROCESSING, InboundEvent.claimed_until < now)
+        with transaction(self.hub.processing_engine) as session:
             while True:
-                row = session.execute(
-                    select(InboundEvent.id, InboundEvent.status, InboundEvent.attempts)
-                    .where(claimable).order_by(InboundEvent.next_attempt_at, InboundEvent.id).limit(1)
-                    .with_for_update(skip_locked=True)).first()
+                row = None
+                for condition, order in ((due, InboundEvent.next_attempt_at), (orphaned, InboundEvent.claimed_until)):
+                    row = session.execute(
+                        select(InboundEvent.id, InboundEvent.status, InboundEvent.attempts)
+                        .where(*condition).order_by(order, InboundEvent.id).limit(1)
+                        .with_for_update(skip_locked=True)).first()
+                    if row is not None:
+                        break
                 if row is None:
                     return None
                 if row.status == EventStatus.PROCESSING and row.attempts >= self.settings.max_attempts:
@@ -84,7 +89,7 @@ class Worker:
     def process(self, claim: Claim) -> str | None:
         """Run the pipeline for a claimed event. Returns the final status, or None if the claim was lost."""
         try:
-            with transaction(self.hub.engine) as session:
+            with transaction(self.hub.processing_engine) as session:
                 event = session.execute(
                     select(InboundEvent).where(InboundEvent.id == claim.event_id,
                                                InboundEvent.claim_token == claim.token,
@@ -127,7 +132,7 @@ class Worker:
             values.update(last_error=error, next_attempt_at=now + timedelta(seconds=delay))
             log.warning("event=%s attempt %s failed, retry in %.1fs: %s", claim.event_id, claim.attempt, delay,
                         error.splitlines()[0])
-        with transaction(self.hub.engine) as session:
+        with transaction(self.hub.processing_engine) as session:
             done = session.execute(update(InboundEvent).where(
                 InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
             return status if done.rowcount else None

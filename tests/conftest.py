@@ -104,7 +104,7 @@ def config_path(write_config):
 def hub(config_path):
     h = Hub(load_config(config_path))
     yield h
-    h.engine.dispose()
+    h.dispose()
 
 
 @pytest.fixture

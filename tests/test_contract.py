@@ -78,7 +78,7 @@ def contract_hub(request, database_url, tmp_path):
         return hubs[-1]
     yield make
     for h in hubs:
-        h.engine.dispose()
+        h.dispose()
 
 
 def check_reply(resp, case: dict) -> None:
@@ -192,7 +192,7 @@ def test_a_timestamped_signature_refuses_stale_and_future_deliveries(contract_hu
                                                            "X-Signature": connector.signature(body, stamp)})
     assert resp.status_code == status, resp.get_data(as_text=True)
     assert counts(hub)[0] == (1 if status == 200 else 0)
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_recording_that_arrives_before_its_call_waits_for_it(contract_hub):

@@ -66,7 +66,7 @@ def test_a_site_request_mail_becomes_a_lead_and_is_marked_seen(mail_hub, dovecot
     assert (touch["utm_source"], touch["utm_medium"], touch["utm_campaign"]) == ("vk", "social", "kitchens_nov")
     assert touch["message"] == "Перезвоните, хочу заказать кухню" and touch["channel"] == "email_imap"
     assert "mail: 0 fetched, 0 new" in runner("poll").output          # nothing twice
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_html_mail_with_an_attachment_and_move_after_storing(mail_hub, dovecot, imap_account, runner):
@@ -79,7 +79,7 @@ def test_html_mail_with_an_attachment_and_move_after_storing(mail_hub, dovecot, 
     leads = {lead["name"]: lead for lead in json.loads(runner("leads", "list", "--json").output)}
     assert leads["Ирина"]["phones"] == ["+79161112233"]
     assert leads["Ирина"]["first_touch"]["utm_source"] == "yandex"
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_crash_before_marking_refetches_but_stores_once(mail_hub, dovecot, imap_account, runner, monkeypatch):
@@ -101,7 +101,7 @@ def test_a_crash_before_marking_refetches_but_stores_once(mail_hub, dovecot, ima
     assert "1 fetched, 0 new" in runner("poll").output           # fetched again, stored once
     assert seen_flags(imap_account) == [("\\Seen",)]
     assert len(events(hub)) == 1
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_wrong_password_is_reported_not_fatal(write_config, imap_account, runner):
@@ -129,4 +129,4 @@ def test_the_scheduler_leader_polls_when_due(mail_hub, dovecot, imap_account):
     assert len(events(hub)) == 1
     standby.tick(now + timedelta(seconds=61))
     assert len(events(hub)) == 2
-    hub.engine.dispose()
+    hub.dispose()

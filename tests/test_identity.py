@@ -86,7 +86,7 @@ def test_messenger_id_only_then_joined_by_phone(client, hub, write_config):
         keys = sorted(s.execute(select(IdentityKey.kind, IdentityKey.value)).all())
     assert keys == [("phone", "+79120000001"), ("telegram", "555001")]
     assert count(bot, Person) == 1 and count(bot, Lead) == 1 and count(bot, Touch) == 3
-    bot.engine.dispose()
+    bot.dispose()
 
 
 def test_conflicting_keys_attach_by_phone_and_flag_a_possible_duplicate(client, hub, runner):
@@ -116,7 +116,7 @@ def test_email_can_be_the_stronger_key(client, hub, write_config):
         both = deliver(c, "site", {"phone": "+79120000001", "email": "b@example.ru"})
     Worker(h).drain()
     assert event(h, both).lead_id == event(h, b).lead_id != event(h, a).lead_id
-    h.engine.dispose()
+    h.dispose()
 
 
 def _refuse(hub, lead_id: int, reason: str, owner: str) -> None:
@@ -159,7 +159,7 @@ def test_or_a_new_lead_for_the_same_person_when_configured(client, write_config)
         created = s.scalars(select(LeadHistory).where(LeadHistory.lead_id == new.id)).one()
         assert created.data == {"previous_lead_id": old.id}
     assert event(h, again).status == EventStatus.PROCESSED
-    h.engine.dispose()
+    h.dispose()
 
 
 PEOPLE = 100

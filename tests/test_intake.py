@@ -178,8 +178,8 @@ def test_per_source_rate_limit_and_body_cap(write_config):
     resp = create_app(hub=hub2).test_client().post("/hooks/small", json={"phone": "+7912", "message": "x" * 400})
     assert resp.status_code == 413 and "300 bytes" in resp.get_json()["message"]
     assert count(hub2, InboundEvent) == before                    # the same store: the 413 stored nothing
-    hub.engine.dispose()
-    hub2.engine.dispose()
+    hub.dispose()
+    hub2.dispose()
 
 
 def test_security_headers(client):

@@ -77,4 +77,4 @@ def test_killing_a_web_and_a_worker_process_loses_and_doubles_nothing(write_conf
     assert statuses == {"processed"}
     report = json.loads(runner("reconcile", "--date", utcnow().date().isoformat(), "--json").output)
     assert report["ok"] and report["sources"]["site"]["created"] == DELIVERIES
-    hub.engine.dispose()
+    hub.dispose()

@@ -73,7 +73,7 @@ from = "hub@example.ru"
 def hub_with_notify(write_config, smtp):
     h = Hub(load_config(write_config(notify_config(smtp[0]))))
     yield h
-    h.engine.dispose()
+    h.dispose()
 
 
 def deliver(hub: Hub, payload: dict) -> None:
@@ -139,7 +139,7 @@ def test_telegram_answers_that_will_not_change_are_not_retried(write_config, smt
     Notifier(hub).send_due()
     [n] = notifications(hub)
     assert (n.status, n.attempts, n.last_error) == ("dead", 1, "Telegram: Forbidden: bot was blocked by the user")
-    hub.engine.dispose()
+    hub.dispose()
 
 
 @responses.activate
@@ -155,7 +155,7 @@ def test_telegram_flood_control_is_respected(write_config, smtp):
     [n] = notifications(hub)
     assert 36 <= (n.next_attempt_at - before).total_seconds() <= 39
     assert Notifier(hub).send_due(now=before + timedelta(seconds=40))["sent"] == 1
-    hub.engine.dispose()
+    hub.dispose()
 
 
 @responses.activate
@@ -167,7 +167,7 @@ def test_telegram_unreachable_is_retried(write_config, smtp):
     assert Notifier(hub).send_due()["retried"] == 1
     [n] = notifications(hub)
     assert n.last_error == "Telegram unreachable: ConnectionError"
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_an_smtp_server_that_is_down_is_retried(write_config):
@@ -177,7 +177,7 @@ def test_an_smtp_server_that_is_down_is_retried(write_config):
     assert Notifier(hub).send_due()["retried"] == 1
     [n] = notifications(hub)
     assert n.channel == "email" and n.last_error.startswith("SMTP: ConnectionRefusedError")
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def _email_only(port: int) -> str:
@@ -216,4 +216,4 @@ def test_a_daily_digest_of_queued_and_overdue_leads_reaches_the_team_lead(write_
     digests = [n for n in notifications(hub) if n.subject == f"Leads digest {day:%d.%m.%Y}"]
     assert len(digests) == 1 and digests[0].recipient == "100500"
     assert "Not taken in time: 1\n  #1 Olga" in digests[0].text
-    hub.engine.dispose()
+    hub.dispose()

@@ -48,7 +48,7 @@ def test_telegram_polling_stores_then_answers_and_advances_the_offset(write_conf
     [lead] = json.loads(runner("leads", "list", "--json").output)
     assert lead["phones"] == ["+79261112233"] and lead["messengers"] == {"telegram": "700000001"}
     assert lead["first_touch"]["utm_campaign"] == "vk_cpc_spring" and lead["touch_count"] == 2
-    hub.engine.dispose()
+    hub.dispose()
 
 
 @responses.activate
@@ -59,7 +59,7 @@ def test_telegram_polling_with_a_webhook_set_says_what_to_do(write_config, runne
     [report] = json.loads(runner("poll", "--json", expect=1).output)
     assert "this bot has a webhook set; delete it (deleteWebhook)" in report["error"]
     assert TOKEN not in report["error"] and events(hub) == []
-    hub.engine.dispose()
+    hub.dispose()
 
 
 VK_METHOD = "https://api.vk.com/method/groups.getLongPollServer"
@@ -87,4 +87,4 @@ def test_vk_long_poll_follows_ts_and_refreshes_its_key(write_config, runner):
     Worker(hub).drain()
     leads = json.loads(runner("leads", "list", "--json").output)
     assert sorted(lead["phones"][0] for lead in leads) == ["+79031234567", "+79160001122"]
-    hub.engine.dispose()
+    hub.dispose()

@@ -62,4 +62,4 @@ def test_raw_payloads_are_erased_after_the_retention_period(write_config):
         old, waiting = s.scalars(select(InboundEvent).order_by(InboundEvent.id)).all()
         assert (old.body, old.payload, old.headers, old.status) == (b"", None, {}, "processed")
         assert waiting.payload == {"phone": "+79120000002", "name": "Waiting"}    # may still be needed
-    hub.engine.dispose()
+    hub.dispose()

@@ -59,4 +59,4 @@ def test_a_calls_recording_balances_without_a_touch_of_its_own(write_config, run
     report = json.loads(runner("reconcile", "--date", utcnow().date().isoformat(), "--json").output)
     assert report["ok"], report
     assert report["sources"]["mango"]["created"] == 1 and report["sources"]["mango"]["merged"] == 1
-    hub.engine.dispose()
+    hub.dispose()

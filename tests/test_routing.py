@@ -89,7 +89,7 @@ def test_1000_leads_over_5_equal_managers_exactly_200_each(write_config):
     with transaction(hub.engine, read_only=True) as s:
         assert s.get(RoutingPosition, "rule:everyone").position == 1000
         assert s.scalar(select(func.max(InboundEvent.attempts))) == 1
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_exactly_200_each_with_4_worker_processes(write_config):
@@ -102,7 +102,7 @@ def test_exactly_200_each_with_4_worker_processes(write_config):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()
     assert owners(hub) == {"A": 200, "B": 200, "C": 200, "D": 200, "E": 200}
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_weights_3_1_1_give_600_200_200(write_config):
@@ -110,7 +110,7 @@ def test_weights_3_1_1_give_600_200_200(write_config):
     store_events(hub, 1000)
     run_worker_threads(hub, 3)
     assert owners(hub) == {"A": 600, "B": 200, "C": 200}
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_manager_off_duty_mid_stream_receives_nothing_after(write_config, runner):
@@ -129,7 +129,7 @@ def test_a_manager_off_duty_mid_stream_receives_nothing_after(write_config, runn
     store_events(hub, 10, offset=2000)
     Worker(hub).drain()
     assert owners(hub)["C"] == after["C"] + 10                # only C left
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_failed_attempt_or_replay_does_not_move_the_round_robin(write_config, monkeypatch):
@@ -152,7 +152,7 @@ def test_a_failed_attempt_or_replay_does_not_move_the_round_robin(write_config, 
         assert s.get(RoutingPosition, "rule:everyone").position == 6      # one step per lead, not per attempt
         retried = s.scalars(select(InboundEvent).where(InboundEvent.attempts > 1)).all()
         assert len(retried) == len(failures)
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_hot_to_seniors_cold_to_juniors_with_the_example_rules(tmp_path, database_url, monkeypatch):
@@ -179,7 +179,7 @@ def test_hot_to_seniors_cold_to_juniors_with_the_example_rules(tmp_path, databas
         assert cold1.owner in juniors and cold2.owner in juniors
         assert hot.routing_rule == "hot and warm to seniors" and cold1.routing_rule == "cold to juniors"
         assert hot.sla_due_at is not None
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_untaken_lead_is_reassigned_after_the_sla_then_escalated(write_config, runner):
@@ -207,7 +207,7 @@ def test_untaken_lead_is_reassigned_after_the_sla_then_escalated(write_config, r
     assert log[-1]["to"] == "A" and "SLA: not taken within 15 min" in log[-2]["why"]
     table = runner("leads", "handovers").output
     assert "reassigned" in table and "SLA: not taken within 15 min" in table
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_taken_lead_is_not_reassigned(write_config, runner):
@@ -219,7 +219,7 @@ def test_a_taken_lead_is_not_reassigned(write_config, runner):
     assert taken["status"] == "in_work"
     with transaction(hub.engine) as s:
         assert sweep_sla(s, hub.config, utcnow() + timedelta(hours=1)) == []
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_lifecycle_refusal_needs_a_known_reason_and_enough_attempts(write_config, runner):
@@ -240,7 +240,7 @@ def test_lifecycle_refusal_needs_a_known_reason_and_enough_attempts(write_config
     assert "already refused" in runner("leads", "status", "1", "converted", expect=1).stderr
     kinds = [h["kind"] for h in out["history"]]
     assert kinds == ["assigned"] + ["attempt"] * 5 + ["status"]
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_returning_person_goes_back_to_their_available_owner(write_config):
@@ -261,7 +261,7 @@ def test_a_returning_person_goes_back_to_their_available_owner(write_config):
         assert (lead.status, lead.owner) == ("new", "A")       # sticky, although round-robin would say B
         kinds = [h.kind for h in s.scalars(select(LeadHistory).order_by(LeadHistory.id))]
         assert kinds == ["assigned", "reopened", "assigned"]
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_nobody_available_falls_back_to_the_team_lead_or_the_queue(write_config, runner):
@@ -284,8 +284,8 @@ def test_nobody_available_falls_back_to_the_team_lead_or_the_queue(write_config,
         queued = s.scalars(select(Lead).where(Lead.owner.is_(None))).one()
         assert s.scalars(select(LeadHistory.kind).where(LeadHistory.lead_id == queued.id)).all() == ["unassigned"]
     assert runner_config.routing.fallback == "team_lead"
-    hub.engine.dispose()
-    queue.engine.dispose()
+    hub.dispose()
+    queue.dispose()
 
 
 def test_availability_follows_each_managers_own_clock(write_config, runner):
@@ -309,7 +309,7 @@ max_open_leads = 1
     with transaction(hub.engine, read_only=True) as s:
         assert availability(s, hub.config, ["Ural"], monday_0330_utc + timedelta(hours=1)) == {
             "Ural": "at the cap of 1 open leads"}
-    hub.engine.dispose()
+    hub.dispose()
 
 
 def test_a_dead_event_replayed_moves_the_round_robin_once(write_config, runner, monkeypatch):
@@ -334,4 +334,4 @@ def test_a_dead_event_replayed_moves_the_round_robin_once(write_config, runner, 
     with transaction(hub.engine, read_only=True) as s:
         assert s.get(RoutingPosition, "rule:everyone").position == 1
     assert owners(hub) == {"A": 1}
-    hub.engine.dispose()
+    hub.dispose()
