@@ -17,7 +17,7 @@ from hub.db import transaction
 from hub.models import EventStatus, InboundEvent, Lead, Touch, utcnow
 from hub.worker import Worker, backoff_seconds
 from tests.conftest import fixture_bytes
-from tests.helpers.db import count, event, events, touches_per_event
+from tests.helpers.db import count, event, events, touches_per_event, wait_until_processed
 
 ROOT = Path(__file__).parent.parent
 LANDING = fixture_bytes("site_form", "landing_json.json")
@@ -162,17 +162,27 @@ def test_a_lost_claim_is_not_processed(client, hub):
 
 
 def test_two_worker_processes_never_process_the_same_event(client, hub, config_path):
-    ids = [post(client, {"phone": f"+7912{n:07d}", "name": f"n{n}"}) for n in range(150)]
-    procs = [subprocess.Popen([sys.executable, "-m", "hub.cli", "worker", "--once", "--config", str(config_path)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err.decode()
+    # Both workers run and poll before the events arrive, so they contend for every claim.
+    procs = [subprocess.Popen([sys.executable, "-m", "hub.cli", "worker", "--config", str(config_path)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        for p in procs:                                     # each logs "worker … started" when it polls
+            line = ""
+            while "started" not in line:
+                line = p.stderr.readline()
+                assert line or p.poll() is None, "a worker exited before it started"
+        ids = [post(client, {"phone": f"+7912{n:07d}", "name": f"n{n}"}) for n in range(300)]
+        wait_until_processed(hub)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.communicate(timeout=60)
     stored = events(hub)
     assert {e.status for e in stored} == {EventStatus.PROCESSED}
     assert all(e.attempts == 1 for e in stored)           # a second claim would have counted a second attempt
     assert touches_per_event(hub) == {i: 1 for i in ids}
-    assert count(hub, Lead) == 150
+    assert count(hub, Lead) == 300
     assert len({e.claimed_by for e in stored}) == 2       # both really worked
 
 
