@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Session execution option: a read-only transaction on SQLite starts deferred and does not take the lock.
@@ -31,9 +32,10 @@ def make_engine(url: str, processing: bool = False, **kwargs: Any) -> Engine:
     or round-robin steps those commits made — and are processed again. An application crash (kill -9)
     loses no committed transaction either way. The worker saves an fsync per transaction."""
     if url.startswith("sqlite"):
-        # Pooled: closing the last connection to a WAL database checkpoints it, which costs more than the
-        # transaction itself. Engines are made after any fork (gunicorn builds the app in each worker).
-        engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=False,
+        # One connection per transaction. Pooling them was tried (closing the last connection to a WAL file
+        # checkpoints it, which is slow) but showed intermittent 30-second lock waits across processes that
+        # were not understood in time; NullPool has never shown one.
+        engine = create_engine(url, poolclass=NullPool,
                                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                              "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine, "NORMAL" if processing else "FULL")
