@@ -227,9 +227,6 @@ class Config(_Strict):
     base_dir: Path = Path(".")
     database_url: str = ""
 
-    def source(self, name: str) -> SourceConfig | None:
-        return next((s for s in self.sources if s.name == name), None)
-
     def manager(self, name: str) -> ManagerConfig | None:
         return next((m for m in self.managers if m.name == name), None)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -67,10 +67,6 @@ def _configure_sqlite(engine: Engine, synchronous: str = "FULL") -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
 @contextmanager
 def transaction(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any exception."""
@@ -79,15 +75,24 @@ def transaction(engine: Engine, *, read_only: bool = False) -> Iterator[Session]
         yield session
 
 
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def dialect_insert(session: Session):
+    """The INSERT construct of the session's database, the one that knows ON CONFLICT."""
+    return _INSERTS[session.get_bind().dialect.name]
+
+
 @cache
 def _insert_ignoring_stmt(dialect: str, table: Table, index_elements: tuple[str, ...]):
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    return insert(table).on_conflict_do_nothing(index_elements=list(index_elements)).returning(table.c.id)
+    insert = _INSERTS[dialect]
+    key = next(iter(table.primary_key.columns))
+    return insert(table).on_conflict_do_nothing(index_elements=list(index_elements)).returning(key)
 
 
 def insert_ignoring_conflicts(session: Session, table: Table, index_elements: list[str], values: dict[str, Any]):
-    """``INSERT … ON CONFLICT DO NOTHING RETURNING id``: the database, not Python, decides who was first.
-    Returns the new id, or None when a row with the same key already existed."""
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING <primary key>``: the database, not Python, decides who was
+    first. Returns the new row's key, or None when a row with the same key already existed."""
     stmt = _insert_ignoring_stmt(session.get_bind().dialect.name, table, tuple(index_elements))
     return session.connection().execute(stmt, values).scalar_one_or_none()
 

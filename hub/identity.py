@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from hub.db import execute, insert_ignoring_conflicts
 from hub.errors import RetriableError
-from hub.models import IdentityKey, Lead, LeadHistory, LeadStatus, Person, PossibleDuplicate, utcnow
+from hub.history import history
+from hub.models import IdentityKey, Lead, LeadStatus, Person, PossibleDuplicate, utcnow
 
 Key = tuple[str, str]                  # (kind, value)
 
@@ -42,7 +43,6 @@ REOPEN_LEAD = update(_LEADS).where(_LEADS.c.id == bindparam("lead_id")).values(
     status=LeadStatus.NEW, refuse_reason=None, reopened_count=_LEADS.c.reopened_count + 1,
     updated_at=bindparam("now"))
 INSERT_LEAD = insert(_LEADS).returning(_LEADS.c.id)
-INSERT_HISTORY = insert(LeadHistory.__table__)
 
 
 @dataclass
@@ -156,7 +156,7 @@ def lead_for_person(session: Session, identified: Identified, source: str, tags:
         return LeadFound(latest.id, "existing")
     if latest is not None and on_return == "reopen":
         execute(session, REOPEN_LEAD, {"lead_id": latest.id, "now": now})
-        _history(session, latest.id, "reopened", event_id, from_status=latest.status,
+        history(session, latest.id, "reopened", event_id=event_id, from_status=latest.status,
                  refuse_reason=latest.refuse_reason, owner=latest.owner)
         return LeadFound(latest.id, "reopened")
 
@@ -166,13 +166,8 @@ def lead_for_person(session: Session, identified: Identified, source: str, tags:
         updated_at=now)).scalar_one()
     if latest is not None:
         # A first lead's creation is its created_at and first touch; a follow-up lead says what it follows.
-        _history(session, lead_id, "created", event_id, previous_lead_id=latest.id)
+        history(session, lead_id, "created", event_id=event_id, previous_lead_id=latest.id)
     return LeadFound(lead_id, "created")
-
-
-def _history(session: Session, lead_id: int, kind: str, event_id: int | None, **data) -> None:
-    execute(session, INSERT_HISTORY, dict(lead_id=lead_id, at=utcnow(), kind=kind, actor="hub", event_id=event_id,
-                                          data=data))
 
 
 def flag_possible_duplicates(session: Session, identified: Identified, lead_id: int, event_id: int | None) -> None:
@@ -183,4 +178,4 @@ def flag_possible_duplicates(session: Session, identified: Identified, lead_id: 
             dict(person_id=identified.person_id, other_person_id=other_id, event_id=event_id, keys=keys,
                  created_at=utcnow()))
         if new_id is not None:
-            _history(session, lead_id, "possible_duplicate", event_id, other_person_id=other_id, keys=keys)
+            history(session, lead_id, "possible_duplicate", event_id=event_id, other_person_id=other_id, keys=keys)

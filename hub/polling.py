@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.connector import PollingConnector
-from hub.db import execute, insert_ignoring_conflicts, transaction
+from hub.db import dialect_insert, execute, insert_ignoring_conflicts, transaction
 from hub.intake import prepare_event
 from hub.models import InboundEvent, PollState, utcnow
 from hub.runtime import Hub, Source
@@ -76,11 +75,10 @@ def poll_source(hub: Hub, source: Source, now: datetime | None = None) -> PollRe
 
 
 def _save_state(session, table, name: str, state: dict, now: datetime, error: str | None = None) -> None:
-    ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[session.get_bind().dialect.name]
     values = {"state": state, "polled_at": now, "last_error": error}
     if error is None:
         values["ok_at"] = now
-    execute(session, ins(table).values(source=name, **values)
+    execute(session, dialect_insert(session)(table).values(source=name, **values)
             .on_conflict_do_update(index_elements=["source"], set_=values))
 
 

@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from hub.config import WEEKDAYS, Config, ManagerConfig, RoutingRule, WarmthRule
-from hub.db import execute
+from hub.db import execute, insert_ignoring_conflicts
+from hub.history import history
 from hub.errors import HubError
-from hub.models import (Lead, LeadHistory, LeadStatus, ManagerState, Notification, RoutingPosition, utcnow)
+from hub.models import Lead, LeadStatus, ManagerState, Notification, RoutingPosition, utcnow
 
 WARMTH_ORDER = {"cold": 0, "warm": 1, "hot": 2}
 _LEADS = Lead.__table__
@@ -138,10 +138,7 @@ def _weighted_slots(members: list[ManagerConfig]) -> list[str]:
 
 def _advance(session: Session, key: str) -> int:
     """Step the rule's position in the database and return the new value (1, 2, …)."""
-    dialect = session.get_bind().dialect.name
-    ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    execute(session, ins(RoutingPosition.__table__).on_conflict_do_nothing(index_elements=["key"]),
-            {"key": key, "position": 0})
+    insert_ignoring_conflicts(session, RoutingPosition.__table__, ["key"], {"key": key, "position": 0})
     return execute(session, ADVANCE, {"rule_key": key}).scalar_one()
 
 
@@ -194,12 +191,6 @@ def matching_rule(config: Config, warmth: str | None, facts: TouchFacts) -> Rout
 
 
 # -- writing an assignment ------------------------------------------------------------------------------
-
-def history(session: Session, lead_id: int, kind: str, actor: str = "hub", event_id: int | None = None,
-            at: datetime | None = None, **data) -> None:
-    execute(session, insert(LeadHistory.__table__), dict(lead_id=lead_id, at=at or utcnow(), kind=kind,
-                                                         actor=actor, event_id=event_id, data=data))
-
 
 def lead_link(config: Config, lead_id: int) -> str:
     return f"{config.notify.base_url.rstrip('/')}/leads/{lead_id}"
@@ -417,10 +408,8 @@ def set_manager_state(session: Session, config: Config, name: str, actor: str, n
                       clear_vacation: bool = False) -> ManagerState:
     if config.manager(name) is None:
         raise RoutingError(f"no manager named {name!r} (known: {', '.join(m.name for m in config.managers)})")
-    dialect = session.get_bind().dialect.name
-    ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    execute(session, ins(ManagerState.__table__).on_conflict_do_nothing(index_elements=["name"]),
-            {"name": name, "on_duty": True, "updated_at": now})
+    insert_ignoring_conflicts(session, ManagerState.__table__, ["name"],
+                              {"name": name, "on_duty": True, "updated_at": now})
     state = session.execute(select(ManagerState).where(ManagerState.name == name).with_for_update()).scalar_one()
     if on_duty is not None:
         state.on_duty = on_duty

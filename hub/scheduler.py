@@ -14,9 +14,8 @@ import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.db import execute, transaction
+from hub.db import execute, insert_ignoring_conflicts, transaction
 from hub.models import SchedulerLease, utcnow
 from hub.retention import purge_raw_payloads
 from hub.polling import poll_due, polling_sources, poll_seconds
@@ -37,9 +36,8 @@ class Scheduler:
         """Take the lease if it is free or expired, renew it if ours. One statement decides."""
         table = SchedulerLease.__table__
         with transaction(self.hub.engine) as s:
-            ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[s.get_bind().dialect.name]
-            execute(s, ins(table).on_conflict_do_nothing(index_elements=["name"]),
-                    {"name": LEASE, "holder": self.name, "expires_at": now - timedelta(seconds=1)})
+            insert_ignoring_conflicts(s, table, ["name"],
+                                      {"name": LEASE, "holder": self.name, "expires_at": now - timedelta(seconds=1)})
             won = execute(s, update(table).where(table.c.name == LEASE, or_(
                 table.c.holder == self.name, table.c.expires_at < now)).values(
                 holder=self.name, expires_at=now + timedelta(seconds=self.lease_seconds)))
@@ -72,9 +70,8 @@ class Scheduler:
             return
         table = SchedulerLease.__table__
         with transaction(self.hub.engine) as s:
-            ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[s.get_bind().dialect.name]
-            first = execute(s, ins(table).on_conflict_do_nothing(index_elements=["name"]).returning(table.c.name),
-                            {"name": f"digest:{now:%Y-%m-%d}", "holder": self.name, "expires_at": now}).first()
+            first = insert_ignoring_conflicts(s, table, ["name"], {"name": f"digest:{now:%Y-%m-%d}",
+                                                                  "holder": self.name, "expires_at": now})
             if first is not None:
                 queued = digest(s, self.hub.config, now)
                 log.info("daily digest: %s message(s) queued", queued)

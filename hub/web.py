@@ -81,6 +81,10 @@ def _error(status: int, code: str, message: str, **extra: Any) -> tuple[Response
     return jsonify(error=code, message=message, **extra), status
 
 
+def _too_large(source_name: str, cap: int) -> tuple[Response, int]:
+    return _error(413, "request_entity_too_large", f"body larger than source {source_name!r} accepts ({cap} bytes)")
+
+
 def _http_error_as_json(exc: HTTPException) -> tuple[Response, int]:
     messages = {413: f"body larger than this hub accepts ({current_hub().config.server.max_body_bytes} bytes)"}
     code = (exc.name or "error").lower().replace(" ", "_")
@@ -116,13 +120,11 @@ def webhook(source_name: str, subpath: str):
             return resp, status
     cap = source.config.max_body_bytes
     if cap and (request.content_length or 0) > cap:
-        return _error(413, "request_entity_too_large", f"body larger than source {source_name!r} accepts "
-                                                       f"({cap} bytes)")
+        return _too_large(source_name, cap)
     started = time.perf_counter()
     body = request.get_data(cache=False)   # raises 413 past MAX_CONTENT_LENGTH, chunked bodies included
     if cap and len(body) > cap:           # chunked bodies carry no Content-Length
-        return _error(413, "request_entity_too_large", f"body larger than source {source_name!r} accepts "
-                                                       f"({cap} bytes)")
+        return _too_large(source_name, cap)
     try:
         reply = handle_webhook(hub, source, _inbound_request(subpath, body))
         response = Response(reply.body, status=reply.status, content_type=reply.content_type)
