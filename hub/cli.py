@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from hub.config import Config, load_config
@@ -597,48 +597,20 @@ def mapping_test(config_path: str, as_json: bool, source_name: str, payload_file
     """Show the lead a provider's payload would become, without storing anything or checking signatures."""
     from pathlib import Path
 
-    from hub.connector import InboundRequest, WebhookConnector
+    from hub.dryrun import try_payload
     from hub.errors import PayloadError
-    from hub.pipeline import map_event, normalise, occurred_at
-    from hub.routing import TouchFacts, judge_warmth
 
     hub = Hub(_load(config_path))
     source = hub.sources.get(source_name)
     if source is None:
         _fail(f"no source named {source_name!r} (configured: {', '.join(hub.sources) or 'none'})")
-    if not isinstance(source.connector, WebhookConnector):
-        _fail(f"source {source_name!r} is not a webhook source")
-    body = Path(payload_file).read_bytes().rstrip(b"\n")
-    if content_type is None:
-        try:
-            json.loads(body)
-            content_type = "application/json"
-        except ValueError:
-            content_type = "application/x-www-form-urlencoded"
-    mimetype, _, params = content_type.partition(";")
-    charset = params.partition("charset=")[2].strip() or None
-    request = InboundRequest(method="POST", subpath=subpath, query={}, headers={"content-type": content_type},
-                             body=body, mimetype=mimetype.strip().lower(), charset=charset)
-    results = []
     try:
-        received = source.connector.receive(request, utcnow())
-        for event in received.events:
-            try:
-                draft = map_event(source, event.payload)
-                contacts = normalise(draft, source.region, hub.config.identity)
-                when = occurred_at(draft, source)
-            except PayloadError as exc:
-                results.append({"external_id": event.external_id, "rejected": str(exc)})
-                continue
-            facts = TouchFacts(source=source.name, tags=list(source.config.tags), message=draft.message or "",
-                               fields=source.connector.fields(event.payload), repeat=False, region=None)
-            warmth, score, rule = judge_warmth(hub.config, facts)
-            results.append({"external_id": event.external_id, "draft": draft.as_dict(),
-                            "contacts": contacts.as_records(), "occurred_at": when.isoformat() if when else None,
-                            "warmth": warmth, "score": score, "warmth_rule": rule})
-        reply = received.reply.body if received.reply else None
+        result = try_payload(hub, source, Path(payload_file).read_bytes().rstrip(b"\n"), content_type, subpath)
+    except ValueError as exc:
+        _fail(str(exc))
     except PayloadError as exc:
         _fail(f"the connector refuses this payload ({exc.status}): {exc}")
+    results, reply = result["events"], result["reply"]
     if as_json:
         _print_json({"events": results, "reply": reply})
         return
@@ -952,32 +924,11 @@ def events_replay(config_path: str, as_json: bool, event_ids: tuple[int, ...], a
     mapped again with the current mapping."""
     if not event_ids and not all_dead:
         _fail("name event ids, or --dead for all dead events", code=2)
+    from hub.replay import replay_events
+
     hub = _open_hub(config_path)
-    replayed, refused = [], []
     with transaction(hub.engine) as session:
-        query = select(InboundEvent).order_by(InboundEvent.id)
-        if all_dead:
-            query = query.where(InboundEvent.status == EventStatus.DEAD)
-            if source:
-                query = query.where(InboundEvent.source == source)
-        else:
-            query = query.where(InboundEvent.id.in_(event_ids))
-        found = {e.id: e for e in session.scalars(query)}
-        refused = [{"id": i, "reason": "no such event"} for i in event_ids if i not in found]
-        now = utcnow()
-        for event in found.values():
-            if event.status not in (EventStatus.DEAD, EventStatus.REJECTED):
-                refused.append({"id": event.id, "reason": f"status is {event.status}; only dead or rejected "
-                                                          "events are replayed"})
-            elif event.payload is None:
-                refused.append({"id": event.id, "reason": "rejected at intake: its body never parsed, "
-                                                          "there is nothing to replay"})
-            else:
-                session.execute(update(InboundEvent).where(InboundEvent.id == event.id).values(
-                    status=EventStatus.PENDING, attempts=0, next_attempt_at=now, processed_at=None,
-                    claim_token=None, claimed_until=None, reject_reason=None))
-                replayed.append(event.id)
-    refused.sort(key=lambda r: r["id"])
+        replayed, refused = replay_events(session, list(event_ids), all_dead, source)
     if as_json:
         _print_json({"replayed": replayed, "refused": refused})
     else:

@@ -208,6 +208,19 @@ class PrivacyConfig(_Strict):
     retention_days: int | None = Field(None, ge=1)
 
 
+class WebConfig(_Strict):
+    # Signs the session cookies. None: the hub makes one and keeps it in the database, shared by every
+    # process. Set it (e.g. "env:HUB_SECRET_KEY", 32+ characters) to control rotation yourself.
+    secret_key: str | None = Field(None, min_length=32)
+    # Send the session cookie over HTTPS only: turn on behind TLS (the default suits http://127.0.0.1).
+    secure_cookies: bool = False
+    session_hours: int = Field(12, ge=1, le=24 * 30)
+    # Failed sign-ins allowed per login within 15 minutes, per web process, before it answers 429.
+    max_failed_logins: int = Field(10, ge=1)
+    # Currency of the spend entered per source (shown next to cost per lead).
+    currency: str = "RUB"
+
+
 class Config(_Strict):
     default_region: str = "RU"
     database: DatabaseConfig = DatabaseConfig()
@@ -222,6 +235,7 @@ class Config(_Strict):
     refuse_reasons: list[RefuseReason] = DEFAULT_REFUSE_REASONS
     notify: NotifyConfig = NotifyConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    web: WebConfig = WebConfig()
 
     # Filled by load_config, not by the file.
     base_dir: Path = Path(".")

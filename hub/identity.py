@@ -145,7 +145,7 @@ class LeadFound:
 
 
 def lead_for_person(session: Session, identified: Identified, source: str, tags: list[str], on_return: str,
-                    event_id: int | None, at=None) -> LeadFound:
+                    event_id: int | None, at=None, utm_campaign: str | None = None) -> LeadFound:
     """The person's open lead; a refused or converted one is reopened (or followed by a new lead,
     per ``[identity] on_return``), its owner kept. The person's row is locked by find_or_create_person."""
     now = utcnow()
@@ -163,7 +163,7 @@ def lead_for_person(session: Session, identified: Identified, source: str, tags:
     lead_id = execute(session, INSERT_LEAD, dict(
         person_id=identified.person_id, status=LeadStatus.NEW, source=source, tags=list(tags),
         owner=latest.owner if latest is not None else None, reopened_count=0, created_at=at or now,
-        updated_at=now)).scalar_one()
+        updated_at=now, utm_campaign=utm_campaign)).scalar_one()
     if latest is not None:
         # A first lead's creation is its created_at and first touch; a follow-up lead says what it follows.
         history(session, lead_id, "created", event_id=event_id, previous_lead_id=latest.id)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
-                        Text, TypeDecorator, UniqueConstraint, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, Numeric,
+                        String, Text, TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -60,6 +60,7 @@ class InboundEvent(Base):
         UniqueConstraint("source", "external_id", name="uq_inbound_event_source_external_id"),
         Index("ix_inbound_event_claimable", "status", "next_attempt_at"),
         Index("ix_inbound_event_received_at", "received_at"),
+        Index("ix_inbound_event_source_received", "source", "received_at"),   # channel health
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -135,6 +136,9 @@ class Lead(Base):
     __tablename__ = "lead"
     __table_args__ = (
         Index("ix_lead_status_created", "status", "created_at"),
+        # The inbox (newest first, per owner) and the channel report (per source and day) read by these.
+        Index("ix_lead_owner_id", "owner", "id"),
+        Index("ix_lead_created_source", "created_at", "source"),
         Index("uq_lead_open_per_person", "person_id", unique=True,
               sqlite_where=text(OPEN_LEAD_PREDICATE), postgresql_where=text(OPEN_LEAD_PREDICATE)),
     )
@@ -144,6 +148,8 @@ class Lead(Base):
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW)
     refuse_reason: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(64))                  # the first touch's source; never empty
+    # The first touch's campaign, kept on the lead so that the per-campaign report needs no join.
+    utm_campaign: Mapped[str | None] = mapped_column(String(255))
     warmth: Mapped[str | None] = mapped_column(String(8))            # cold | warm | hot
     score: Mapped[int | None] = mapped_column(Integer)
     owner: Mapped[str | None] = mapped_column(String(128))
@@ -312,3 +318,66 @@ class PollState(Base):
     polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Role:
+    ADMIN = "admin"          # everything
+    MARKETER = "marketer"    # sources, mappings, reports, events; no lead contact details
+    MANAGER = "manager"      # own leads only
+    LEAD = "lead"            # a team lead: the leads of their teams, the managers' switches
+    ALL = (ADMIN, MARKETER, MANAGER, LEAD)
+
+
+class User(Base):
+    """A person who signs in to the web app (or whose API token calls /api/v1)."""
+
+    __tablename__ = "hub_user"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    login: Mapped[str] = mapped_column(String(320), unique=True)      # casefolded
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    # For managers and team leads: their [[managers]] name in the config (their leads are owned by it).
+    manager: Mapped[str | None] = mapped_column(String(128))
+    # Bumped by a password change or disable: every session signed with an older value is void.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """A bearer token for /api/v1, acting as its user with the user's role. Only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("hub_user.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))                   # shown in listings, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SourceSpend(Base):
+    """What a source cost in a month (entered by a marketer): the report divides it by the leads."""
+
+    __tablename__ = "source_spend"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)   # YYYY-MM
+    amount: Mapped[float] = mapped_column(Numeric(14, 2))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class HubSecret(Base):
+    """Secrets the hub makes for itself when the config gives none (the session-signing key), shared by
+    every process on the database. Written once with insert-or-ignore, so two first starts agree."""
+
+    __tablename__ = "hub_secret"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

@@ -164,7 +164,8 @@ def occurred_at(draft: LeadDraft, source: Source) -> datetime | None:
 def identify(session: Session, source: Source, event: InboundEvent | EventRef, draft: LeadDraft, contacts: Contacts,
              identity: IdentityConfig, at: datetime) -> LeadFound:
     person = find_or_create_person(session, contacts.keys, draft.name, identity.key_priority)
-    found = lead_for_person(session, person, source.name, source.config.tags, identity.on_return, event.id, at=at)
+    found = lead_for_person(session, person, source.name, source.config.tags, identity.on_return, event.id, at=at,
+                            utm_campaign=draft.utm.get("utm_campaign"))
     flag_possible_duplicates(session, person, found.lead_id, event.id)
     return found
 
