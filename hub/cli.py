@@ -452,24 +452,11 @@ def managers() -> None:
 @json_option
 def managers_list(config_path: str, as_json: bool) -> None:
     """Every manager with their team, state, open leads and whether they can take a lead right now."""
-    from hub.models import ManagerState
-    from hub.routing import OPEN_LEADS_OF, availability
+    from hub.queries import managers_overview
 
     hub = _open_hub(config_path)
-    names = [m.name for m in hub.config.managers]
-    now = utcnow()
     with transaction(hub.engine, read_only=True) as session:
-        free = availability(session, hub.config, names, now)
-        states = {s.name: s for s in session.scalars(select(ManagerState))}
-        open_counts = dict(session.execute(OPEN_LEADS_OF, {"owners": names}).all()) if names else {}
-    rows = []
-    for m in hub.config.managers:
-        state = states.get(m.name)
-        rows.append({"name": m.name, "team": m.team, "weight": m.weight, "active": m.active,
-                     "on_duty": state.on_duty if state else True,
-                     "vacation_until": state.vacation_until.isoformat() if state and state.vacation_until else None,
-                     "open_leads": open_counts.get(m.name, 0), "max_open_leads": m.max_open_leads,
-                     "available": free[m.name] is None, "unavailable_because": free[m.name]})
+        rows = managers_overview(session, hub.config)
     if as_json:
         _print_json(rows)
         return
@@ -938,6 +925,186 @@ def events_replay(config_path: str, as_json: bool, event_ids: tuple[int, ...], a
     if refused and not replayed:
         sys.exit(1)
 
+
+
+# -- users and API tokens ------------------------------------------------------------------------------
+
+@main.group()
+def users() -> None:
+    """People who sign in to the web app, their roles, and their API tokens."""
+
+
+def _password(given: str | None) -> str:
+    """From --password-env's variable, else asked twice on the terminal (never on the command line)."""
+    if given is not None:
+        value = os.environ.get(given)
+        if not value:
+            _fail(f"${given} is empty or unset", code=2)
+        return value
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _user_command(config_path: str, action, as_json: bool = False) -> None:
+    from hub.auth import UserError
+
+    hub = _open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            user = action(session, hub.config)
+            data = {"login": user.login, "role": user.role, "manager": user.manager, "disabled": user.disabled}
+    except UserError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"{data['login']}: {data['role']}" + (f" ({data['manager']})" if data["manager"] else "")
+                   + (", disabled" if data["disabled"] else ""))
+
+
+ROLE_CHOICE = click.Choice(["admin", "marketer", "manager", "lead"])
+password_env_option = click.option("--password-env", metavar="VAR",
+                                   help="Read the password from this environment variable (for scripts).")
+
+
+@users.command("add")
+@config_option
+@json_option
+@click.argument("login")
+@click.option("--role", type=ROLE_CHOICE, required=True,
+              help="admin: everything; marketer: sources, mappings, reports; manager: own leads; lead: a team "
+                   "lead, their teams' leads.")
+@click.option("--manager", help="For managers and team leads: their [[managers]] name (default: the manager "
+                                "whose email is LOGIN).")
+@password_env_option
+def users_add(config_path: str, as_json: bool, login: str, role: str, manager: str | None,
+              password_env: str | None) -> None:
+    """Add a user who signs in with LOGIN (an e-mail or a name) and a password."""
+    from hub.auth import add_user
+
+    password = _password(password_env)
+    _user_command(config_path, lambda s, c: add_user(s, c, login, password, role, manager), as_json)
+
+
+@users.command("passwd")
+@config_option
+@click.argument("login")
+@password_env_option
+def users_passwd(config_path: str, login: str, password_env: str | None) -> None:
+    """Set a user's password (signs out their open sessions)."""
+    from hub.auth import set_password
+
+    password = _password(password_env)
+    _user_command(config_path, lambda s, c: set_password(s, login, password))
+
+
+@users.command("role")
+@config_option
+@click.argument("login")
+@click.argument("role", type=ROLE_CHOICE)
+@click.option("--manager", help="For managers and team leads: their [[managers]] name.")
+def users_role(config_path: str, login: str, role: str, manager: str | None) -> None:
+    """Change a user's role (signs out their open sessions)."""
+    from hub.auth import set_role
+
+    _user_command(config_path, lambda s, c: set_role(s, c, login, role, manager))
+
+
+@users.command("disable")
+@config_option
+@click.argument("login")
+@click.option("--enable", is_flag=True, help="Enable again instead.")
+def users_disable(config_path: str, login: str, enable: bool) -> None:
+    """Stop a user signing in; their sessions end and their API tokens are revoked. Nothing is deleted."""
+    from hub.auth import set_disabled
+
+    _user_command(config_path, lambda s, c: set_disabled(s, login, not enable))
+
+
+@users.command("list")
+@config_option
+@json_option
+def users_list(config_path: str, as_json: bool) -> None:
+    """Every user with role, manager link and last sign-in."""
+    from hub.models import User
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = [{"login": u.login, "role": u.role, "manager": u.manager, "disabled": u.disabled,
+                 "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+                for u in session.scalars(select(User).order_by(User.login))]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, [("LOGIN", lambda r: r["login"]), ("ROLE", lambda r: r["role"]),
+                        ("MANAGER", lambda r: r["manager"]), ("DISABLED", lambda r: "yes" if r["disabled"] else ""),
+                        ("LAST SIGN-IN", lambda r: (r["last_login_at"] or "never")[:19])])
+
+
+@users.group("token")
+def users_token() -> None:
+    """API tokens for /api/v1: each acts as its user, with the user's role."""
+
+
+@users_token.command("add")
+@config_option
+@json_option
+@click.argument("login")
+@click.option("--name", default="api", show_default=True, help="What the token is for (shown in listings).")
+def token_add(config_path: str, as_json: bool, login: str, name: str) -> None:
+    """Make a token; it is printed once and only its hash is kept."""
+    from hub.auth import UserError, add_token
+
+    hub = _open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            token, plain = add_token(session, login, name[:128])
+            token_id = token.id
+    except UserError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json({"id": token_id, "token": plain})
+    else:
+        click.echo(f"token {token_id} for {login} (shown once; keep it secret):\n{plain}")
+
+
+@users_token.command("list")
+@config_option
+@json_option
+def token_list(config_path: str, as_json: bool) -> None:
+    """Every token: its user, name, prefix, last use, and whether it is revoked."""
+    from hub.models import ApiToken, User
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = [{"id": t.id, "login": u.login, "name": t.name, "prefix": t.prefix,
+                 "created_at": t.created_at.isoformat(),
+                 "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                 "revoked": t.revoked_at is not None}
+                for t, u in session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                                            .order_by(ApiToken.id))]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, [("ID", lambda r: r["id"]), ("LOGIN", lambda r: r["login"]), ("NAME", lambda r: r["name"]),
+                        ("PREFIX", lambda r: r["prefix"] + "…"), ("LAST USED", lambda r: (r["last_used_at"] or
+                                                                                          "never")[:19]),
+                        ("REVOKED", lambda r: "yes" if r["revoked"] else "")])
+
+
+@users_token.command("revoke")
+@config_option
+@click.argument("token_id", type=int)
+def token_revoke(config_path: str, token_id: int) -> None:
+    """Revoke a token at once."""
+    from hub.auth import UserError, revoke_token
+
+    hub = _open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            revoke_token(session, token_id)
+    except UserError as exc:
+        _fail(str(exc))
+    click.echo(f"token {token_id} revoked")
 
 if __name__ == "__main__":
     main()

@@ -8,10 +8,14 @@ import threading
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask_login import LoginManager, UserMixin, current_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select, text
 from werkzeug.exceptions import HTTPException
 
+from hub.auth import PUBLIC_ENDPOINTS, Actor, LoginThrottle, actor_of, roles_of, session_secret, session_user, \
+    user_for_token
 from hub.config import Config, load_config
 from hub.db import transaction
 from hub.connector import InboundRequest, WebhookConnector
@@ -31,16 +35,107 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     (engine, wake-up signal) with workers in the same process."""
     if hub is None:
         hub = Hub(config if isinstance(config, Config) else load_config(config))
+    from datetime import timedelta
+
+    from hub.api import api, openapi, spec
+    from hub.pages import pages
+
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = hub.config.server.max_body_bytes
+    web = hub.config.web
+    app.config.update(
+        MAX_CONTENT_LENGTH=hub.config.server.max_body_bytes,
+        SECRET_KEY=session_secret(hub.engine, hub.config),
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=web.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=web.session_hours),
+        WTF_CSRF_TIME_LIMIT=None,           # the token lives as long as the session
+    )
     app.extensions["hub"] = hub
     app.extensions["ack_latency"] = AckLatency()
     app.extensions["rate_limits"] = RateLimits()
+    app.extensions["login_throttle"] = LoginThrottle(web.max_failed_logins)
     app.register_blueprint(hooks)
     app.register_blueprint(health)
-    app.register_error_handler(HTTPException, _http_error_as_json)
+    app.register_blueprint(api)
+    app.register_blueprint(pages)
+    app.add_url_rule("/openapi.json", "openapi", openapi)
+    spec.app = app                          # spectree reads the routes from the app's URL map
+    csrf = CSRFProtect(app)
+    csrf.exempt(hooks)                      # providers sign their own deliveries
+    csrf.exempt(api)                        # Bearer tokens: a browser never sends one by itself
+    login = LoginManager(app)
+    login.session_protection = "basic"
+    login.user_loader(lambda session_id: _load_session_user(hub, session_id))
+    app.before_request(_guard)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(CSRFError, _csrf_error)
     app.after_request(_security_headers)
     return app
+
+
+class SessionUser(UserMixin):
+    """flask-login's view of a user: the session id carries the session version, so a password change,
+    role change or disable signs out every open session."""
+
+    def __init__(self, actor: Actor, session_version: int):
+        self.actor = actor
+        self.id = f"{actor.id}:{session_version}"
+
+
+def _load_session_user(hub: Hub, session_id: str) -> SessionUser | None:
+    with transaction(hub.engine, read_only=True) as session:
+        user = session_user(session, session_id)
+        return SessionUser(actor_of(user), user.session_version) if user else None
+
+
+def wants_json() -> bool:
+    return request.blueprint in ("api", "hooks", "health") or request.endpoint == "openapi"
+
+
+def _guard():
+    """Every request to a route passes here before its view: public, or signed in with an allowed role."""
+    endpoint = request.endpoint
+    if endpoint is None or endpoint in PUBLIC_ENDPOINTS or endpoint == "openapi":
+        return None                          # 404/405 answered by Flask; public routes
+    roles = roles_of(current_app.view_functions.get(endpoint))
+    if roles is None:
+        # A route nobody declared access for is closed: forgetting a rule must not open a door.
+        log.error("route %s has no access rule; refused", endpoint)
+        return _deny(403, "forbidden", "this route has no access rule")
+    actor = _api_actor() if request.blueprint == "api" else (
+        current_user.actor if current_user.is_authenticated else None)
+    if actor is None:
+        if request.blueprint == "api":
+            resp, status = _error(401, "unauthorized", "send Authorization: Bearer <token> "
+                                                        "(create one with `hub users token add LOGIN`)")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="lead hub"'
+            return resp, status
+        return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+    if actor.role not in roles:
+        return _deny(403, "forbidden", f"a {actor.role} may not do this")
+    g.actor = actor
+    return None
+
+
+def _api_actor() -> Actor | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    user = user_for_token(current_hub().engine, token.strip())
+    return actor_of(user) if user else None
+
+
+def _deny(status: int, code: str, message: str):
+    if wants_json():
+        return _error(status, code, message)
+    return render_template("error.html", status=status, message=message), status
+
+
+def _csrf_error(exc: CSRFError):
+    return _deny(400, "csrf_failed", f"{exc.description} Reload the page and try again.")
+
+
+PAGE_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 def _security_headers(response: Response) -> Response:
@@ -49,7 +144,9 @@ def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    # Pages load only the hub's own CSS and JS, post forms only to the hub; everything else: nothing.
+    csp = (PAGE_CSP if response.mimetype == "text/html" else "default-src 'none'; frame-ancestors 'none'")
+    response.headers.setdefault("Content-Security-Policy", csp)
     return response
 
 
@@ -85,10 +182,16 @@ def _too_large(source_name: str, cap: int) -> tuple[Response, int]:
     return _error(413, "request_entity_too_large", f"body larger than source {source_name!r} accepts ({cap} bytes)")
 
 
-def _http_error_as_json(exc: HTTPException) -> tuple[Response, int]:
+def _http_error(exc: HTTPException):
+    """Errors as JSON for machines (API, hooks) and as a page for people."""
+    if hasattr(exc, "response") and exc.response is not None:   # spectree's validation answer, already made
+        return exc.response
     messages = {413: f"body larger than this hub accepts ({current_hub().config.server.max_body_bytes} bytes)"}
     code = (exc.name or "error").lower().replace(" ", "_")
-    return _error(exc.code or 500, code, messages.get(exc.code or 0, exc.description or exc.name))
+    message = messages.get(exc.code or 0, exc.description or exc.name)
+    if wants_json() or request.blueprint is None and request.path.startswith(("/hooks/", "/api/")):
+        return _error(exc.code or 500, code, message)
+    return render_template("error.html", status=exc.code, message=message), exc.code or 500
 
 
 def _inbound_request(subpath: str, body: bytes) -> InboundRequest:

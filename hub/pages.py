@@ -1,0 +1,438 @@
+"""The web app's pages: sign-in, the sales inbox and lead card, the channel report, channel health with
+replay, the mapping tester, and the managers' switches. Server-rendered; every asset is served by the hub.
+
+Pages read through hub.queries and act through hub.routing — the same functions as the API and the CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
+from flask_login import login_user, logout_user
+
+from hub.auth import actor_of, allow, authenticate
+from hub.db import transaction
+from hub.dryrun import try_payload
+from hub.errors import PayloadError
+from hub.models import EventStatus, InboundEvent, LeadStatus, Role, User, utcnow
+from hub.queries import (NO_WARMTH, WARMTHS, LeadFilter, channel_health, channel_report, get_lead, is_overdue,
+                         list_leads, managers_overview, recent_events, set_spend)
+from hub.replay import replay_events
+from hub.routing import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
+from hub.serialize import lead_to_dict
+
+pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
+                  static_url_path="/static")
+
+SALES = (Role.ADMIN, Role.LEAD, Role.MANAGER)
+MARKETING = (Role.ADMIN, Role.MARKETER)
+PAGE_SIZE = 50
+CHART_COLOURS = ("#2f6fde", "#e8833a", "#3aa655", "#c94f7c", "#8a63d2", "#7f8c8d")
+
+
+def _hub():
+    from hub.web import current_hub
+    return current_hub()
+
+
+@pages.app_context_processor
+def _globals():
+    return {"actor": g.get("actor"), "Role": Role, "now": utcnow()}
+
+
+# -- sign-in ------------------------------------------------------------------------------------------
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this hub: never an absolute URL (an open redirect would help phishing)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc and target.startswith("/") \
+        and not target.startswith("//") else None
+
+
+@pages.route("/login", methods=["GET", "POST"])
+def login():
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        no_users = session.query(User.id).first() is None
+    error = None
+    if request.method == "POST":
+        login_name = (request.form.get("login") or "").strip().casefold()[:320]
+        throttle = current_app.extensions["login_throttle"]
+        now = utcnow()
+        if throttle.blocked(login_name, now):
+            return render_template("login.html", error="Too many failed sign-ins: wait 15 minutes.",
+                                   no_users=no_users), 429
+        with transaction(hub.engine) as session:
+            user = authenticate(session, login_name, request.form.get("password") or "")
+            loaded = (actor_of(user), user.session_version) if user else None
+        if loaded is None:
+            throttle.failed(login_name, now)
+            error = "Wrong login or password."
+        else:
+            from hub.web import SessionUser
+            throttle.succeeded(login_name)
+            login_user(SessionUser(*loaded))
+            return redirect(_safe_next(request.args.get("next")) or url_for("pages.home"))
+    return render_template("login.html", error=error, no_users=no_users), 401 if error else 200
+
+
+@pages.post("/logout")
+@allow(*Role.ALL)
+def logout():
+    logout_user()
+    return redirect(url_for("pages.login"))
+
+
+@pages.get("/")
+@allow(*Role.ALL)
+def home():
+    return redirect(url_for("pages.report" if g.actor.role == Role.MARKETER else "pages.inbox"))
+
+
+# -- inbox and lead card --------------------------------------------------------------------------------
+
+def _date_arg(name: str) -> date | None:
+    value = request.args.get(name) or ""
+    try:
+        day = date.fromisoformat(value) if value else None
+    except ValueError:
+        flash(f"{name}: {value!r} is not a date (YYYY-MM-DD); ignored", "error")
+        return None
+    return day if day is None or date(2000, 1, 1) <= day <= date(2100, 12, 31) else None
+
+
+def _choice_arg(name: str, choices) -> str | None:
+    value = request.args.get(name) or None
+    return value if value in choices else None
+
+
+@pages.get("/leads")
+@allow(*SALES)
+def inbox():
+    hub = _hub()
+    actor = g.actor
+    owners = actor.managers_visible(hub.config)
+    owner_choices = owners if owners is not None else [m.name for m in hub.config.managers]
+    f = LeadFilter(status=_choice_arg("status", LeadStatus.ALL),
+                   warmth=_choice_arg("warmth", (*WARMTHS, NO_WARMTH)),
+                   source=_choice_arg("source", list(hub.sources) + ["import"]),
+                   owner=_choice_arg("owner", [*owner_choices, "-"]),
+                   date_from=_date_arg("date_from"), date_to=_date_arg("date_to"),
+                   overdue=request.args.get("overdue") == "1")
+    before = request.args.get("before", type=int)
+    if before is not None and not 0 < before < 2**63:
+        before = None
+    with transaction(hub.engine, read_only=True) as session:
+        page = list_leads(session, hub.config, actor, f, PAGE_SIZE, before)
+        now = utcnow()
+        rows = [{"lead": lead, "phones": [k.value for k in lead.person.keys if k.kind == "phone"],
+                 "overdue": is_overdue(lead, now)} for lead in page.leads]
+    args = {k: v for k, v in request.args.items() if k != "before" and v}
+    return render_template("inbox.html", rows=rows, page=page, f=f, args=args, owners=owner_choices,
+                           sources=list(hub.sources), statuses=LeadStatus.ALL, warmths=(*WARMTHS, NO_WARMTH))
+
+
+@pages.get("/leads/<int:lead_id>")
+@allow(*SALES)
+def lead_card(lead_id: int):
+    hub = _hub()
+    if lead_id >= 2**63:
+        return render_template("error.html", status=404, message=f"No lead {lead_id}."), 404
+    with transaction(hub.engine, read_only=True) as session:
+        lead = get_lead(session, hub.config, g.actor, lead_id)
+        if lead is None:
+            return render_template("error.html", status=404,
+                                   message=f"No lead {lead_id} here (or not yours to see)."), 404
+        data = lead_to_dict(lead)
+        overdue = is_overdue(lead, utcnow())
+    owners = g.actor.managers_visible(hub.config)
+    return render_template("lead.html", lead=data, overdue=overdue, reasons=hub.config.refuse_reasons,
+                           owners=owners if owners is not None else [m.name for m in hub.config.managers])
+
+
+def _lead_action(lead_id: int, action, done: str):
+    """Run a lead operation for a lead this user may see; say what happened on the card."""
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        visible = lead_id < 2**63 and get_lead(session, hub.config, g.actor, lead_id) is not None
+    if not visible:
+        return render_template("error.html", status=404, message=f"No lead {lead_id} here."), 404
+    try:
+        with transaction(hub.engine) as session:
+            action(session, hub.config, utcnow())
+        flash(done, "ok")
+        hub.notification_queued.set()
+    except RoutingError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("pages.lead_card", lead_id=lead_id))
+
+
+@pages.post("/leads/<int:lead_id>/take")
+@allow(*SALES)
+def lead_take(lead_id: int):
+    manager = g.actor.manager
+    if not manager:
+        flash("Only a manager takes a lead; reassign it to one instead.", "error")
+        return redirect(url_for("pages.lead_card", lead_id=lead_id))
+    return _lead_action(lead_id, lambda s, c, now: take(s, c, lead_id, manager, now), "Taken into work.")
+
+
+@pages.post("/leads/<int:lead_id>/attempt")
+@allow(*SALES)
+def lead_attempt(lead_id: int):
+    return _lead_action(lead_id, lambda s, c, now: count_attempt(s, lead_id, g.actor.name, now),
+                        "Contact attempt counted.")
+
+
+@pages.post("/leads/<int:lead_id>/status")
+@allow(*SALES)
+def lead_status(lead_id: int):
+    status = request.form.get("status")
+    reason = request.form.get("reason") or None
+    if status not in (LeadStatus.CONVERTED, LeadStatus.REFUSED):
+        flash("Choose converted or refused.", "error")
+        return redirect(url_for("pages.lead_card", lead_id=lead_id))
+    done = "Converted." if status == LeadStatus.CONVERTED else "Refused."
+    return _lead_action(lead_id, lambda s, c, now: set_status(s, c, lead_id, status,
+                                                              reason if status == LeadStatus.REFUSED else None,
+                                                              g.actor.name, now), done)
+
+
+@pages.post("/leads/<int:lead_id>/owner")
+@allow(Role.ADMIN, Role.LEAD)
+def lead_reassign(lead_id: int):
+    to = request.form.get("owner") or ""
+    visible = g.actor.managers_visible(_hub().config)
+    if visible is not None and to not in visible:
+        flash(f"{to!r} is not in your teams.", "error")
+        return redirect(url_for("pages.lead_card", lead_id=lead_id))
+    why = (request.form.get("why") or "reassigned by hand")[:200]
+    return _lead_action(lead_id, lambda s, c, now: reassign(s, c, lead_id, to, why, g.actor.name, now),
+                        f"Handed over to {to}.")
+
+
+# -- channel report ---------------------------------------------------------------------------------------
+
+def _report_range() -> tuple[date, date]:
+    today = utcnow().date()
+    date_to = _date_arg("date_to") or today
+    date_from = _date_arg("date_from") or date_to - timedelta(days=29)
+    if date_from > date_to:
+        date_from, date_to = date_to, date_from
+    if (date_to - date_from).days > 366:
+        date_from = date_to - timedelta(days=366)
+        flash("At most 367 days at a time: the range was shortened.", "error")
+    return date_from, date_to
+
+
+def chart(report: dict, width: int = 900, height: int = 260) -> dict:
+    """Stacked bars of leads per day, one colour per group (the five biggest, then "other")."""
+    top = [grp["key"] for grp in report["groups"][:5]]
+    series = top + (["other"] if len(report["groups"]) > 5 else [])
+    days = report["days"]
+    peak = max([d["total"] for d in days] + [1])
+    left, bottom, plot_h = 40, 24, height - 34
+    step = (width - left - 10) / max(len(days), 1)
+    bar_w = max(step * 0.75, 1)
+    bars = []
+    for i, d in enumerate(days):
+        y = height - bottom
+        for key, colour in zip(series, CHART_COLOURS):
+            n = d["counts"].get(key, 0) if key != "other" else \
+                sum(v for k, v in d["counts"].items() if k not in top)
+            if not n:
+                continue
+            h = plot_h * n / peak
+            y -= h
+            bars.append({"x": round(left + i * step, 1), "y": round(y, 1), "w": round(bar_w, 1), "h": round(h, 1),
+                         "colour": colour, "day": d["day"], "group": key, "count": n})
+    ticks = sorted({0, peak, peak // 2})
+    labels = [{"x": round(left + i * step + bar_w / 2, 1), "text": d["day"][5:]}
+              for i, d in enumerate(days) if i % max(1, len(days) // 10) == 0]
+    return {"width": width, "height": height, "bars": bars, "peak": peak, "left": left, "bottom": bottom,
+            "ticks": [{"value": t, "y": round(height - bottom - plot_h * t / peak, 1)} for t in ticks],
+            "labels": labels, "legend": list(zip(series, CHART_COLOURS)),
+            "total": sum(d["total"] for d in days)}
+
+
+@pages.get("/report")
+@allow(Role.ADMIN, Role.MARKETER, Role.LEAD)
+def report():
+    hub = _hub()
+    date_from, date_to = _report_range()
+    group_by = request.args.get("group_by") if request.args.get("group_by") == "utm_campaign" else "source"
+    with transaction(hub.engine, read_only=True) as session:
+        data = channel_report(session, date_from, date_to, group_by)
+    return render_template("report.html", report=data, chart=chart(data), warmths=(*WARMTHS, NO_WARMTH),
+                           sources=list(hub.sources), currency=hub.config.web.currency,
+                           this_month=utcnow().strftime("%Y-%m"))
+
+
+@pages.get("/report.csv")
+@allow(Role.ADMIN)
+def report_csv():
+    hub = _hub()
+    date_from, date_to = _report_range()
+    group_by = request.args.get("group_by") if request.args.get("group_by") == "utm_campaign" else "source"
+    with transaction(hub.engine, read_only=True) as session:
+        data = channel_report(session, date_from, date_to, group_by)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([group_by, "leads", "conversion_%"] +
+                    [f"{w}_{k}" for w in (*WARMTHS, NO_WARMTH) for k in ("leads", "converted", "conversion_%")])
+    for grp in data["groups"]:
+        writer.writerow([grp["key"], grp["leads"], grp["conversion"]] +
+                        [grp["warmth"][w][k] for w in (*WARMTHS, NO_WARMTH)
+                         for k in ("leads", "converted", "conversion")])
+    name = f"leadhub-{group_by}-{date_from}-{date_to}.csv"
+    return Response(out.getvalue(), content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@pages.post("/report/spend")
+@allow(*MARKETING)
+def report_spend():
+    hub = _hub()
+    source, month = request.form.get("source") or "", request.form.get("month") or ""
+    try:
+        amount = Decimal((request.form.get("amount") or "").replace(",", ".").replace(" ", ""))
+        if not amount.is_finite() or not 0 <= amount < Decimal("1e12"):
+            raise InvalidOperation
+    except InvalidOperation:
+        flash("Spend: write an amount like 15000 or 15000.50.", "error")
+        return redirect(url_for("pages.report"))
+    if source not in hub.sources or not re.match(r"^20\d\d-(0[1-9]|1[0-2])$", month):
+        flash("Spend: choose a source and a month (YYYY-MM).", "error")
+        return redirect(url_for("pages.report"))
+    with transaction(hub.engine) as session:
+        set_spend(session, source, month, amount.quantize(Decimal("0.01")), g.actor.name)
+    flash(f"Spend of {source} for {month} saved.", "ok")
+    first = date(int(month[:4]), int(month[5:]), 1)
+    last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    return redirect(url_for("pages.report", date_from=first.isoformat(), date_to=last.isoformat()))
+
+
+# -- channels ---------------------------------------------------------------------------------------------
+
+@pages.get("/channels")
+@allow(*MARKETING)
+def channels():
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        rows = channel_health(session, hub)
+    return render_template("channels.html", rows=rows)
+
+
+@pages.get("/channels/<source_name>")
+@allow(*MARKETING)
+def channel(source_name: str):
+    hub = _hub()
+    if source_name not in hub.sources:
+        return render_template("error.html", status=404, message=f"No source {source_name!r}."), 404
+    with transaction(hub.engine, read_only=True) as session:
+        health = next(r for r in channel_health(session, hub) if r["name"] == source_name)
+        dead = recent_events(session, source_name, EventStatus.DEAD, 50)
+        rejected = recent_events(session, source_name, EventStatus.REJECTED, 20)
+        latest = recent_events(session, source_name, None, 1)
+    last_body = (latest[0].body or b"")[:8192].decode("utf-8", "replace") if latest else None
+    return render_template("channel.html", h=health, dead=dead, rejected=rejected,
+                           last=latest[0] if latest else None, last_body=last_body)
+
+
+@pages.post("/events/<int:event_id>/replay")
+@allow(*MARKETING)
+def event_replay(event_id: int):
+    hub = _hub()
+    with transaction(hub.engine) as session:
+        event = session.get(InboundEvent, event_id) if event_id < 2**63 else None
+        source = event.source if event else None
+        replayed, refused = replay_events(session, [event_id]) if event else ([], [])
+    if replayed:
+        hub.event_stored.set()
+        flash(f"Event {event_id} queued again.", "ok")
+    else:
+        flash(f"Event {event_id} not replayed: {refused[0]['reason'] if refused else 'no such event'}.", "error")
+    return redirect(url_for("pages.channel", source_name=source) if source else url_for("pages.channels"))
+
+
+@pages.post("/channels/<source_name>/replay-dead")
+@allow(*MARKETING)
+def channel_replay_dead(source_name: str):
+    hub = _hub()
+    if source_name not in hub.sources:
+        return render_template("error.html", status=404, message=f"No source {source_name!r}."), 404
+    with transaction(hub.engine) as session:
+        replayed, _ = replay_events(session, all_dead=True, source=source_name)
+    hub.event_stored.set()
+    flash(f"{len(replayed)} dead event(s) of {source_name} queued again.", "ok")
+    return redirect(url_for("pages.channel", source_name=source_name))
+
+
+# -- mapping tester ---------------------------------------------------------------------------------------
+
+@pages.route("/mapping-tester", methods=["GET", "POST"])
+@allow(*MARKETING)
+def mapping_tester():
+    hub = _hub()
+    webhook_sources = [name for name, s in hub.sources.items() if hasattr(s.connector, "receive")]
+    result, error = None, None
+    form = {"source": request.form.get("source") or (webhook_sources[0] if webhook_sources else ""),
+            "payload": request.form.get("payload") or "", "content_type": request.form.get("content_type") or "",
+            "path": request.form.get("path") or ""}
+    if request.method == "POST":
+        source = hub.sources.get(form["source"])
+        if source is None:
+            error = "Choose a source."
+        elif not form["payload"].strip():
+            error = "Paste a payload."
+        else:
+            try:
+                result = try_payload(hub, source, form["payload"].strip().encode(), form["content_type"] or None,
+                                     form["path"])
+            except (ValueError, PayloadError) as exc:
+                error = f"The connector refuses this payload: {exc}"
+    return render_template("mapping.html", sources=webhook_sources, form=form, result=result, error=error)
+
+
+# -- managers ---------------------------------------------------------------------------------------------
+
+@pages.get("/managers")
+@allow(Role.ADMIN, Role.LEAD)
+def managers():
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        rows = managers_overview(session, hub.config, g.actor.managers_visible(hub.config))
+    return render_template("managers.html", rows=rows)
+
+
+@pages.post("/managers/<name>")
+@allow(Role.ADMIN, Role.LEAD)
+def manager_update(name: str):
+    hub = _hub()
+    visible = g.actor.managers_visible(hub.config)
+    if hub.config.manager(name) is None or (visible is not None and name not in visible):
+        return render_template("error.html", status=404, message=f"No manager {name!r} in your teams."), 404
+    change: dict = {}
+    if request.form.get("duty") in ("on", "off"):
+        change["on_duty"] = request.form["duty"] == "on"
+    if request.form.get("vacation") == "clear":
+        change["clear_vacation"] = True
+    elif request.form.get("vacation_until"):
+        try:
+            until = datetime.fromisoformat(request.form["vacation_until"]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            flash("Vacation: give a date (YYYY-MM-DD).", "error")
+            return redirect(url_for("pages.managers"))
+        change["vacation_until"] = until
+    with transaction(hub.engine) as session:
+        set_manager_state(session, hub.config, name, g.actor.name, utcnow(), **change)
+    flash(f"{name} updated.", "ok")
+    return redirect(url_for("pages.managers"))
