@@ -1,0 +1,218 @@
+"""Browser tests: Debian's Chromium, headless, driven by Playwright against the real web app on a real
+SQLite store. Nothing is fetched from the internet (see ../shared/recipes/browser-tests.md). Every page
+is saved as a screenshot under test-artifacts/browser/ (BROWSER_ARTIFACTS moves them)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import threading
+
+import pytest
+from sqlalchemy import select, update
+from werkzeug.serving import make_server
+
+from hub import store
+from hub.db import make_engine, transaction
+from hub.models import EventStatus, InboundEvent, Lead
+from hub.worker import Worker
+from tests.helpers.web import PASSWORD, USERS, WEB_CONFIG, deliver, make_users
+
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+REQUIRE_BROWSER = os.environ.get("HUB_TEST_REQUIRE_BROWSER") == "1"
+ARTIFACTS = pathlib.Path(os.environ.get("BROWSER_ARTIFACTS", "test-artifacts/browser"))
+# Chromium looks up Google hosts even with every background feature off: resolve nothing but loopback.
+LAUNCH_ARGS = ["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost"]
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    """Browser tests run on the embedded store only: the pages' queries run on both in tests/test_web.py."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    engine = make_engine(url)
+    store.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def config_path(write_config):
+    return write_config(WEB_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} missing: apt-get install -y chromium (or set CHROMIUM_PATH)"
+        if REQUIRE_BROWSER:
+            pytest.fail(message)
+        pytest.skip(message)
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def live_server(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def _save(pg, name: str) -> pathlib.Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    pg.screenshot(path=path, full_page=True)
+    return path
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    context.set_default_timeout(10_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.js_errors = errors                    # a test that expects an error page clears what it caused
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield pg
+    if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
+        _save(pg, f"{request.node.name}-FAILED")
+    context.close()
+    assert errors == [], f"the browser reported errors (CSP violations included): {errors}"
+
+
+@pytest.fixture
+def screenshot(page):
+    def take(name: str) -> pathlib.Path:
+        path = _save(page, name)
+        assert path.stat().st_size > 5_000, f"{path} looks empty"
+        return path
+    return take
+
+
+@pytest.fixture
+def seeded(app, hub, client):
+    """Users of every role; Max owns three leads (site), Mia two (ads, one from a campaign), Sid one."""
+    make_users(hub)
+    deliver(client, hub, "site", "+79120000001", "I want to pay")
+    deliver(client, hub, "site", "+79120000002", "need advice")
+    deliver(client, hub, "site", "+79120000003")
+    deliver(client, hub, "ads", "+79120000004", utm_source="yandex", utm_campaign="black_friday")
+    deliver(client, hub, "ads", "+79120000005", "pay please")
+    deliver(client, hub, "seo", "+79120000006")
+    with transaction(hub.engine, read_only=True) as s:
+        return {lead.id: lead.owner for lead in s.scalars(select(Lead))}
+
+
+def sign_in(page, base: str, login: str) -> None:
+    page.goto(base + "/login")
+    page.get_by_label("Login").fill(login)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    role, manager = USERS[login]
+    expect(page.locator("#whoami")).to_have_text(f"{manager or login} · {role}")
+
+
+def test_manager_sees_own_leads_takes_one_and_refuses_another(live_server, page, screenshot, seeded, hub):
+    page.goto(live_server + "/login")
+    screenshot("login")
+    sign_in(page, live_server, "max@example.ru")
+    rows = page.locator("#leads tbody tr[data-lead-id]")
+    mine = sorted(i for i, owner in seeded.items() if owner == "Max")
+    expect(rows).to_have_count(len(mine))
+    assert sorted(int(rows.nth(i).get_attribute("data-lead-id")) for i in range(len(mine))) == mine
+    screenshot("inbox-manager")
+
+    first, second = mine[-1], mine[0]
+    page.locator(f'tr[data-lead-id="{first}"] a').first.click()
+    page.get_by_role("button", name="Take into work").click()
+    expect(page.locator("#lead-status")).to_have_text("in_work")
+    expect(page.get_by_role("status")).to_have_text("Taken into work.")
+    screenshot("lead-card-taken")
+
+    page.goto(f"{live_server}/leads/{second}")
+    page.get_by_label("Refusal reason").select_option("by_mistake")
+    page.get_by_role("button", name="Refuse").click()
+    expect(page.locator("#lead-status")).to_have_text("refused")
+    expect(page.locator("#refuse-reason")).to_have_text("by_mistake")
+    expect(page.locator("#timeline")).to_contain_text("status by Max")
+    screenshot("lead-card-refused")
+
+    foreign = next(i for i, owner in seeded.items() if owner == "Mia")
+    page.goto(f"{live_server}/leads/{foreign}")
+    expect(page.locator(".error-message")).to_contain_text("not yours to see")
+    assert page.js_errors == ["Failed to load resource: the server responded with a status of 404 (NOT FOUND)"]
+    page.js_errors.clear()
+    with transaction(hub.engine, read_only=True) as s:
+        assert s.get(Lead, first).status == "in_work" and s.get(Lead, second).refuse_reason == "by_mistake"
+
+
+def test_marketer_sees_the_chart_with_the_right_numbers(live_server, page, screenshot, seeded):
+    sign_in(page, live_server, "marketer@example.ru")
+    expect(page).to_have_url(live_server + "/report")
+    chart = page.locator("#chart")
+    expect(chart).to_have_attribute("data-drawn", "1")
+    expect(chart).to_have_attribute("data-total", str(len(seeded)))
+    bars = {b.get_attribute("data-group"): int(b.get_attribute("data-count"))
+            for b in page.locator("#chart rect.bar").all()}
+    assert bars == {"site": 3, "ads": 2, "seo": 1}
+    # The bars are drawn, not just present: the tallest is three times the shortest, on screen.
+    heights = {g: page.locator(f'#chart rect.bar[data-group="{g}"]').bounding_box()["height"] for g in bars}
+    assert heights["seo"] > 10 and abs(heights["site"] / heights["seo"] - 3) < 0.05
+    row = page.locator('#conversion tr[data-group="ads"]')
+    expect(row.locator('[data-warmth="hot"]')).to_have_text("1")
+    expect(row.locator('[data-warmth="cold"]')).to_have_text("1")
+    screenshot("report")
+    page.get_by_label("By").select_option("utm_campaign")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator('#conversion tr[data-group="black_friday"] td').nth(1)).to_have_text("1")
+    screenshot("report-by-campaign")
+    page.goto(live_server + "/mapping-tester")
+    page.get_by_label("Payload").fill('{"phone": "8 (912) 345-67-89", "name": "Ivan", "utm_source": "vk"}')
+    page.get_by_role("button", name="Try it").click()
+    expect(page.locator("#result")).to_contain_text("+79123456789")
+    screenshot("mapping-tester")
+
+
+def test_replay_a_dead_letter_from_the_channels_page(live_server, page, screenshot, seeded, hub, client):
+    assert client.post("/hooks/ads", json={"phone": "+79120000099", "name": "Late"}).status_code == 200
+    with transaction(hub.engine) as s:
+        dead_id = s.scalar(select(InboundEvent.id).order_by(InboundEvent.id.desc()).limit(1))
+        s.execute(update(InboundEvent).where(InboundEvent.id == dead_id).values(
+            status=EventStatus.DEAD, attempts=8, last_error="OperationalError: database is locked"))
+    sign_in(page, live_server, "admin@example.ru")
+    page.goto(live_server + "/channels")
+    expect(page.locator('tr[data-source="ads"] td.dead')).to_have_text("1")
+    screenshot("channels")
+    page.locator('tr[data-source="ads"] td.dead a').click()
+    row = page.locator(f'#dead-letters tr[data-event-id="{dead_id}"]')
+    expect(row).to_contain_text("database is locked")
+    screenshot("channel-dead-letter")
+    row.get_by_role("button", name="Replay").click()
+    expect(page.get_by_role("status")).to_have_text(f"Event {dead_id} queued again.")
+    Worker(hub).drain()
+    page.reload()
+    expect(page.locator("#dead-letters")).to_contain_text("Nothing is stuck")
+    with transaction(hub.engine, read_only=True) as s:
+        assert s.get(InboundEvent, dead_id).status == EventStatus.PROCESSED
+    page.goto(live_server + "/managers")
+    expect(page.locator('tr[data-manager="Max"]')).to_contain_text("On duty")
+    screenshot("managers")
+    page.goto(live_server + "/leads")
+    expect(page.locator("#leads tbody tr[data-lead-id]")).to_have_count(len(seeded) + 1)
+    screenshot("inbox-admin")
