@@ -5,12 +5,13 @@ pydantic models and routes below by spectree; nothing of it is written by hand."
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, Response, g, jsonify
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from flask import Blueprint, Response, g, jsonify, request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from spectree import Response as Resp, SecurityScheme, SpecTree
 from spectree.models import SecuritySchemeData
 
@@ -30,9 +31,26 @@ api = Blueprint("api", __name__, url_prefix="/api/v1")
 # Text a person or a script types: bounded, and no control characters (PostgreSQL refuses NUL in text).
 Text = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso(kind: type[date] | type[datetime]):
+    """Dates and times only as ISO text: pydantic would otherwise read a number as a Unix timestamp."""
+    def parse(value: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        if not isinstance(value, str) or not ISO_DAY.match(value):
+            raise ValueError("write it as ISO text, e.g. 2026-12-31" + ("" if kind is date else "T18:00:00Z"))
+        return kind.fromisoformat(value)
+    return BeforeValidator(parse)
+
+
+Day = Annotated[date, _iso(date)]
+Moment = Annotated[datetime, _iso(datetime)]
 # Ids beyond a signed 64-bit integer cannot exist in either database.
 MAX_ID = 2**63 - 1
-Day = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
 
 
 class Error(BaseModel):
@@ -139,21 +157,21 @@ class LeadQuery(BaseModel):
     warmth: Literal["cold", "warm", "hot", "none"] | None = None
     source: SourceName | None = None
     owner: Text | None = Field(None, description='a manager\'s name, or "-" for the unassigned queue')
-    date_from: Day | None = None
-    date_to: Day | None = None
+    date_from: Day | None = Field(None, description="created on or after this UTC day")
+    date_to: Day | None = Field(None, description="created on or before this UTC day")
     overdue: bool = False
     limit: int = Field(50, ge=1, le=200)
     before: int | None = Field(None, ge=1, le=MAX_ID, description="the `next_before` of the previous page")
 
 
 class StatusIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     status: Literal["in_work", "converted", "refused"] = Field(description="in_work: take it (managers)")
     reason: Text | None = Field(None, description="refused: a refusal reason code")
 
 
 class OwnerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     owner: Text
     why: Text = "reassigned by hand"
 
@@ -190,19 +208,9 @@ class ReplayOut(BaseModel):
 
 class ReportQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    date_from: Day | None = Field(None, description="UTC day; default: 29 days before date_to")
-    date_to: Day | None = Field(None, description="UTC day; default: today")
+    date_to: Day | None = Field(None, description="the last UTC day of the report; default: today")
+    days: int = Field(30, ge=1, le=367, description="how many days up to date_to, date_to included")
     group_by: Literal["source", "utm_campaign"] = "source"
-
-    @model_validator(mode="after")
-    def _range(self) -> ReportQuery:
-        self.date_to = self.date_to or utcnow().date()
-        self.date_from = self.date_from or date.fromordinal(self.date_to.toordinal() - 29)
-        if self.date_from > self.date_to:
-            raise ValueError("date_from is after date_to")
-        if (self.date_to - self.date_from).days > 366:
-            raise ValueError("at most 367 days at a time")
-        return self
 
 
 class WarmthCell(BaseModel):
@@ -259,12 +267,14 @@ class SourceList(BaseModel):
 
 
 class SpendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    amount: Decimal = Field(ge=0, le=Decimal("999999999999.99"), decimal_places=2)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    month: Annotated[str, StringConstraints(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$")] = Field(
+        description="YYYY-MM")
+    amount: float = Field(ge=0, le=999_999_999_999, allow_inf_nan=False, description="in [web] currency")
 
 
 class TryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     payload: str = Field(max_length=1_048_576, description="the body as the provider sends it")
     content_type: Text | None = Field(None, description="default: JSON if it parses as JSON, else a form")
     path: Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_/.-]*$")] = ""
@@ -273,6 +283,7 @@ class TryIn(BaseModel):
 class TryOut(BaseModel):
     events: list[dict[str, Any]]
     reply: str | None
+    refused: str | None = Field(None, description="why the connector refuses the whole payload, if it does")
 
 
 class ManagerOut(_Out):
@@ -290,10 +301,10 @@ class ManagerList(BaseModel):
 
 
 class ManagerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
     on_duty: bool | None = None
-    vacation_until: datetime | None = Field(None, description="until then no new leads; send null to clear")
-    clear_vacation: bool = False
+    vacation_until: Moment | None = Field(None, description="no new leads until then (UTC if no offset)")
+    clear_vacation: bool = Field(False, description="back from vacation now")
 
 
 class Me(BaseModel):
@@ -459,8 +470,12 @@ def report_channels(query: ReportQuery):
     """Leads per day per source (or per first-touch utm_campaign), conversion per warmth group, and cost
     per lead by month from the spend entered per source."""
     hub = _hub()
+    date_to = query.date_to or utcnow().date()
+    if date_to.toordinal() < query.days:
+        return error(422, "invalid_request", "date_to: too early for that many days")
+    date_from = date.fromordinal(date_to.toordinal() - query.days + 1)
     with transaction(hub.engine, read_only=True) as session:
-        return jsonify(channel_report(session, query.date_from, query.date_to, query.group_by))
+        return jsonify(channel_report(session, date_from, date_to, query.group_by))
 
 
 @api.get("/sources")
@@ -473,29 +488,22 @@ def sources_list():
         return jsonify(items=channel_health(session, hub))
 
 
-MONTH = r"^(20\d\d)-(0[1-9]|1[0-2])$"
-
-
-@api.put("/sources/<source_name>/spend/<month>")
+@api.put("/sources/<source_name>/spend")
 @allow(Role.ADMIN, Role.MARKETER)
 @spec.validate(json=SpendIn, resp=Resp(HTTP_200=CostRow, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
                                        HTTP_422=Error), tags=["sources"])
-def sources_spend(source_name: str, month: str, json: SpendIn):
-    """Enter what a source cost in a month (YYYY-MM); the report divides it by that month's leads."""
-    import re
+def sources_spend(source_name: str, json: SpendIn):
+    """Enter what a source cost in a month; the report divides it by that month's leads."""
     hub = _hub()
     if source_name not in hub.sources:
         return _not_found(f"source {source_name!r}")
-    if not re.match(MONTH, month):
-        return error(422, "invalid_request", f"month {month!r}: write it as YYYY-MM")
     with transaction(hub.engine) as session:
-        set_spend(session, source_name, month, json.amount, actor().name)
-    year, mon = int(month[:4]), int(month[5:])
-    first = date(year, mon, 1)
+        set_spend(session, source_name, json.month, Decimal(str(json.amount)).quantize(Decimal("0.01")),
+                  actor().name)
+    first = date(int(json.month[:4]), int(json.month[5:]), 1)
     with transaction(hub.engine, read_only=True) as session:
         rows = channel_report(session, first, first, "source")["cost"]
-    row = next(r for r in rows if r["source"] == source_name and r["month"] == month)
-    return jsonify(row)
+    return jsonify(next(r for r in rows if r["source"] == source_name and r["month"] == json.month))
 
 
 @api.post("/sources/<source_name>/try")
@@ -513,7 +521,8 @@ def sources_try(source_name: str, json: TryIn):
     except ValueError as exc:
         return error(422, "invalid_request", str(exc))
     except PayloadError as exc:
-        return error(422, "payload_refused", f"the connector refuses this payload: {exc}")
+        # The dry run worked: its answer is that this payload would be refused (and with which status).
+        return jsonify(events=[], reply=None, refused=f"{exc} (answered {exc.status})")
     return jsonify(result)
 
 
@@ -534,6 +543,8 @@ def managers_list():
 def managers_update(name: str, json: ManagerIn):
     """Put a manager on or off duty, or on vacation until a date (or back)."""
     hub = _hub()
+    if not request.get_json(silent=True):
+        return error(422, "invalid_request", "give on_duty, vacation_until or clear_vacation")
     visible = actor().managers_visible(hub.config)
     if hub.config.manager(name) is None or (visible is not None and name not in visible):
         return _not_found(f"manager {name!r}")

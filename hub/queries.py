@@ -44,6 +44,11 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
 
+def _after_day(day: date) -> datetime:
+    """The first instant after this UTC day (the last representable one for date.max)."""
+    return _day_start(day + timedelta(days=1)) if day < date.max else datetime.max.replace(tzinfo=timezone.utc)
+
+
 def _filtered(query, f: LeadFilter, now: datetime):
     if f.status:
         query = query.where(Lead.status == f.status)
@@ -56,7 +61,7 @@ def _filtered(query, f: LeadFilter, now: datetime):
     if f.date_from:
         query = query.where(Lead.created_at >= _day_start(f.date_from))
     if f.date_to:
-        query = query.where(Lead.created_at < _day_start(f.date_to + timedelta(days=1)))
+        query = query.where(Lead.created_at < _after_day(f.date_to))
     if f.overdue:
         query = query.where(Lead.status == LeadStatus.NEW, Lead.sla_due_at < now)
     return query

@@ -112,6 +112,9 @@ def _guard():
         return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
     if actor.role not in roles:
         return _deny(403, "forbidden", f"a {actor.role} may not do this")
+    if request.blueprint == "api" and request.method in ("POST", "PUT", "PATCH") and request.content_length \
+            and request.mimetype != "application/json":
+        return _error(415, "unsupported_media_type", "send the body as application/json")
     g.actor = actor
     return None
 
@@ -190,8 +193,16 @@ def _http_error(exc: HTTPException):
     code = (exc.name or "error").lower().replace(" ", "_")
     message = messages.get(exc.code or 0, exc.description or exc.name)
     if wants_json() or request.blueprint is None and request.path.startswith(("/hooks/", "/api/")):
-        return _error(exc.code or 500, code, message)
-    return render_template("error.html", status=exc.code, message=message), exc.code or 500
+        response, status = _error(exc.code or 500, code, message)
+    else:
+        response = Response(render_template("error.html", status=exc.code, message=message), exc.code or 500,
+                            mimetype="text/html")
+        status = exc.code or 500
+    # Keep what the exception says in headers: Allow on a 405 (RFC 9110), WWW-Authenticate on a 401.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, status
 
 
 def _inbound_request(subpath: str, body: bytes) -> InboundRequest:

@@ -60,7 +60,7 @@ EXPECTED_ACCESS = {
 PUBLIC = {"pages.login", "hooks.webhook", "health.healthz", "health.metrics", "openapi", "static", "pages.static"}
 ROLE_LOGIN = {ADMIN: "admin@example.ru", MARKETER: "marketer@example.ru", MANAGER: "max@example.ru",
               LEAD: "lena@example.ru"}
-SAMPLE_ARGS = {"lead_id": 1, "event_id": 1, "source_name": "site", "month": "2026-11", "name": "Max",
+SAMPLE_ARGS = {"lead_id": 1, "event_id": 1, "source_name": "site", "name": "Max",
                "filename": "hub.css"}
 
 
@@ -270,7 +270,7 @@ def test_channel_report_numbers(app, hub, client, team):
     api.post(f"/api/v1/leads/{five}/status", headers=mia, json={"status": "converted"})
     h = token_for(hub, "marketer@example.ru")
     month = utcnow().strftime("%Y-%m")
-    r = api.put(f"/api/v1/sources/ads/spend/{month}", headers=h, json={"amount": "3000"})
+    r = api.put("/api/v1/sources/ads/spend", headers=h, json={"month": month, "amount": 3000})
     assert r.status_code == 200 and r.json == {"source": "ads", "month": month, "spend": 3000.0, "leads": 3,
                                                "cost_per_lead": 1000.0}
     report = api.get("/api/v1/reports/channels", headers=h).json
@@ -289,8 +289,11 @@ def test_channel_report_numbers(app, hub, client, team):
     bars = re.findall(r'data-group="(\w+)" data-count="(\d+)"', page)
     assert sorted(bars) == [("ads", "3"), ("seo", "1"), ("site", "1")]
     assert re.search(r'<td class="num cpl">1000.00</td>', page)
-    bad = api.get("/api/v1/reports/channels?date_from=2026-02-01&date_to=2026-01-01", headers=h)
-    assert bad.status_code == 422 and "date_from is after date_to" in bad.json["message"]
+    bad = api.get("/api/v1/reports/channels?days=400", headers=h)
+    assert bad.status_code == 422 and bad.json["message"].startswith("days:")
+    r = api.put("/api/v1/sources/ads/spend", headers=h, data="month=2026-01&amount=1",
+                content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 415 and r.json["error"] == "unsupported_media_type"
 
 
 def test_channels_page_shows_health_and_replays_a_dead_letter(app, hub, client, team):
