@@ -147,7 +147,8 @@ class LeadFull(LeadOut):
 
 class LeadList(BaseModel):
     items: list[LeadOut]
-    total: int = Field(description="leads matching the filters")
+    total: int = Field(description="leads matching the filters, counted up to 10001")
+    total_is_exact: bool = Field(description="false: more than 10000 match")
     next_before: int | None = Field(description="pass as `before` for the next (older) page; null: no more")
 
 
@@ -349,7 +350,7 @@ def leads_list(query: LeadQuery):
     with transaction(hub.engine, read_only=True) as session:
         page = list_leads(session, hub.config, actor(), f, query.limit, query.before, with_touches=True)
         items = [lead_to_dict(lead, with_touches=False) for lead in page.leads]
-    return jsonify(items=items, total=page.total, next_before=page.next_before)
+    return jsonify(items=items, total=page.total, total_is_exact=page.total_is_exact, next_before=page.next_before)
 
 
 @api.get("/leads/<int:lead_id>")

@@ -145,6 +145,11 @@ def _serve(hub: Hub, host: str | None, port: int | None, threads: int, on_start:
     click.echo(f"lead hub listening on http://{host}:{port}{on_start}", err=True)
     for name, source in hub.sources.items():
         click.echo(f"  source {name} ({source.connector.name}): http://{host}:{port}/hooks/{name}", err=True)
+    from hub.models import User
+    with transaction(hub.engine, read_only=True) as session:
+        if session.scalar(select(User.id).limit(1)) is None:
+            click.echo(f"  web app: http://{host}:{port}/ — no users yet: create one with "
+                       "`hub users add you@example.com --role admin`", err=True)
 
     def _stop(signum: int, _frame: Any) -> None:
         raise SystemExit(0)    # waitress's loop catches it and shuts its threads down

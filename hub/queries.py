@@ -67,11 +67,19 @@ def _filtered(query, f: LeadFilter, now: datetime):
     return query
 
 
+# Counting every match of a broad filter would cost as much as reading them; past this, "10000+".
+TOTAL_CAP = 10_000
+
+
 @dataclass
 class LeadPage:
     leads: list[Lead]
-    total: int
+    total: int                        # matches, counted up to TOTAL_CAP
     next_before: int | None           # pass as ``before`` for the next (older) page
+
+    @property
+    def total_is_exact(self) -> bool:
+        return self.total <= TOTAL_CAP
 
 
 def list_leads(session: Session, config: Config, actor: Actor, f: LeadFilter, limit: int = 50,
@@ -86,7 +94,8 @@ def list_leads(session: Session, config: Config, actor: Actor, f: LeadFilter, li
     if before is not None:
         query = query.where(Lead.id < before)
     leads = list(session.scalars(query.order_by(Lead.id.desc()).limit(limit + 1)))
-    total = session.scalar(_filtered(select(func.count()).select_from(Lead).where(*where), f, now))
+    matching = _filtered(select(Lead.id).where(*where), f, now).limit(TOTAL_CAP + 1).subquery()
+    total = session.scalar(select(func.count()).select_from(matching))
     more = len(leads) > limit
     leads = leads[:limit]
     return LeadPage(leads, total or 0, leads[-1].id if more else None)

@@ -13,7 +13,7 @@ from hub.auth import PUBLIC_ENDPOINTS, roles_of
 from hub.db import transaction
 from hub.models import EventStatus, InboundEvent, Lead, utcnow
 from hub.worker import Worker
-from tests.helpers.web import (PASSWORD, USERS, WEB_CONFIG, csrf_token, deliver, make_users, post_form, sign_in,
+from tests.helpers.web import (PASSWORD, WEB_CONFIG, csrf_token, deliver, make_users, post_form, sign_in,
                                token_for)
 
 ADMIN, MARKETER, MANAGER, LEAD = "admin", "marketer", "manager", "lead"

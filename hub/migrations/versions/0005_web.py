@@ -62,7 +62,8 @@ def upgrade() -> None:
     with op.batch_alter_table('lead', schema=None) as batch_op:
         batch_op.add_column(sa.Column('utm_campaign', sa.String(length=255), nullable=True))
         batch_op.create_index('ix_lead_owner_id', ['owner', 'id'], unique=False)
-        batch_op.create_index('ix_lead_created_source', ['created_at', 'source'], unique=False)
+        batch_op.create_index('ix_lead_report', ['created_at', 'source', 'utm_campaign', 'warmth', 'status',
+                                                 'merged_into_id'], unique=False)
     with op.batch_alter_table('inbound_event', schema=None) as batch_op:
         batch_op.create_index('ix_inbound_event_source_received', ['source', 'received_at'], unique=False)
     # Leads made before this revision: their first touch's campaign.
@@ -74,7 +75,7 @@ def downgrade() -> None:
     with op.batch_alter_table('inbound_event', schema=None) as batch_op:
         batch_op.drop_index('ix_inbound_event_source_received')
     with op.batch_alter_table('lead', schema=None) as batch_op:
-        batch_op.drop_index('ix_lead_created_source')
+        batch_op.drop_index('ix_lead_report')
         batch_op.drop_index('ix_lead_owner_id')
         batch_op.drop_column('utm_campaign')
     op.drop_table('hub_secret')
