@@ -66,6 +66,7 @@ class Actor:
     login: str
     role: str
     manager: str | None          # their [[managers]] name, for managers and team leads
+    language: str | None = None  # their own choice; None: the browser's
 
     @property
     def name(self) -> str:
@@ -89,7 +90,13 @@ class Actor:
 
 
 def actor_of(user: User) -> Actor:
-    return Actor(id=user.id, login=user.login, role=user.role, manager=user.manager)
+    return Actor(id=user.id, login=user.login, role=user.role, manager=user.manager, language=user.language)
+
+
+def timezone_of(actor: Actor | None, config: Config) -> str:
+    """Managers see times in their own zone; everyone else in [ui] timezone."""
+    manager = config.manager(actor.manager) if actor and actor.manager else None
+    return manager.timezone if manager else config.ui.timezone
 
 
 def lead_scope(actor: Actor, config: Config):
@@ -135,13 +142,16 @@ def default_manager(config: Config, login: str) -> str | None:
 
 
 def add_user(session: Session, config: Config, login: str, password: str, role: str,
-             manager: str | None = None) -> User:
+             manager: str | None = None, language: str | None = None) -> User:
     login = normalise_login(login)
     manager = manager or (default_manager(config, login) if role in (Role.MANAGER, Role.LEAD) else None)
     _check_role(config, role, manager)
     _check_password(password)
+    from hub.i18n import LANGUAGES
+    if language is not None and language not in LANGUAGES:
+        raise UserError(f"language {language!r}: one of {', '.join(LANGUAGES)}")
     new_id = insert_ignoring_conflicts(session, User.__table__, ["login"], dict(
-        login=login, password_hash=generate_password_hash(password), role=role, manager=manager,
+        login=login, password_hash=generate_password_hash(password), role=role, manager=manager, language=language,
         session_version=1, disabled=False, created_at=utcnow()))
     if new_id is None:
         raise UserError(f"user {login!r} exists already (change it with `hub users passwd|role`)")
@@ -170,6 +180,15 @@ def set_role(session: Session, config: Config, login: str, role: str, manager: s
     _check_role(config, role, manager)
     user.role, user.manager = role, manager
     user.session_version += 1
+    return user
+
+
+def set_language(session: Session, login: str, language: str | None) -> User:
+    from hub.i18n import LANGUAGES
+    if language is not None and language not in LANGUAGES:
+        raise UserError(f"language {language!r}: one of {', '.join(LANGUAGES)}, or none for the browser's")
+    user = get_user(session, login)
+    user.language = language
     return user
 
 

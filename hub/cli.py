@@ -901,6 +901,8 @@ def events_show(config_path: str, as_json: bool, event_id: int) -> None:
     if data["last_error"]:
         click.echo(f"{'last_error':>16}:\n{data['last_error']}")
     click.echo(f"{'headers':>16}: {json.dumps(data['headers'], ensure_ascii=False)}")
+    if data["payload"] is not None:     # parsed: readable even when the sender escaped its Cyrillic (\u0418…)
+        click.echo(f"{'payload':>16}: {json.dumps(data['payload'], ensure_ascii=False)}")
     click.echo(f"{'body':>16}:\n{data['body']}")
 
 
@@ -980,14 +982,16 @@ password_env_option = click.option("--password-env", metavar="VAR",
                    "lead, their teams' leads.")
 @click.option("--manager", help="For managers and team leads: their [[managers]] name (default: the manager "
                                 "whose email is LOGIN).")
+@click.option("--language", type=click.Choice(["en", "ru"]),
+              help="Pages and notifications in this language (default: the browser's; users can change it).")
 @password_env_option
-def users_add(config_path: str, as_json: bool, login: str, role: str, manager: str | None,
+def users_add(config_path: str, as_json: bool, login: str, role: str, manager: str | None, language: str | None,
               password_env: str | None) -> None:
     """Add a user who signs in with LOGIN (an e-mail or a name) and a password."""
     from hub.auth import add_user
 
     password = _password(password_env)
-    _user_command(config_path, lambda s, c: add_user(s, c, login, password, role, manager), as_json)
+    _user_command(config_path, lambda s, c: add_user(s, c, login, password, role, manager, language), as_json)
 
 
 @users.command("passwd")

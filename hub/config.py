@@ -18,6 +18,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hub.errors import ConfigError
+from hub.i18n import N_
 
 ENV_PREFIX = "env:"
 _UNSET = object()
@@ -107,6 +108,8 @@ class ManagerConfig(_Strict):
     working_hours: str | None = Field(None, description='"09:00-18:00" in the manager\'s own time zone; none: always')
     working_days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(WEEKDAYS[:5])
     max_open_leads: int | None = Field(None, ge=1)
+    # Language of this manager's notifications (else their user's choice, else [ui] default_language).
+    language: Literal["en", "ru"] | None = None
 
     @field_validator("working_hours")
     @classmethod
@@ -165,15 +168,17 @@ class RoutingConfig(_Strict):
 class RefuseReason(_Strict):
     code: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
     label: str
+    # The label in other languages, e.g. {ru = "не дозвонились"}; else the catalog's translation of `label`.
+    labels: dict[Literal["en", "ru"], str] = {}
     min_attempts: int = Field(0, ge=0, description="contact attempts needed before this reason is allowed")
 
 
 DEFAULT_REFUSE_REASONS = [
-    RefuseReason(code="poor_quality", label="poor quality: wrong contacts"),
-    RefuseReason(code="by_mistake", label="contacted by mistake"),
-    RefuseReason(code="product_not_offered", label="product not offered"),
-    RefuseReason(code="no_answer_5_attempts", label="no answer after 5 attempts", min_attempts=5),
-    RefuseReason(code="chose_competitor", label="chose a competitor"),
+    RefuseReason(code="poor_quality", label=N_("poor quality: wrong contacts")),
+    RefuseReason(code="by_mistake", label=N_("contacted by mistake")),
+    RefuseReason(code="product_not_offered", label=N_("product not offered")),
+    RefuseReason(code="no_answer_5_attempts", label=N_("no answer after 5 attempts"), min_attempts=5),
+    RefuseReason(code="chose_competitor", label=N_("chose a competitor")),
 ]
 
 
@@ -208,6 +213,16 @@ class PrivacyConfig(_Strict):
     retention_days: int | None = Field(None, ge=1)
 
 
+class UiConfig(_Strict):
+    # For people whose user has no language of their own and whose browser asks for none we speak.
+    default_language: Literal["en", "ru"] = "en"
+    # Times are shown in the manager's own time zone; everyone else (admins, marketers) sees this one.
+    timezone: str = "UTC"
+    # A folder of notification templates (new_lead.txt, lead_back.txt, escalated.txt, digest.txt) that
+    # replace the built-in ones; relative to the config file.
+    notification_templates: str | None = None
+
+
 class WebConfig(_Strict):
     # Signs the session cookies. None: the hub makes one and keeps it in the database, shared by every
     # process. Set it (e.g. "env:HUB_SECRET_KEY", 32+ characters) to control rotation yourself.
@@ -236,6 +251,7 @@ class Config(_Strict):
     notify: NotifyConfig = NotifyConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     web: WebConfig = WebConfig()
+    ui: UiConfig = UiConfig()
 
     # Filled by load_config, not by the file.
     base_dir: Path = Path(".")
@@ -378,6 +394,10 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
             except ConfigError as exc:
                 problems.extend(f"{loc}.mapping: {p}" for p in exc.problems)
     _check_routing(config, problems)
+    _check_timezone(config.ui.timezone, "ui.timezone", problems)
+    if config.ui.notification_templates and not (base_dir / config.ui.notification_templates).is_dir():
+        problems.append(f"ui.notification_templates: no folder {config.ui.notification_templates!r} "
+                        f"next to the config")
     if problems:
         raise ConfigError(problems)
     config.base_dir = base_dir

@@ -340,6 +340,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     # For managers and team leads: their [[managers]] name in the config (their leads are owned by it).
     manager: Mapped[str | None] = mapped_column(String(128))
+    language: Mapped[str | None] = mapped_column(String(8))          # en | ru; None: the browser's
     # Bumped by a password change or disable: every session signed with an older value is void.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)

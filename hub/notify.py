@@ -103,7 +103,7 @@ class Notifier:
             values: dict[str, object]
             try:
                 if n.channel == "telegram":
-                    self.send_telegram(n.recipient, n.text)
+                    self.send_telegram(n.recipient, f"{n.subject}\n{n.text}")   # a chat has no subject line
                 else:
                     self.send_email(n.recipient, n.subject, n.text)
             except SendFailed as exc:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import csv
 import io
 import re
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
+from flask_babel import format_decimal, get_locale, get_timezone, gettext, refresh
 from flask_login import login_user, logout_user
 
-from hub.auth import actor_of, allow, authenticate
+from hub.auth import actor_of, allow, authenticate, set_language, timezone_of
 from hub.db import transaction
 from hub.dryrun import try_payload
 from hub.errors import PayloadError
+from hub.i18n import LANGUAGES, WARMTH_LABELS, Msg, N_, format_day, why_of, format_moment, label, reason_label
 from hub.models import EventStatus, InboundEvent, LeadStatus, Role, User, utcnow
 from hub.queries import (NO_WARMTH, WARMTHS, LeadFilter, channel_health, channel_report, get_lead, is_overdue,
                          list_leads, managers_overview, recent_events, set_spend)
@@ -33,6 +36,7 @@ pages = Blueprint("pages", __name__, template_folder="templates", static_folder=
 SALES = (Role.ADMIN, Role.LEAD, Role.MANAGER)
 MARKETING = (Role.ADMIN, Role.MARKETER)
 PAGE_SIZE = 50
+CSV_WARMTH_COLUMNS = (N_("%(warmth)s: leads"), N_("%(warmth)s: converted"), N_("%(warmth)s: converted, %%"))
 CHART_COLOURS = ("#2f6fde", "#e8833a", "#3aa655", "#c94f7c", "#8a63d2", "#7f8c8d")
 
 
@@ -43,7 +47,39 @@ def _hub():
 
 @pages.app_context_processor
 def _globals():
-    return {"actor": g.get("actor"), "Role": Role, "now": utcnow()}
+    lang = str(get_locale())
+    config = _hub().config
+
+    def reason(code: str | None) -> str:
+        rr = config.refuse_reason(code) if code else None
+        return reason_label(rr, lang, gettext) if rr else (code or "")
+
+    return {"actor": g.get("actor"), "Role": Role, "now": utcnow(), "lang": lang,
+            "status_label": lambda code: label("status", code, gettext),
+            "warmth_label": lambda code: label("warmth", code, gettext),
+            "history_label": lambda code: label("history", code, gettext),
+            "role_label": lambda code: label("role", code, gettext),
+            "why_text": lambda entry: why_of(entry, gettext),
+            "event_label": lambda code: label("event", code, gettext),
+            "reason_label": reason}
+
+
+@pages.app_template_filter("moment")
+def _moment(value, fmt: str = "short") -> str:
+    """A stored UTC moment in the reader's language and time zone."""
+    return format_moment(value, str(get_locale()), str(get_timezone()), fmt)
+
+
+@pages.app_template_filter("day")
+def _day(value, fmt: str = "medium") -> str:
+    return format_day(value, str(get_locale()), fmt)
+
+
+@pages.app_template_filter("number")
+def _number(value, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return format_decimal(value, format=f"#,##0.{'0' * digits}" if digits else "#,##0")
 
 
 # -- sign-in ------------------------------------------------------------------------------------------
@@ -68,14 +104,14 @@ def login():
         throttle = current_app.extensions["login_throttle"]
         now = utcnow()
         if throttle.blocked(login_name, now):
-            return render_template("login.html", error="Too many failed sign-ins: wait 15 minutes.",
+            return render_template("login.html", error=gettext("Too many failed sign-ins: wait 15 minutes."),
                                    no_users=no_users), 429
         with transaction(hub.engine) as session:
             user = authenticate(session, login_name, request.form.get("password") or "")
             loaded = (actor_of(user), user.session_version) if user else None
         if loaded is None:
             throttle.failed(login_name, now)
-            error = "Wrong login or password."
+            error = gettext("Wrong login or password.")
         else:
             from hub.web import SessionUser
             throttle.succeeded(login_name)
@@ -91,6 +127,25 @@ def logout():
     return redirect(url_for("pages.login"))
 
 
+@pages.route("/profile", methods=["GET", "POST"])
+@allow(*Role.ALL)
+def profile():
+    """The user's own settings: the language of the pages (and of their notifications)."""
+    hub = _hub()
+    if request.method == "POST":
+        language = request.form.get("language") or None
+        if language not in (None, *LANGUAGES):
+            flash(gettext("Choose a language from the list."), "error")
+            return redirect(url_for("pages.profile"))
+        with transaction(hub.engine) as session:
+            set_language(session, g.actor.login, language)
+        g.actor = replace(g.actor, language=language)
+        refresh()                                    # the next message is already in the new language
+        flash(gettext("Saved."), "ok")
+        return redirect(url_for("pages.profile"))
+    return render_template("profile.html", timezone=timezone_of(g.actor, hub.config))
+
+
 @pages.get("/")
 @allow(*Role.ALL)
 def home():
@@ -104,7 +159,7 @@ def _date_arg(name: str) -> date | None:
     try:
         day = date.fromisoformat(value) if value else None
     except ValueError:
-        flash(f"{name}: {value!r} is not a date (YYYY-MM-DD); ignored", "error")
+        flash(gettext("%(value)s is not a date (YYYY-MM-DD); ignored", value=value), "error")
         return None
     return day if day is None or date(2000, 1, 1) <= day <= date(2100, 12, 31) else None
 
@@ -145,12 +200,12 @@ def inbox():
 def lead_card(lead_id: int):
     hub = _hub()
     if lead_id >= 2**63:
-        return render_template("error.html", status=404, message=f"No lead {lead_id}."), 404
+        return render_template("error.html", status=404, message=gettext("No lead %(id)s here.", id=lead_id)), 404
     with transaction(hub.engine, read_only=True) as session:
         lead = get_lead(session, hub.config, g.actor, lead_id)
         if lead is None:
             return render_template("error.html", status=404,
-                                   message=f"No lead {lead_id} here (or not yours to see)."), 404
+                                   message=gettext("No lead %(id)s here (or not yours to see).", id=lead_id)), 404
         data = lead_to_dict(lead)
         overdue = is_overdue(lead, utcnow())
     owners = g.actor.managers_visible(hub.config)
@@ -164,14 +219,14 @@ def _lead_action(lead_id: int, action, done: str):
     with transaction(hub.engine, read_only=True) as session:
         visible = lead_id < 2**63 and get_lead(session, hub.config, g.actor, lead_id) is not None
     if not visible:
-        return render_template("error.html", status=404, message=f"No lead {lead_id} here."), 404
+        return render_template("error.html", status=404, message=gettext("No lead %(id)s here.", id=lead_id)), 404
     try:
         with transaction(hub.engine) as session:
             action(session, hub.config, utcnow())
         flash(done, "ok")
         hub.notification_queued.set()
     except RoutingError as exc:
-        flash(str(exc), "error")
+        flash(exc.msg.translate(gettext), "error")
     return redirect(url_for("pages.lead_card", lead_id=lead_id))
 
 
@@ -180,16 +235,17 @@ def _lead_action(lead_id: int, action, done: str):
 def lead_take(lead_id: int):
     manager = g.actor.manager
     if not manager:
-        flash("Only a manager takes a lead; reassign it to one instead.", "error")
+        flash(gettext("Only a manager takes a lead; reassign it to one instead."), "error")
         return redirect(url_for("pages.lead_card", lead_id=lead_id))
-    return _lead_action(lead_id, lambda s, c, now: take(s, c, lead_id, manager, now), "Taken into work.")
+    return _lead_action(lead_id, lambda s, c, now: take(s, c, lead_id, manager, now),
+                        gettext("Taken into work."))
 
 
 @pages.post("/leads/<int:lead_id>/attempt")
 @allow(*SALES)
 def lead_attempt(lead_id: int):
     return _lead_action(lead_id, lambda s, c, now: count_attempt(s, lead_id, g.actor.name, now),
-                        "Contact attempt counted.")
+                        gettext("Contact attempt counted."))
 
 
 @pages.post("/leads/<int:lead_id>/status")
@@ -198,9 +254,9 @@ def lead_status(lead_id: int):
     status = request.form.get("status")
     reason = request.form.get("reason") or None
     if status not in (LeadStatus.CONVERTED, LeadStatus.REFUSED):
-        flash("Choose converted or refused.", "error")
+        flash(gettext("Choose converted or refused."), "error")
         return redirect(url_for("pages.lead_card", lead_id=lead_id))
-    done = "Converted." if status == LeadStatus.CONVERTED else "Refused."
+    done = gettext("Converted.") if status == LeadStatus.CONVERTED else gettext("Refused.")
     return _lead_action(lead_id, lambda s, c, now: set_status(s, c, lead_id, status,
                                                               reason if status == LeadStatus.REFUSED else None,
                                                               g.actor.name, now), done)
@@ -212,11 +268,11 @@ def lead_reassign(lead_id: int):
     to = request.form.get("owner") or ""
     visible = g.actor.managers_visible(_hub().config)
     if visible is not None and to not in visible:
-        flash(f"{to!r} is not in your teams.", "error")
+        flash(gettext("%(name)s is not in your teams.", name=to), "error")
         return redirect(url_for("pages.lead_card", lead_id=lead_id))
-    why = (request.form.get("why") or "reassigned by hand")[:200]
+    why = (request.form.get("why") or "").strip()[:200] or Msg("reassigned by hand")
     return _lead_action(lead_id, lambda s, c, now: reassign(s, c, lead_id, to, why, g.actor.name, now),
-                        f"Handed over to {to}.")
+                        gettext("Handed over to %(name)s.", name=to))
 
 
 # -- channel report ---------------------------------------------------------------------------------------
@@ -229,7 +285,7 @@ def _report_range() -> tuple[date, date]:
         date_from, date_to = date_to, date_from
     if (date_to - date_from).days > 366:
         date_from = date_to - timedelta(days=366)
-        flash("At most 367 days at a time: the range was shortened.", "error")
+        flash(gettext("At most 367 days at a time: the range was shortened."), "error")
     return date_from, date_to
 
 
@@ -255,7 +311,7 @@ def chart(report: dict, width: int = 900, height: int = 260) -> dict:
             bars.append({"x": round(left + i * step, 1), "y": round(y, 1), "w": round(bar_w, 1), "h": round(h, 1),
                          "colour": colour, "day": d["day"], "group": key, "count": n})
     ticks = sorted({0, peak, peak // 2})
-    labels = [{"x": round(left + i * step + bar_w / 2, 1), "text": d["day"][5:]}
+    labels = [{"x": round(left + i * step + bar_w / 2, 1), "day": d["day"]}
               for i, d in enumerate(days) if i % max(1, len(days) // 10) == 0]
     return {"width": width, "height": height, "bars": bars, "peak": peak, "left": left, "bottom": bottom,
             "ticks": [{"value": t, "y": round(height - bottom - plot_h * t / peak, 1)} for t in ticks],
@@ -286,8 +342,14 @@ def report_csv():
         data = channel_report(session, date_from, date_to, group_by)
     out = io.StringIO()
     writer = csv.writer(out)
+    # Stable machine column names first; ?header=local adds a row of the same columns in the reader's language.
     writer.writerow([group_by, "leads", "conversion_%"] +
                     [f"{w}_{k}" for w in (*WARMTHS, NO_WARMTH) for k in ("leads", "converted", "conversion_%")])
+    if request.args.get("header") == "local":
+        writer.writerow([gettext("source") if group_by == "source" else "utm_campaign", gettext("Leads"),
+                         gettext("Converted, %%").replace("%%", "%")] +
+                        [gettext(text, warmth=gettext(WARMTH_LABELS[w])).replace("%%", "%")
+                         for w in (*WARMTHS, NO_WARMTH) for text in CSV_WARMTH_COLUMNS])
     for grp in data["groups"]:
         writer.writerow([grp["key"], grp["leads"], grp["conversion"]] +
                         [grp["warmth"][w][k] for w in (*WARMTHS, NO_WARMTH)
@@ -307,14 +369,14 @@ def report_spend():
         if not amount.is_finite() or not 0 <= amount < Decimal("1e12"):
             raise InvalidOperation
     except InvalidOperation:
-        flash("Spend: write an amount like 15000 or 15000.50.", "error")
+        flash(gettext("Spend: write an amount like 15000 or 15000.50."), "error")
         return redirect(url_for("pages.report"))
     if source not in hub.sources or not re.match(r"^20\d\d-(0[1-9]|1[0-2])$", month):
-        flash("Spend: choose a source and a month (YYYY-MM).", "error")
+        flash(gettext("Spend: choose a source and a month (YYYY-MM)."), "error")
         return redirect(url_for("pages.report"))
     with transaction(hub.engine) as session:
         set_spend(session, source, month, amount.quantize(Decimal("0.01")), g.actor.name)
-    flash(f"Spend of {source} for {month} saved.", "ok")
+    flash(gettext("Spend of %(source)s for %(month)s saved.", source=source, month=month), "ok")
     first = date(int(month[:4]), int(month[5:]), 1)
     last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
     return redirect(url_for("pages.report", date_from=first.isoformat(), date_to=last.isoformat()))
@@ -336,7 +398,7 @@ def channels():
 def channel(source_name: str):
     hub = _hub()
     if source_name not in hub.sources:
-        return render_template("error.html", status=404, message=f"No source {source_name!r}."), 404
+        return render_template("error.html", status=404, message=gettext("No source %(name)s.", name=source_name)), 404
     with transaction(hub.engine, read_only=True) as session:
         health = next(r for r in channel_health(session, hub) if r["name"] == source_name)
         dead = recent_events(session, source_name, EventStatus.DEAD, 50)
@@ -357,9 +419,10 @@ def event_replay(event_id: int):
         replayed, refused = replay_events(session, [event_id]) if event else ([], [])
     if replayed:
         hub.event_stored.set()
-        flash(f"Event {event_id} queued again.", "ok")
+        flash(gettext("Event %(id)s queued again.", id=event_id), "ok")
     else:
-        flash(f"Event {event_id} not replayed: {refused[0]['reason'] if refused else 'no such event'}.", "error")
+        flash(gettext("Event %(id)s not replayed: %(why)s.", id=event_id,
+                      why=refused[0]["reason"] if refused else gettext("no such event")), "error")
     return redirect(url_for("pages.channel", source_name=source) if source else url_for("pages.channels"))
 
 
@@ -368,11 +431,12 @@ def event_replay(event_id: int):
 def channel_replay_dead(source_name: str):
     hub = _hub()
     if source_name not in hub.sources:
-        return render_template("error.html", status=404, message=f"No source {source_name!r}."), 404
+        return render_template("error.html", status=404, message=gettext("No source %(name)s.", name=source_name)), 404
     with transaction(hub.engine) as session:
         replayed, _ = replay_events(session, all_dead=True, source=source_name)
     hub.event_stored.set()
-    flash(f"{len(replayed)} dead event(s) of {source_name} queued again.", "ok")
+    flash(gettext("Dead events of %(source)s queued again: %(count)s.", source=source_name, count=len(replayed)),
+          "ok")
     return redirect(url_for("pages.channel", source_name=source_name))
 
 
@@ -390,15 +454,15 @@ def mapping_tester():
     if request.method == "POST":
         source = hub.sources.get(form["source"])
         if source is None:
-            error = "Choose a source."
+            error = gettext("Choose a source.")
         elif not form["payload"].strip():
-            error = "Paste a payload."
+            error = gettext("Paste a payload.")
         else:
             try:
                 result = try_payload(hub, source, form["payload"].strip().encode(), form["content_type"] or None,
                                      form["path"])
             except (ValueError, PayloadError) as exc:
-                error = f"The connector refuses this payload: {exc}"
+                error = gettext("The connector refuses this payload: %(why)s", why=exc)
     return render_template("mapping.html", sources=webhook_sources, form=form, result=result, error=error)
 
 
@@ -409,7 +473,7 @@ def mapping_tester():
 def managers():
     hub = _hub()
     with transaction(hub.engine, read_only=True) as session:
-        rows = managers_overview(session, hub.config, g.actor.managers_visible(hub.config))
+        rows = managers_overview(session, hub.config, g.actor.managers_visible(hub.config), translate=gettext)
     return render_template("managers.html", rows=rows)
 
 
@@ -419,7 +483,7 @@ def manager_update(name: str):
     hub = _hub()
     visible = g.actor.managers_visible(hub.config)
     if hub.config.manager(name) is None or (visible is not None and name not in visible):
-        return render_template("error.html", status=404, message=f"No manager {name!r} in your teams."), 404
+        return render_template("error.html", status=404, message=gettext("No manager %(name)s in your teams.", name=name)), 404
     change: dict = {}
     if request.form.get("duty") in ("on", "off"):
         change["on_duty"] = request.form["duty"] == "on"
@@ -429,10 +493,10 @@ def manager_update(name: str):
         try:
             until = datetime.fromisoformat(request.form["vacation_until"]).replace(tzinfo=timezone.utc)
         except ValueError:
-            flash("Vacation: give a date (YYYY-MM-DD).", "error")
+            flash(gettext("Vacation: give a date (YYYY-MM-DD)."), "error")
             return redirect(url_for("pages.managers"))
         change["vacation_until"] = until
     with transaction(hub.engine) as session:
         set_manager_state(session, hub.config, name, g.actor.name, utcnow(), **change)
-    flash(f"{name} updated.", "ok")
+    flash(gettext("%(name)s updated.", name=name), "ok")
     return redirect(url_for("pages.managers"))

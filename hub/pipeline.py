@@ -193,8 +193,8 @@ def assign_owner(session: Session, config: Config, source: Source, event: Inboun
     facts = TouchFacts(source=source.name, tags=list(source.config.tags), message=draft.message or "",
                        fields=source.connector.fields(event.payload or {}), repeat=outcome.how != "created",
                        region=phone_region(phones[0] if phones else None))
+    # Data only (name · contact · source · message): the words around it come from the recipient's template.
     summary = " · ".join(filter(None, [draft.name, ", ".join(phones) or ", ".join(
-        e.value for e in contacts.emails if e.value), f"source {source.name}",
-        (draft.message or "")[:200]]))
+        e.value for e in contacts.emails if e.value), source.name, (draft.message or "")[:200]]))
     route_lead(session, config, LeadState(outcome.lead_id, row.status, row.owner, row.warmth), outcome.how, facts,
                event.id, utcnow(), summary)

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import Date, and_, case, cast, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -260,8 +260,10 @@ def recent_events(session: Session, source: str, status: str | None = None, limi
 
 # -- managers ---------------------------------------------------------------------------------------------
 
-def managers_overview(session: Session, config: Config, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every manager (or those named) with team, state, open leads and whether they can take a lead now."""
+def managers_overview(session: Session, config: Config, names: list[str] | None = None,
+                      translate: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """Every manager (or those named) with team, state, open leads and whether they can take a lead now
+    (why not: in English, or through ``translate`` for a page)."""
     managers = [m for m in config.managers if names is None or m.name in names]
     all_names = [m.name for m in managers]
     if not all_names:
@@ -277,5 +279,7 @@ def managers_overview(session: Session, config: Config, names: list[str] | None 
                      "on_duty": state.on_duty if state else True,
                      "vacation_until": state.vacation_until.isoformat() if state and state.vacation_until else None,
                      "open_leads": open_counts.get(m.name, 0), "max_open_leads": m.max_open_leads,
-                     "available": free[m.name] is None, "unavailable_because": free[m.name]})
+                     "available": free[m.name] is None,
+                     "unavailable_because": (free[m.name].translate(translate) if translate else str(free[m.name]))
+                     if free[m.name] else None})
     return rows

@@ -19,6 +19,7 @@ from hub.config import WEEKDAYS, Config, ManagerConfig, RoutingRule, WarmthRule
 from hub.db import execute, insert_ignoring_conflicts
 from hub.history import history
 from hub.errors import HubError
+from hub.i18n import Msg
 from hub.models import Lead, LeadStatus, ManagerState, Notification, RoutingPosition, utcnow
 
 WARMTH_ORDER = {"cold": 0, "warm": 1, "hot": 2}
@@ -31,7 +32,12 @@ OPEN_LEADS_OF = (select(_LEADS.c.owner, func.count()).where(
 
 
 class RoutingError(HubError):
-    """An operator's lead or manager command that cannot be done as asked; the message says why."""
+    """An operator's lead or manager command that cannot be done as asked; the message says why (in
+    English as ``str()``, in the reader's language through ``msg.translate``)."""
+
+    def __init__(self, msg: Msg):
+        self.msg = msg
+        super().__init__(str(msg))
 
 
 # -- warmth ---------------------------------------------------------------------------------------------
@@ -95,7 +101,7 @@ def _in_working_hours(manager: ManagerConfig, now: datetime) -> bool:
     return begin <= local.time() < finish
 
 
-def availability(session: Session, config: Config, names: list[str], now: datetime) -> dict[str, str | None]:
+def availability(session: Session, config: Config, names: list[str], now: datetime) -> dict[str, Msg | None]:
     """For each manager: None when they can take a lead now, else why not."""
     states = {s.name: s for s in session.scalars(select(ManagerState).where(ManagerState.name.in_(names)))}
     capped = [n for n in names if (m := config.manager(n)) and m.max_open_leads]
@@ -104,17 +110,17 @@ def availability(session: Session, config: Config, names: list[str], now: dateti
     for name in names:
         manager, state = config.manager(name), states.get(name)
         if manager is None:
-            out[name] = "not in the config"
+            out[name] = Msg("not in the config")
         elif not manager.active:
-            out[name] = "inactive"
+            out[name] = Msg("inactive")
         elif state is not None and not state.on_duty:
-            out[name] = "off duty"
+            out[name] = Msg("off duty")
         elif state is not None and state.vacation_until and state.vacation_until > now:
-            out[name] = f"on vacation until {state.vacation_until:%Y-%m-%d %H:%M} UTC"
+            out[name] = Msg("on vacation until %(until)s UTC", until=f"{state.vacation_until:%Y-%m-%d %H:%M}")
         elif not _in_working_hours(manager, now):
-            out[name] = "outside working hours"
+            out[name] = Msg("outside working hours")
         elif manager.max_open_leads and open_counts.get(name, 0) >= manager.max_open_leads:
-            out[name] = f"at the cap of {manager.max_open_leads} open leads"
+            out[name] = Msg("at the cap of %(cap)s open leads", cap=manager.max_open_leads)
         else:
             out[name] = None
     return out
@@ -147,33 +153,36 @@ def team_members(config: Config, team: str) -> list[ManagerConfig]:
 
 
 def choose(session: Session, config: Config, rule: RoutingRule, now: datetime,
-           exclude: str | None = None) -> tuple[str | None, str]:
+           exclude: str | None = None) -> tuple[str | None, Msg]:
     """(manager, why) for a rule, among available members; (None, why) when nobody can take it."""
     members = team_members(config, rule.team)
     if rule.strategy == "fixed":
         members = [m for m in config.managers if m.name == rule.manager]
     free = availability(session, config, [m.name for m in members], now)
     if exclude in free:
-        free[exclude] = "the current owner"
+        free[exclude] = Msg("the current owner")
     available = [m for m in members if free[m.name] is None]
     position = _advance(session, f"rule:{rule.name}")      # also serialises assignments of this rule
     if not available:
-        reasons = "; ".join(f"{n}: {why}" for n, why in free.items()) or f"team {rule.team!r} has no active members"
-        return None, f"nobody available ({reasons})"
+        reasons = Msg.join(*[Msg("%(name)s: %(why)s", name=n, why=why) for n, why in free.items()]) if free \
+            else Msg("team %(team)r has no active members", team=rule.team)
+        return None, Msg("nobody available (%(reasons)s)", reasons=reasons)
     if rule.strategy == "fixed":
-        return available[0].name, f"rule {rule.name!r}: fixed"
+        return available[0].name, Msg("rule %(rule)r: fixed", rule=rule.name)
     if rule.strategy == "least_loaded":
         counts = dict(execute(session, OPEN_LEADS_OF, {"owners": [m.name for m in available]}).all())
         best = min(available, key=lambda m: counts.get(m.name, 0))       # ties: config order
-        return best.name, f"rule {rule.name!r}: least loaded ({counts.get(best.name, 0)} open)"
+        return best.name, Msg("rule %(rule)r: least loaded (%(open)s open)", rule=rule.name,
+                              open=counts.get(best.name, 0))
     slots = [m.name for m in members] if rule.strategy == "round_robin" else _weighted_slots(members)
     names = {m.name for m in available}
     start = (position - 1) % len(slots)
     for i in range(len(slots)):
         candidate = slots[(start + i) % len(slots)]
         if candidate in names:
-            return candidate, f"rule {rule.name!r}: {rule.strategy.replace('_', '-')}"
-    return None, "nobody available"
+            return candidate, (Msg("rule %(rule)r: round-robin", rule=rule.name) if rule.strategy == "round_robin"
+                               else Msg("rule %(rule)r: weighted", rule=rule.name))
+    return None, Msg("nobody available")
 
 
 def matching_rule(config: Config, warmth: str | None, facts: TouchFacts) -> RoutingRule | None:
@@ -196,9 +205,20 @@ def lead_link(config: Config, lead_id: int) -> str:
     return f"{config.notify.base_url.rstrip('/')}/leads/{lead_id}"
 
 
-def queue_notifications(session: Session, config: Config, manager_name: str, lead_id: int | None, subject: str,
-                        text: str) -> int:
-    """Outbox rows for the manager's channels; sent after commit by the notifier. Returns how many."""
+def _why(why: str | Msg) -> dict:
+    """A history entry's reason: English text for the API and CLI, and, for the hub's own reasons, the
+    message itself so that each reader sees it in their language."""
+    if isinstance(why, Msg):
+        return {"why": str(why), "why_msg": why.to_json()}
+    return {"why": why}
+
+
+def queue_notifications(session: Session, config: Config, manager_name: str, lead_id: int | None, template: str,
+                        **context) -> int:
+    """Outbox rows for the manager's channels, in the manager's language and time zone (hub/messages.py);
+    sent after commit by the notifier. Returns how many."""
+    from hub.messages import language_of, render
+
     manager = config.manager(manager_name)
     if manager is None:
         return 0
@@ -207,15 +227,20 @@ def queue_notifications(session: Session, config: Config, manager_name: str, lea
         rows.append({"channel": "telegram", "recipient": manager.telegram_chat_id})
     if manager.email and config.notify.email:
         rows.append({"channel": "email", "recipient": manager.email})
+    if not rows:
+        return 0
+    subject, text = render(config, template, language_of(session, config, manager_name), manager.timezone,
+                           lead_id=lead_id, link=lead_link(config, lead_id) if lead_id else
+                           f"{config.notify.base_url.rstrip('/')}/leads", **context)
     now = utcnow()
     for row in rows:
         execute(session, insert(Notification.__table__), dict(
-            row, lead_id=lead_id, subject=subject, text=text, status="pending", attempts=0, next_attempt_at=now,
-            created_at=now))
+            row, lead_id=lead_id, subject=subject, text=text, status="pending", attempts=0,
+            next_attempt_at=now, created_at=now))
     return len(rows)
 
 
-def assign(session: Session, config: Config, lead_id: int, to: str | None, previous: str | None, why: str,
+def assign(session: Session, config: Config, lead_id: int, to: str | None, previous: str | None, why: str | Msg,
            rule: RoutingRule | None, now: datetime, kind: str = "assigned", actor: str = "hub",
            event_id: int | None = None, summary: str = "", reassign_count: int | None = None) -> None:
     """Give the lead to ``to`` (None: leave it in the queue), start its SLA clock, log the handover and
@@ -227,11 +252,12 @@ def assign(session: Session, config: Config, lead_id: int, to: str | None, previ
     if reassign_count is not None:
         values["reassign_count"] = reassign_count
     execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), values)
-    history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **{"from": previous, "to": to, "why": why})
-    if to:
-        link = lead_link(config, lead_id)
-        queue_notifications(session, config, to, lead_id, f"Lead #{lead_id}",
-                            f"{summary}\n{why}\n{link}".strip() if summary else f"Lead #{lead_id}: {why}\n{link}")
+    history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **{"from": previous, "to": to},
+            **_why(why))
+    if to and kind == "assigned":
+        queue_notifications(session, config, to, lead_id, "new_lead", about=summary)
+    elif to:
+        queue_notifications(session, config, to, lead_id, "handed_over", about=summary, previous=previous)
 
 
 @dataclass
@@ -261,31 +287,30 @@ def route_lead(session: Session, config: Config, lead: LeadState, how: str, fact
         if why_not is None:
             if how == "reopened":
                 history(session, lead.id, "assigned", event_id=event_id, at=now,
-                        **{"from": lead.owner, "to": lead.owner, "why": "sticky: the person's owner"})
-                queue_notifications(session, config, lead.owner, lead.id, f"Lead #{lead.id} is back",
-                                    f"{summary}\nYour client came back.\n{lead_link(config, lead.id)}")
+                        **{"from": lead.owner, "to": lead.owner}, **_why(Msg("sticky: the person's owner")))
+                queue_notifications(session, config, lead.owner, lead.id, "lead_back", about=summary)
                 if rule and rule.sla_minutes:
                     execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
                             {"assigned_at": now, "sla_due_at": now + timedelta(minutes=rule.sla_minutes)})
             return
     if rule is None:
         if lead.owner is None:
-            history(session, lead.id, "unassigned", event_id=event_id, at=now, why="no routing rule matched")
+            history(session, lead.id, "unassigned", event_id=event_id, at=now, **_why(Msg("no routing rule matched")))
         return
     to, why = choose(session, config, rule, now)
     if to is None:
         to, why = _fallback(config, rule, why)
     if to is None and lead.owner is None:
-        history(session, lead.id, "unassigned", event_id=event_id, at=now, why=why)
+        history(session, lead.id, "unassigned", event_id=event_id, at=now, **_why(why))
         return
     assign(session, config, lead.id, to, lead.owner, why, rule, now, event_id=event_id, summary=summary)
 
 
-def _fallback(config: Config, rule: RoutingRule, why: str) -> tuple[str | None, str]:
+def _fallback(config: Config, rule: RoutingRule, why: Msg) -> tuple[str | None, Msg]:
     team = config.team(rule.team)
     if config.routing.fallback == "team_lead" and team and team.lead:
-        return team.lead, f"{why}; fallback: team lead"
-    return None, f"{why}; left in the queue"
+        return team.lead, Msg.join(why, Msg("fallback: team lead"))
+    return None, Msg.join(why, Msg("left in the queue"))
 
 
 # -- SLA ------------------------------------------------------------------------------------------------
@@ -305,11 +330,12 @@ def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:
         rule = rules.get(lead.routing_rule)
         team = config.team(rule.team) if rule else None
         minutes = rule.sla_minutes if rule else None
-        why = f"SLA: not taken within {minutes:g} min" if minutes else "SLA: not taken in time"
+        why = Msg("SLA: not taken within %(minutes)s min", minutes=f"{minutes:g}") if minutes \
+            else Msg("SLA: not taken in time")
         to = None
         if rule and lead.reassign_count < config.routing.max_reassignments:
             to, how = choose(session, config, rule, now, exclude=lead.owner)
-            why = f"{why}; {how}"
+            why = Msg.join(why, how)
         if to is not None:
             assign(session, config, lead.id, to, lead.owner, why, rule, now, kind="reassigned",
                    reassign_count=lead.reassign_count + 1)
@@ -319,11 +345,10 @@ def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:
         lead_of_team = team.lead if team else None
         execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
                 {"sla_due_at": None, **({"owner": lead_of_team, "assigned_at": now} if lead_of_team else {})})
-        history(session, lead.id, "escalated", at=now, **{"from": lead.owner, "to": lead_of_team or lead.owner,
-                                                          "why": why + "; escalated to the team lead"})
+        history(session, lead.id, "escalated", at=now, **{"from": lead.owner, "to": lead_of_team or lead.owner},
+                **_why(Msg.join(why, Msg("escalated to the team lead"))))
         if lead_of_team:
-            queue_notifications(session, config, lead_of_team, lead.id, f"Lead #{lead.id} escalated",
-                                f"Not taken in time by {lead.owner}.\n{lead_link(config, lead.id)}")
+            queue_notifications(session, config, lead_of_team, lead.id, "escalated", previous=lead.owner)
         done.append({"lead_id": lead.id, "from": lead.owner, "to": lead_of_team, "kind": "escalated"})
     return done
 
@@ -333,24 +358,25 @@ def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:
 def _lock_lead(session: Session, lead_id: int) -> Lead:
     lead = session.execute(select(Lead).where(Lead.id == lead_id).with_for_update()).scalar_one_or_none()
     if lead is None or lead.merged_into_id is not None:
-        raise RoutingError(f"no lead {lead_id}" if lead is None else
-                           f"lead {lead_id} was merged into lead {lead.merged_into_id}")
+        raise RoutingError(Msg("no lead %(id)s", id=lead_id) if lead is None else
+                           Msg("lead %(id)s was merged into lead %(into)s", id=lead_id, into=lead.merged_into_id))
     return lead
 
 
 def take(session: Session, config: Config, lead_id: int, manager: str, now: datetime) -> Lead:
     if config.manager(manager) is None:
-        raise RoutingError(f"no manager named {manager!r}")
+        raise RoutingError(Msg("no manager named %(name)r", name=manager))
     lead = _lock_lead(session, lead_id)
     if lead.status != LeadStatus.NEW:
-        raise RoutingError(f"lead {lead_id} is {lead.status}; only a new lead can be taken")
+        raise RoutingError(Msg("lead %(id)s is %(status)s; only a new lead can be taken", id=lead_id,
+                               status=lead.status))
     if lead.owner not in (None, manager):
-        raise RoutingError(f"lead {lead_id} belongs to {lead.owner}; reassign it first")
+        raise RoutingError(Msg("lead %(id)s belongs to %(owner)s; reassign it first", id=lead_id, owner=lead.owner))
     previous = lead.owner
     lead.status, lead.owner, lead.taken_at, lead.sla_due_at, lead.updated_at = \
         LeadStatus.IN_WORK, manager, now, None, now
-    history(session, lead_id, "taken", actor=manager, at=now, **{"from": previous, "to": manager,
-                                                                   "why": "taken into work"})
+    history(session, lead_id, "taken", actor=manager, at=now, **{"from": previous, "to": manager},
+            **_why(Msg("taken into work")))
     return lead
 
 
@@ -358,19 +384,21 @@ def set_status(session: Session, config: Config, lead_id: int, status: str, reas
                now: datetime) -> Lead:
     lead = _lock_lead(session, lead_id)
     if status not in (LeadStatus.CONVERTED, LeadStatus.REFUSED):
-        raise RoutingError(f"status {status!r}: set converted or refused (new → in_work is `take`)")
+        raise RoutingError(Msg("status %(status)r: set converted or refused (new → in_work is `take`)",
+                               status=status))
     if lead.status not in LeadStatus.OPEN:
-        raise RoutingError(f"lead {lead_id} is already {lead.status}")
+        raise RoutingError(Msg("lead %(id)s is already %(status)s", id=lead_id, status=lead.status))
     if status == LeadStatus.REFUSED:
         known = ", ".join(r.code for r in config.refuse_reasons)
         if reason is None:
-            raise RoutingError(f"a refusal needs a reason: --reason one of {known}")
+            raise RoutingError(Msg("a refusal needs a reason: one of %(known)s", known=known))
         rr = config.refuse_reason(reason)
         if rr is None:
-            raise RoutingError(f"unknown refusal reason {reason!r} (known: {known})")
+            raise RoutingError(Msg("unknown refusal reason %(reason)r (known: %(known)s)", reason=reason, known=known))
         if lead.contact_attempts < rr.min_attempts:
-            raise RoutingError(f"{rr.label!r} needs {rr.min_attempts} contact attempts; lead {lead_id} has "
-                               f"{lead.contact_attempts} (count them with `hub leads attempt {lead_id}`)")
+            raise RoutingError(Msg('"%(reason)s" needs %(needed)s contact attempts; lead %(id)s has %(has)s',
+                                   reason=Msg(rr.label), needed=rr.min_attempts, id=lead_id,
+                                   has=lead.contact_attempts))
     elif reason is not None:
         raise RoutingError("--reason goes with refused only")
     previous = lead.status
@@ -382,19 +410,21 @@ def set_status(session: Session, config: Config, lead_id: int, status: str, reas
 def count_attempt(session: Session, lead_id: int, actor: str, now: datetime) -> Lead:
     lead = _lock_lead(session, lead_id)
     if lead.status not in LeadStatus.OPEN:
-        raise RoutingError(f"lead {lead_id} is {lead.status}")
+        raise RoutingError(Msg("lead %(id)s is %(status)s", id=lead_id, status=lead.status))
     lead.contact_attempts += 1
     lead.updated_at = now
     history(session, lead_id, "attempt", actor=actor, at=now, number=lead.contact_attempts)
     return lead
 
 
-def reassign(session: Session, config: Config, lead_id: int, to: str, why: str, actor: str, now: datetime) -> Lead:
+def reassign(session: Session, config: Config, lead_id: int, to: str, why: str | Msg, actor: str,
+             now: datetime) -> Lead:
     if config.manager(to) is None:
-        raise RoutingError(f"no manager named {to!r}")
+        raise RoutingError(Msg("no manager named %(name)r", name=to))
     lead = _lock_lead(session, lead_id)
     if lead.status not in LeadStatus.OPEN:
-        raise RoutingError(f"lead {lead_id} is {lead.status}; only open leads are reassigned")
+        raise RoutingError(Msg("lead %(id)s is %(status)s; only open leads are reassigned", id=lead_id,
+                               status=lead.status))
     rule = next((r for r in config.routing.rules if r.name == lead.routing_rule), None)
     assign(session, config, lead_id, to, lead.owner, why, rule, now, kind="reassigned", actor=actor)
     if lead.status == LeadStatus.IN_WORK:       # already taken: the new owner works on, no SLA clock
@@ -407,7 +437,8 @@ def set_manager_state(session: Session, config: Config, name: str, actor: str, n
                       on_duty: bool | None = None, vacation_until: datetime | None = None,
                       clear_vacation: bool = False) -> ManagerState:
     if config.manager(name) is None:
-        raise RoutingError(f"no manager named {name!r} (known: {', '.join(m.name for m in config.managers)})")
+        raise RoutingError(Msg("no manager named %(name)r (known: %(known)s)", name=name,
+                               known=", ".join(m.name for m in config.managers)))
     insert_ignoring_conflicts(session, ManagerState.__table__, ["name"],
                               {"name": name, "on_duty": True, "updated_at": now})
     state = session.execute(select(ManagerState).where(ManagerState.name == name).with_for_update()).scalar_one()
@@ -436,12 +467,8 @@ def digest(session: Session, config: Config, now: datetime) -> int:
                and r.assigned_at + timedelta(minutes=sla[r.routing_rule]) <= now]
     if not queued and not overdue:
         return 0
-    lines = [f"Unassigned: {len(queued)}"] + [f"  #{r.id} {r.source} since {r.created_at:%d.%m %H:%M} UTC"
-                                              for r in queued[:20]]
-    lines += [f"Not taken in time: {len(overdue)}"] + [
-        f"  #{r.id} {r.owner}, assigned {r.assigned_at:%d.%m %H:%M} UTC" for r in overdue[:20]]
-    text = "\n".join(lines) + f"\n{config.notify.base_url.rstrip('/')}/leads"
     sent = 0
     for lead_of_team in sorted({t.lead for t in config.teams if t.lead}):
-        sent += queue_notifications(session, config, lead_of_team, None, f"Leads digest {now:%d.%m.%Y}", text)
+        sent += queue_notifications(session, config, lead_of_team, None, "digest", today=now.date(),
+                                    queued=queued, overdue=overdue)
     return sent

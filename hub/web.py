@@ -9,13 +9,15 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask_babel import Babel, gettext
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select, text
 from werkzeug.exceptions import HTTPException
 
 from hub.auth import PUBLIC_ENDPOINTS, Actor, LoginThrottle, actor_of, roles_of, session_secret, session_user, \
-    user_for_token
+    timezone_of, user_for_token
+from hub.i18n import TRANSLATIONS_DIR, best_language
 from hub.config import Config, load_config
 from hub.db import transaction
 from hub.connector import InboundRequest, WebhookConnector
@@ -62,6 +64,8 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     csrf = CSRFProtect(app)
     csrf.exempt(hooks)                      # providers sign their own deliveries
     csrf.exempt(api)                        # Bearer tokens: a browser never sends one by itself
+    Babel(app, locale_selector=_locale, timezone_selector=_timezone,
+          default_translation_directories=str(TRANSLATIONS_DIR))
     login = LoginManager(app)
     login.session_protection = "basic"
     login.user_loader(lambda session_id: _load_session_user(hub, session_id))
@@ -70,6 +74,17 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     app.register_error_handler(CSRFError, _csrf_error)
     app.after_request(_security_headers)
     return app
+
+
+def _locale() -> str:
+    """The signed-in user's language, else the browser's, else [ui] default_language."""
+    actor = g.get("actor")
+    return best_language(actor.language if actor else None, request.accept_languages,
+                         current_hub().config.ui.default_language)
+
+
+def _timezone() -> str:
+    return timezone_of(g.get("actor"), current_hub().config)
 
 
 class SessionUser(UserMixin):
@@ -111,7 +126,8 @@ def _guard():
             return resp, status
         return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
     if actor.role not in roles:
-        return _deny(403, "forbidden", f"a {actor.role} may not do this")
+        return _deny(403, "forbidden", f"a {actor.role} may not do this",
+                     gettext("Your role does not allow this page."))
     if request.blueprint == "api" and request.method in ("POST", "PUT", "PATCH") and request.content_length \
             and request.mimetype != "application/json":
         return _error(415, "unsupported_media_type", "send the body as application/json")
@@ -127,14 +143,16 @@ def _api_actor() -> Actor | None:
     return actor_of(user) if user else None
 
 
-def _deny(status: int, code: str, message: str):
+def _deny(status: int, code: str, message: str, page_message: str | None = None):
+    """JSON for machines (English, like every API message); a page in the reader's language for people."""
     if wants_json():
         return _error(status, code, message)
-    return render_template("error.html", status=status, message=message), status
+    return render_template("error.html", status=status, message=page_message), status
 
 
 def _csrf_error(exc: CSRFError):
-    return _deny(400, "csrf_failed", f"{exc.description} Reload the page and try again.")
+    return _deny(400, "csrf_failed", f"{exc.description} Reload the page and try again.",
+                 gettext("The form had expired. Reload the page and try again."))
 
 
 PAGE_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
@@ -195,7 +213,7 @@ def _http_error(exc: HTTPException):
     if wants_json() or request.blueprint is None and request.path.startswith(("/hooks/", "/api/")):
         response, status = _error(exc.code or 500, code, message)
     else:
-        response = Response(render_template("error.html", status=exc.code, message=message), exc.code or 500,
+        response = Response(render_template("error.html", status=exc.code, message=None), exc.code or 500,
                             mimetype="text/html")
         status = exc.code or 500
     # Keep what the exception says in headers: Allow on a 405 (RFC 9110), WWW-Authenticate on a 401.

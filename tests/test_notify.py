@@ -98,10 +98,11 @@ def test_the_owner_gets_a_telegram_message_and_an_email(hub_with_notify, smtp):
     assert Notifier(hub).send_due() == {"sent": 2, "retried": 0, "dead": 0}
     sent = json.loads(responses.calls[0].request.body)
     assert sent["chat_id"] == "100500"
-    assert "Иван" in sent["text"] and "+79123456789" in sent["text"] and "source site" in sent["text"]
+    assert "Иван" in sent["text"] and "+79123456789" in sent["text"] and "· site ·" in sent["text"]
+    assert sent["text"].startswith("New lead #1\n")
     assert "https://hub.example.ru/leads/1" in sent["text"]
     [(to, mail)] = inbox.messages
-    assert to == ["olga@example.ru"] and "Subject: Lead #1" in mail
+    assert to == ["olga@example.ru"] and "Subject: New lead #1" in mail
     assert {n.status for n in notifications(hub)} == {"sent"}
 
 
@@ -210,10 +211,10 @@ def test_a_daily_digest_of_queued_and_overdue_leads_reaches_the_team_lead(write_
     day = due.replace(hour=8, minute=0) + timedelta(days=1)
     scheduler = Scheduler(hub, "only")
     scheduler.tick(day)                                        # 08:00: escalated (nobody else), no digest yet
-    assert [n.subject for n in notifications(hub)] == ["Lead #1", "Lead #1 escalated"]
+    assert [n.subject for n in notifications(hub)] == ["New lead #1", "Lead #1 escalated"]
     scheduler.tick(day.replace(hour=9, minute=1))
     scheduler.tick(day.replace(hour=9, minute=30))             # once a day, however often it ticks
-    digests = [n for n in notifications(hub) if n.subject == f"Leads digest {day:%d.%m.%Y}"]
+    digests = [n for n in notifications(hub) if n.subject.startswith("Leads digest, ")]
     assert len(digests) == 1 and digests[0].recipient == "100500"
     assert "Not taken in time: 1\n  #1 Olga" in digests[0].text
     hub.dispose()

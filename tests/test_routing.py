@@ -26,6 +26,11 @@ ALL_DAYS_LIST = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS = json.dumps(ALL_DAYS_LIST)
 
 
+def why_not(*args) -> dict[str, str | None]:
+    """availability() with its reasons as the English text the CLI shows."""
+    return {name: str(why) if why else None for name, why in availability(*args).items()}
+
+
 def team_config(managers: dict[str, int], strategy: str = "round_robin", sla: int = 15, extra: str = "") -> str:
     people = "".join(f'''
 [[managers]]
@@ -226,7 +231,7 @@ def test_lifecycle_refusal_needs_a_known_reason_and_enough_attempts(write_config
     hub = Hub(load_config(write_config(team_config({"A": 1}))))
     store_events(hub, 1)
     Worker(hub).drain()
-    assert "a refusal needs a reason: --reason one of poor_quality" in \
+    assert "a refusal needs a reason: one of poor_quality" in \
         runner("leads", "status", "1", "refused", expect=1).stderr
     assert "unknown refusal reason 'rude'" in runner("leads", "status", "1", "refused", "--reason", "rude",
                                                      expect=1).stderr
@@ -299,15 +304,15 @@ max_open_leads = 1
 """)))
     monday_0330_utc = datetime(2026, 11, 23, 3, 30, tzinfo=timezone.utc)     # 08:30 in Yekaterinburg
     with transaction(hub.engine, read_only=True) as s:
-        assert availability(s, hub.config, ["Ural"], monday_0330_utc) == {"Ural": "outside working hours"}
-        assert availability(s, hub.config, ["Ural"], monday_0330_utc + timedelta(hours=1)) == {"Ural": None}
+        assert why_not(s, hub.config, ["Ural"], monday_0330_utc) == {"Ural": "outside working hours"}
+        assert why_not(s, hub.config, ["Ural"], monday_0330_utc + timedelta(hours=1)) == {"Ural": None}
         saturday = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
-        assert availability(s, hub.config, ["Ural"], saturday) == {"Ural": "outside working hours"}
+        assert why_not(s, hub.config, ["Ural"], saturday) == {"Ural": "outside working hours"}
     store_events(hub, 1)
     Worker(hub).drain()
     runner("leads", "reassign", "1", "--to", "Ural", "--why", "knows the client")
     with transaction(hub.engine, read_only=True) as s:
-        assert availability(s, hub.config, ["Ural"], monday_0330_utc + timedelta(hours=1)) == {
+        assert why_not(s, hub.config, ["Ural"], monday_0330_utc + timedelta(hours=1)) == {
             "Ural": "at the cap of 1 open leads"}
     hub.dispose()
 

@@ -37,6 +37,7 @@ name = "{name}"
 team = "{team}"
 email = "{name.lower()}@example.ru"
 working_days = {ALL_DAYS}
+timezone = "{"Asia/Yekaterinburg" if name == "Lena" else "UTC"}"
 ''' for name, team in [("Lena", "north"), ("Max", "north"), ("Mia", "north"), ("Sam", "south"), ("Sid", "south")]) \
     + '''
 [warmth]
@@ -74,6 +75,17 @@ team = "south"
 strategy = "fixed"
 manager = "Sid"
 '''
+
+def with_manager(config: str, name: str, **settings: str) -> str:
+    """WEB_CONFIG with settings of one [[managers]] entry replaced or added (timezone, language, …)."""
+    head = f'[[managers]]\nname = "{name}"\n'
+    start = config.index(head) + len(head)
+    end = config.find("[[", start)
+    end = len(config) if end < 0 else end
+    lines = [line for line in config[start:end].splitlines() if line.split(" = ")[0] not in settings]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    return config[:start] + "\n".join(line for line in lines if line) + "\n\n" + config[end:]
+
 
 # login -> (role, manager)
 USERS = {

@@ -24,6 +24,7 @@ def upgrade() -> None:
     sa.Column('password_hash', sa.String(length=255), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('manager', sa.String(length=128), nullable=True),
+    sa.Column('language', sa.String(length=8), nullable=True),
     sa.Column('session_version', sa.Integer(), nullable=False),
     sa.Column('disabled', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
