@@ -111,6 +111,7 @@ def main() -> None:
 def _running_workers(hub: Hub, count: int, scheduler: bool = False) -> Iterator[threading.Event]:
     """Worker threads and a notifier (and, for `hub run`, the scheduler) for the duration of the block;
     set the yielded event to stop them early."""
+    from hub.forwarding import Forwarder
     from hub.notify import Notifier
     from hub.scheduler import Scheduler
     from hub.worker import Worker
@@ -119,6 +120,9 @@ def _running_workers(hub: Hub, count: int, scheduler: bool = False) -> Iterator[
     threads = [threading.Thread(target=lambda: Worker(hub).run_forever(stop), name=f"worker-{i + 1}", daemon=True)
                for i in range(count)]
     threads.append(threading.Thread(target=Notifier(hub).run_forever, args=(stop,), name="notifier", daemon=True))
+    if hub.config.sinks:
+        threads.append(threading.Thread(target=Forwarder(hub).run_forever, args=(stop,), name="forwarder",
+                                        daemon=True))
     if scheduler:
         threads.append(threading.Thread(target=Scheduler(hub).run_forever, args=(stop,), name="scheduler",
                                         daemon=True))
@@ -130,6 +134,7 @@ def _running_workers(hub: Hub, count: int, scheduler: bool = False) -> Iterator[
         stop.set()
         hub.event_stored.set()      # wake idle workers so they see the stop at once
         hub.notification_queued.set()
+        hub.forward_queued.set()
         for t in threads:
             t.join(timeout=30)
 
@@ -932,6 +937,77 @@ def events_replay(config_path: str, as_json: bool, event_ids: tuple[int, ...], a
     if refused and not replayed:
         sys.exit(1)
 
+
+
+# -- sinks and export ----------------------------------------------------------------------------------
+
+@main.group()
+def sinks() -> None:
+    """Forwarding to Bitrix24, amoCRM and webhooks: what is sent, waiting, dead."""
+
+
+@sinks.command("status")
+@config_option
+@json_option
+def sinks_status(config_path: str, as_json: bool) -> None:
+    """Deliveries per sink and state; dead ones with their last error."""
+    from hub.forwarding import sink_status
+    from hub.models import DeliveryStatus, SinkDelivery
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = sink_status(session)
+        dead = [{"id": d.id, "sink": d.sink, "lead_id": d.lead_id, "attempts": d.attempts,
+                 "last_error": d.last_error}
+                for d in session.scalars(select(SinkDelivery).where(SinkDelivery.status == DeliveryStatus.DEAD)
+                                         .order_by(SinkDelivery.id).limit(100))]
+    configured = {s.name for s in hub.config.sinks}
+    rows += [{"sink": name, **{s: 0 for s in DeliveryStatus.ALL}} for name in sorted(configured - {r["sink"] for r in rows})]
+    if as_json:
+        _print_json({"sinks": rows, "dead": dead})
+        return
+    _print_table(rows, [("SINK", lambda r: r["sink"]), ("SENT", lambda r: r["sent"]),
+                        ("PENDING", lambda r: r["pending"] + r["sending"]), ("DEAD", lambda r: r["dead"])])
+    for d in dead:
+        click.echo(f"dead {d['id']}: {d['sink']} lead {d['lead_id']} after {d['attempts']} attempts: {d['last_error']}")
+
+
+@sinks.command("replay")
+@config_option
+@click.argument("delivery_ids", type=int, nargs=-1)
+@click.option("--sink", help="Only this sink's dead deliveries.")
+def sinks_replay(config_path: str, delivery_ids: tuple[int, ...], sink: str | None) -> None:
+    """Queue dead deliveries again (after fixing what killed them): all, a sink's, or the ids named."""
+    from hub.forwarding import replay_dead
+
+    hub = _open_hub(config_path)
+    with transaction(hub.engine) as session:
+        count = replay_dead(session, sink, list(delivery_ids) or None)
+    click.echo(f"replayed {count} delivery(ies)")
+
+
+@leads.command("export")
+@config_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--status", type=click.Choice(LeadStatus.ALL))
+@click.option("--source")
+@click.option("--owner")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Created on or after (UTC day).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Created on or before (UTC day).")
+def leads_export(config_path: str, fmt: str, output: str, status: str | None, source: str | None,
+                 owner: str | None, since, until) -> None:
+    """Every matching lead with contacts, source, UTM of the first touch, owner and status, for an admin
+    (contact details: keep the file safe). Written in batches, so a large store fits in memory."""
+    from hub.export import export_leads
+    from hub.queries import LeadFilter
+
+    hub = _open_hub(config_path)
+    f = LeadFilter(status=status, source=source, owner=owner, date_from=since.date() if since else None,
+                   date_to=until.date() if until else None)
+    count = export_leads(hub, f, fmt, output, progress=lambda n: click.echo(f"\r{n} leads", nl=False, err=True)
+                         if sys.stderr.isatty() else None)
+    click.echo(f"wrote {count} lead(s) to {output}")
 
 
 # -- users and API tokens ------------------------------------------------------------------------------

@@ -92,6 +92,33 @@ class SourceConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class SinkConfig(BaseModel):
+    """A ``[[sinks]]`` table: where routed leads are forwarded. Keys other than these belong to the sink
+    type and are checked against its ``config_schema``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    type: str                            # bitrix24 | amocrm | webhook | a third-party sink
+    enabled: bool = True
+    sources: list[str] = []              # only leads from these sources; empty: every lead
+    # The provider's limits are the defaults; lower them if the account shares its quota with others.
+    rate_per_second: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
+    max_attempts: int = Field(50, ge=1)  # with backoff capped at 10 minutes: about 7 hours of outage
+    timeout_seconds: float = Field(10, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SOURCE_NAME.match(v):
+            raise ValueError("must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit")
+        return v
+
+    def sink_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 Warmth = Literal["cold", "warm", "hot"]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
@@ -243,6 +270,7 @@ class Config(_Strict):
     worker: WorkerConfig = WorkerConfig()
     identity: IdentityConfig = IdentityConfig()
     sources: list[SourceConfig] = []
+    sinks: list[SinkConfig] = []
     teams: list[TeamConfig] = []
     managers: list[ManagerConfig] = []
     warmth: WarmthConfig = WarmthConfig()
@@ -340,6 +368,31 @@ def _check_routing(config: Config, problems: list[str]) -> None:
             _check_region(region, f"{loc}.regions", problems)
 
 
+def _check_sinks(config: Config, problems: list[str]) -> None:
+    from hub.sink import available_sinks
+
+    sinks = available_sinks()
+    names: set[str] = set()
+    known_sources = {s.name for s in config.sources} | {"import"}
+    for i, sc in enumerate(config.sinks):
+        loc = f"sinks[{i}]"
+        if sc.name in names:
+            problems.append(f"{loc}.name: duplicate sink name {sc.name!r}")
+        names.add(sc.name)
+        cls = sinks.get(sc.type)
+        if cls is None:
+            problems.append(f"{loc}.type: unknown sink type {sc.type!r} (known: {', '.join(sorted(sinks))})")
+            continue
+        try:
+            cls.config_schema.model_validate(sc.sink_settings())
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append(f"{loc}.{_format_loc(err['loc'])}: {err['msg']}")
+        for src in sc.sources:
+            if src not in known_sources:
+                problems.append(f"{loc}.sources: no source named {src!r}")
+
+
 def resolve_database_url(url: str | None, base_dir: Path) -> str:
     url = os.environ.get("HUB_DATABASE_URL") or url or "sqlite:///hub.db"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -394,6 +447,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
             except ConfigError as exc:
                 problems.extend(f"{loc}.mapping: {p}" for p in exc.problems)
     _check_routing(config, problems)
+    _check_sinks(config, problems)
     _check_timezone(config.ui.timezone, "ui.timezone", problems)
     if config.ui.notification_templates and not (base_dir / config.ui.notification_templates).is_dir():
         problems.append(f"ui.notification_templates: no folder {config.ui.notification_templates!r} "

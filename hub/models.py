@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, Numeric,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, Numeric,
                         String, Text, TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -383,3 +383,58 @@ class HubSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class DeliveryStatus:
+    PENDING = "pending"        # waiting to be sent (or for its next retry)
+    SENDING = "sending"        # claimed by a dispatcher until next_attempt_at (its lease)
+    SENT = "sent"
+    DEAD = "dead"              # refused by the sink, or out of attempts; replayable
+    ALL = (PENDING, SENDING, SENT, DEAD)
+
+
+class SinkDelivery(Base):
+    """Outbox of forwarding: "send lead L to sink S as it is now". Written in the transaction that changed
+    the lead, sent after commit. At most one pending row per (sink, lead): later changes ride along,
+    because the lead is read when it is sent, not when it was queued."""
+
+    __tablename__ = "sink_delivery"
+    __table_args__ = (
+        Index("ix_sink_delivery_due", "status", "next_attempt_at"),
+        Index("uq_sink_delivery_pending", "sink", "lead_id", unique=True,
+              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sink: Mapped[str] = mapped_column(String(64))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SinkLink(Base):
+    """The lead's id in the sink, once created there: every later delivery updates it instead of creating
+    a second one."""
+
+    __tablename__ = "sink_link"
+
+    sink: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), primary_key=True)
+    remote_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SinkState(Base):
+    """Per sink, shared by every process: the token bucket of its rate limit (tokens, and the epoch second
+    they were counted at), and what the sink keeps between deliveries (OAuth tokens)."""
+
+    __tablename__ = "sink_state"
+
+    sink: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    counted_at: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from hub.config import Config, IdentityConfig
 from hub.db import execute
+from hub.forwarding import queue_forwarding
 from hub.identity import Key, LeadFound, find_or_create_person, flag_possible_duplicates, lead_for_person
 from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
 from hub.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
@@ -90,7 +91,13 @@ def process_event(session: Session, source: Source, event: InboundEvent, config:
     draft = map_event(source, event.payload)
     outcome, contacts = process_draft(session, source, event, draft, config.identity)
     assign_owner(session, config, source, event, draft, contacts, outcome)
+    forward(session, config, outcome)
     return outcome
+
+
+def forward(session: Session, config: Config, outcome: Outcome) -> None:
+    """Queue the lead, as it now is, for every sink (sent after commit: hub/forwarding.py)."""
+    queue_forwarding(session, config, outcome.lead_id)
 
 
 def annotate(session: Session, source: Source, event: InboundEvent) -> Outcome:

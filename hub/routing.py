@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from hub.config import WEEKDAYS, Config, ManagerConfig, RoutingRule, WarmthRule
 from hub.db import execute, insert_ignoring_conflicts
+from hub.forwarding import queue_forwarding
 from hub.history import history
 from hub.errors import HubError
 from hub.i18n import Msg
@@ -254,6 +255,7 @@ def assign(session: Session, config: Config, lead_id: int, to: str | None, previ
     execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), values)
     history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **{"from": previous, "to": to},
             **_why(why))
+    queue_forwarding(session, config, lead_id)
     if to and kind == "assigned":
         queue_notifications(session, config, to, lead_id, "new_lead", about=summary)
     elif to:
@@ -377,6 +379,7 @@ def take(session: Session, config: Config, lead_id: int, manager: str, now: date
         LeadStatus.IN_WORK, manager, now, None, now
     history(session, lead_id, "taken", actor=manager, at=now, **{"from": previous, "to": manager},
             **_why(Msg("taken into work")))
+    queue_forwarding(session, config, lead_id, lead.source)
     return lead
 
 
@@ -404,6 +407,7 @@ def set_status(session: Session, config: Config, lead_id: int, status: str, reas
     previous = lead.status
     lead.status, lead.refuse_reason, lead.sla_due_at, lead.updated_at = status, reason, None, now
     history(session, lead_id, "status", actor=actor, at=now, **{"from": previous, "to": status, "reason": reason})
+    queue_forwarding(session, config, lead_id, lead.source)
     return lead
 
 

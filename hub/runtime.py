@@ -43,6 +43,8 @@ class Hub:
         self.event_stored = threading.Event()
         # Set when a notification is queued, so the notifier sends it at once.
         self.notification_queued = threading.Event()
+        # Set when a lead is queued for a sink, so the forwarder sends it at once.
+        self.forward_queued = threading.Event()
 
     @property
     def processing_engine(self) -> Engine:

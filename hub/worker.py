@@ -107,6 +107,7 @@ class Worker:
                 event.claim_token = event.claimed_until = event.next_attempt_at = None
                 log.info("event=%s %s lead=%s (%s)", event.id, outcome.status, outcome.lead_id, outcome.how)
             self.hub.notification_queued.set()
+            self.hub.forward_queued.set()
             return outcome.status
         except PayloadError as exc:
             return self._record_failure(claim, EventStatus.REJECTED, reason=str(exc))

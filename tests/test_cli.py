@@ -50,7 +50,7 @@ def test_events_list_show_and_replay_rules(client, hub, runner):
 
 
 def test_db_upgrade_is_idempotent(runner):
-    assert "schema already at 0005" in runner("db", "upgrade").output
+    assert "schema already at 0006" in runner("db", "upgrade").output
 
 
 def test_json_log_lines():
