@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
