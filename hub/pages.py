@@ -195,6 +195,28 @@ def inbox():
                            sources=list(hub.sources), statuses=LeadStatus.ALL, warmths=(*WARMTHS, NO_WARMTH))
 
 
+@pages.get("/leads/export")
+@allow(Role.ADMIN)
+def leads_export():
+    """The inbox's filters, every matching lead, as CSV or Excel (admins only: contact details inside)."""
+    import tempfile
+    from hub.export import export_leads
+
+    hub = _hub()
+    fmt = "xlsx" if request.args.get("format") == "xlsx" else "csv"
+    f = LeadFilter(status=_choice_arg("status", LeadStatus.ALL), warmth=_choice_arg("warmth", (*WARMTHS, NO_WARMTH)),
+                   source=_choice_arg("source", list(hub.sources) + ["import"]),
+                   owner=_choice_arg("owner", [m.name for m in hub.config.managers] + ["-"]),
+                   date_from=_date_arg("date_from"), date_to=_date_arg("date_to"))
+    with tempfile.NamedTemporaryFile(suffix=f".{fmt}") as tmp:
+        export_leads(hub, f, fmt, tmp.name)
+        data = open(tmp.name, "rb").read()
+    mimetype = "text/csv; charset=utf-8" if fmt == "csv" else \
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return Response(data, content_type=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="leads-{utcnow():%Y%m%d-%H%M}.{fmt}"'})
+
+
 @pages.get("/leads/<int:lead_id>")
 @allow(*SALES)
 def lead_card(lead_id: int):

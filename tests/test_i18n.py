@@ -87,7 +87,7 @@ def english_words(html: str, data: set[str]) -> list[str]:
 
 
 # What may stay Latin on a Russian page: the product's name, technical names, the data of this test.
-TECHNICAL = {"lead", "hub", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "UTC", "URL",
+TECHNICAL = {"lead", "hub", "Excel", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "UTC", "URL",
              "CSV", "JSON", "E-mail", "English", "RUB", "hooks", "events", "summary", "site_form"}
 
 

@@ -27,6 +27,7 @@ EXPECTED_ACCESS = {
     "pages.home": {ADMIN, MARKETER, MANAGER, LEAD},
     "pages.profile": {ADMIN, MARKETER, MANAGER, LEAD},
     "pages.inbox": SALES,
+    "pages.leads_export": {ADMIN},
     "pages.lead_card": SALES,
     "pages.lead_take": SALES,
     "pages.lead_attempt": SALES,
@@ -345,6 +346,16 @@ def test_managers_page_switches_duty_and_vacation(app, hub, client, team):
     mia = next(m for m in items if m["name"] == "Mia")
     assert mia["vacation_until"].startswith(until) and not mia["available"]
     assert post_form(client, "/managers/Sid", {"duty": "off"}, page="/managers").status_code == 404
+
+
+def test_an_admin_exports_the_filtered_inbox(app, client, team):
+    sign_in(client, "admin@example.ru")
+    r = client.get("/leads/export?source=ads")
+    assert r.status_code == 200 and r.headers["Content-Disposition"].startswith("attachment;")
+    lines = r.data.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("id,created_at") and len(lines) == 2 and ",ads," in lines[1]
+    r = client.get("/leads/export?format=xlsx")
+    assert r.data[:2] == b"PK"                                   # an Excel (zip) file
 
 
 def test_pages_carry_security_headers_and_serve_their_own_assets(app, client, team):
