@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.connector import InboundRequest, LiveCall, RawEvent, WebhookConnector, WebhookReply, WebhookResult
 from hub.errors import PayloadError, SignatureError
 
 
@@ -40,6 +40,11 @@ class GenericTelephonySettings(BaseModel):
     recording_path: str = "recording_url"
     missed_statuses: list[str] = ["no answer", "noanswer", "missed", "busy", "cancel", "failed"]
     reply_body: str = "ok"
+    # Live routing: events whose status is one of these are ringing calls; the answer that puts one through
+    # is route_reply with {extension} replaced (e.g. '{"action": "transfer", "to": "{extension}"}').
+    ringing_statuses: list[str] = ["ringing", "incoming", "start"]
+    route_reply: str | None = None
+    route_reply_content_type: str = "application/json"
 
 
 def _body(request: InboundRequest) -> dict[str, Any]:
@@ -100,6 +105,25 @@ class GenericTelephonyConnector(WebhookConnector):
             raise PayloadError(f"no call id at {self.settings.id_path!r}", status=400)
         return WebhookResult(events=[RawEvent(external_id=f"call:{call_id}", payload=data)],
                              reply=WebhookReply(200, self.settings.reply_body))
+
+    def live_call(self, request: InboundRequest) -> LiveCall | None:
+        s = self.settings
+        try:
+            data = _body(request)
+        except PayloadError:
+            return None
+        status = str(at_path(data, s.status_path) or "").strip().lower()
+        caller = at_path(data, s.caller_path)
+        if status not in {r.lower() for r in s.ringing_statuses} or not caller:
+            return None
+        return LiveCall(phone=str(caller), call_id=str(at_path(data, s.id_path) or ""),
+                        routable=s.route_reply is not None)
+
+    def route_reply(self, extension: str) -> WebhookReply | None:
+        if self.settings.route_reply is None:
+            return None
+        return WebhookReply(200, self.settings.route_reply.replace("{extension}", extension),
+                            self.settings.route_reply_content_type)
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
         s = self.settings

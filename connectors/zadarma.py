@@ -13,12 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import (InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult,
+from hub.connector import (InboundRequest, LiveCall, RawEvent, WebhookConnector, WebhookReply, WebhookResult,
                            form_fields)
 from hub.errors import PayloadError, SignatureError
 
@@ -40,6 +41,11 @@ EMPTY = WebhookReply(200, "")
 class ZadarmaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     secret: str = Field(min_length=8, description="the API secret key (Settings → API)")
+    # Put a known client's call straight through to their manager's extension (answering NOTIFY_START and
+    # NOTIFY_IVR with {"redirect": <extension>}); off: the PBX's own scenario always stands.
+    route_calls: bool = False
+    # Seconds the extension rings before the call returns to the PBX's menu; 0: it does not return.
+    return_timeout: int = Field(20, ge=0)
 
 
 def _form(request: InboundRequest) -> dict[str, str]:
@@ -90,6 +96,20 @@ class ZadarmaConnector(WebhookConnector):
             return WebhookResult(reply=EMPTY)        # outgoing, internal, IVR and record events are not leads
         call = fields.get("pbx_call_id") or f"{fields['caller_id']}@{fields.get('call_start')}"
         return WebhookResult(events=[RawEvent(external_id=f"{event.lower()}:{call}", payload=fields)], reply=EMPTY)
+
+    def live_call(self, request: InboundRequest) -> LiveCall | None:
+        if request.method != "POST":
+            return None
+        fields = _form(request)
+        if fields.get("event") not in ("NOTIFY_START", "NOTIFY_IVR") or not fields.get("caller_id"):
+            return None
+        return LiveCall(phone=fields["caller_id"], call_id=fields.get("pbx_call_id") or "",
+                        routable=self.settings.route_calls)
+
+    def route_reply(self, extension: str) -> WebhookReply:
+        # Zadarma reads a JSON answer to NOTIFY_START/NOTIFY_IVR: "redirect" is a scenario or an extension.
+        body = json.dumps({"redirect": extension, "return_timeout": self.settings.return_timeout})
+        return WebhookReply(200, body, "application/json")
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
         out = dict(payload)

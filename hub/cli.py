@@ -1044,7 +1044,7 @@ def _user_command(config_path: str, action, as_json: bool = False) -> None:
                    + (", disabled" if data["disabled"] else ""))
 
 
-ROLE_CHOICE = click.Choice(["admin", "marketer", "manager", "lead"])
+ROLE_CHOICE = click.Choice(["admin", "marketer", "manager", "lead", "telephony"])
 password_env_option = click.option("--password-env", metavar="VAR",
                                    help="Read the password from this environment variable (for scripts).")
 
@@ -1055,7 +1055,7 @@ password_env_option = click.option("--password-env", metavar="VAR",
 @click.argument("login")
 @click.option("--role", type=ROLE_CHOICE, required=True,
               help="admin: everything; marketer: sources, mappings, reports; manager: own leads; lead: a team "
-                   "lead, their teams' leads.")
+                   "lead, their teams' leads; telephony: a PBX's caller lookup (give it a token).")
 @click.option("--manager", help="For managers and team leads: their [[managers]] name (default: the manager "
                                 "whose email is LOGIN).")
 @click.option("--language", type=click.Choice(["en", "ru"]),

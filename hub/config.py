@@ -137,6 +137,12 @@ class ManagerConfig(_Strict):
     max_open_leads: int | None = Field(None, ge=1)
     # Language of this manager's notifications (else their user's choice, else [ui] default_language).
     language: Literal["en", "ru"] | None = None
+    # Their internal number on the PBX, to put calls through: one for every PBX source, or per source name.
+    extension: str | None = Field(None, pattern=r"^[0-9*#]{1,16}$")
+    extensions: dict[str, str] = {}
+
+    def extension_for(self, source: str) -> str | None:
+        return self.extensions.get(source) or self.extension
 
     @field_validator("working_hours")
     @classmethod

@@ -66,6 +66,15 @@ class WebhookResult:
 
 
 @dataclass
+class LiveCall:
+    """An incoming call still ringing, which the PBX lets us route by our answer."""
+
+    phone: str                      # the caller, as the provider spelled it
+    call_id: str
+    routable: bool = False          # the provider reads our answer to put the call through (route_reply)
+
+
+@dataclass
 class PollResult:
     events: list[RawEvent]
     state: dict[str, Any]
@@ -109,6 +118,15 @@ class WebhookConnector(Connector):
 
     def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
         raise NotImplementedError
+
+    def live_call(self, request: InboundRequest) -> LiveCall | None:
+        """An incoming call still ringing: the manager sees who calls, and, if ``routable``, the hub's answer
+        may put it through (hub/calls.py decides where). None: not a ringing call."""
+        return None
+
+    def route_reply(self, extension: str) -> WebhookReply | None:
+        """The provider's exact answer that puts the call through to ``extension``; None: cannot."""
+        return None
 
 
 class PollingConnector(Connector):

@@ -112,13 +112,14 @@ STATUS_LABELS = {"new": N_("new"), "in_work": N_("in work"), "converted": N_("co
 WARMTH_LABELS = {"hot": N_("hot"), "warm": N_("warm"), "cold": N_("cold"), "none": N_("no warmth")}
 EVENT_LABELS = {"pending": N_("waiting"), "processing": N_("being processed"), "processed": N_("became a new lead"),
                 "merged": N_("added to a lead"), "rejected": N_("rejected"), "dead": N_("dead")}
-ROLE_LABELS = {"admin": N_("admin"), "marketer": N_("marketer"), "manager": N_("manager"), "lead": N_("team lead")}
+ROLE_LABELS = {"admin": N_("admin"), "marketer": N_("marketer"), "manager": N_("manager"), "lead": N_("team lead"),
+               "telephony": N_("telephony")}
 HISTORY_LABELS = {
     "created": N_("created"), "reopened": N_("reopened"), "assigned": N_("assigned"), "reassigned": N_("reassigned"),
     "escalated": N_("escalated"), "taken": N_("taken into work"), "status": N_("status changed"),
     "attempt": N_("contact attempt"), "possible_duplicate": N_("possible duplicate"), "merged": N_("merged"),
     "unmerged": N_("unmerged"), "call": N_("call"), "forgotten": N_("personal data erased"),
-    "warmth": N_("warmth changed"), "unassigned": N_("left unassigned"),
+    "warmth": N_("warmth changed"), "unassigned": N_("left unassigned"), "call_routed": N_("call put through"),
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hub.calls import CALL_ROUTE, alert as call_alert, decide_safely
 from hub.connector import InboundRequest, RawEvent, WebhookReply
 from hub.db import insert_ignoring_conflicts, transaction
 from hub.errors import PayloadError
@@ -53,8 +54,9 @@ def _json_reply(http_status: int, **body: Any) -> WebhookReply:
 
 
 def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datetime,
-           rows: list[dict[str, Any]]) -> list[StoredEvent]:
-    """Insert each row unless (source, external_id) exists; one transaction; returns what is stored."""
+           rows: list[dict[str, Any]], also=None) -> list[StoredEvent]:
+    """Insert each row unless (source, external_id) exists; one transaction; returns what is stored.
+    ``also(session)`` runs in the same transaction (a call alert for a new, ringing call)."""
     headers = {k: v for k, v in request.headers.items() if k in KEPT_HEADERS}
     stored: list[StoredEvent] = []
     with transaction(hub.engine) as session:
@@ -69,6 +71,8 @@ def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datet
                 old = session.execute(select(InboundEvent.id, InboundEvent.status).where(
                     InboundEvent.source == source.name, InboundEvent.external_id == row["external_id"])).one()
                 stored.append(StoredEvent(old.id, True, old.status))
+        if also is not None and any(not s.duplicate for s in stored):
+            also(session)
     if any(s.status == EventStatus.PENDING and not s.duplicate for s in stored):
         hub.event_stored.set()
     return stored
@@ -110,11 +114,28 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
         log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, exc)
         return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc), event_id=event.id)
 
+    # A ringing call: who it is and where it should go, decided now from the store, before the answer
+    # (hub/calls.py); the manager is alerted, and a PBX that reads our answer puts the call through.
+    decision, also = None, None
+    live = connector.live_call(request)
+    if live is not None:
+        decision = decide_safely(hub.engine, hub.config, source.name, live.phone, source.region)
+        if decision is not None:
+            if live.routable and decision.extension:      # put through: the worker writes it on the lead
+                for event in result.events:
+                    event.payload = {**event.payload, CALL_ROUTE: decision.to_json()}
+            also = lambda session: call_alert(session, hub.config, decision, source.name, received_at)  # noqa: E731
     rows = [prepare_event(source, e, received_at) for e in result.events]
-    stored = _store(hub, source, request, received_at, rows) if rows else []
+    stored = _store(hub, source, request, received_at, rows, also) if rows else []
+    if also is not None:
+        hub.notification_queued.set()
     for row, event in zip(rows, stored):
         log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event" if event.duplicate
                  else row["status"], f": {row.get('reject_reason')}" if row.get("reject_reason") else "")
+    if decision is not None and decision.extension and live.routable:
+        routed = connector.route_reply(decision.extension)
+        if routed is not None:
+            return routed
     if result.reply is not None:
         return result.reply
     if stored and all(s.status == EventStatus.REJECTED for s in stored):

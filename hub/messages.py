@@ -17,7 +17,7 @@ from hub.config import Config
 from hub.i18n import format_day, format_moment, label, reason_label, translations
 from hub.models import User
 
-TEMPLATES = ("new_lead", "handed_over", "lead_back", "escalated", "digest")
+TEMPLATES = ("new_lead", "handed_over", "lead_back", "escalated", "digest", "calling")
 
 
 def language_of(session: Session, config: Config, manager_name: str) -> str:

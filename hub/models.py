@@ -326,7 +326,8 @@ class Role:
     MARKETER = "marketer"    # sources, mappings, reports, events; no lead contact details
     MANAGER = "manager"      # own leads only
     LEAD = "lead"            # a team lead: the leads of their teams, the managers' switches
-    ALL = (ADMIN, MARKETER, MANAGER, LEAD)
+    TELEPHONY = "telephony"  # a PBX or softphone: caller lookup only
+    ALL = (ADMIN, MARKETER, MANAGER, LEAD, TELEPHONY)
 
 
 class User(Base):
@@ -438,3 +439,28 @@ class SinkState(Base):
     tokens: Mapped[float] = mapped_column(Float)
     counted_at: Mapped[float] = mapped_column(Float)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CallAlert(Base):
+    """A known client is calling: shown at once on their manager's open page (which polls for these)."""
+
+    __tablename__ = "call_alert"
+    __table_args__ = (Index("ix_call_alert_manager_id", "manager", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    manager: Mapped[str] = mapped_column(String(128))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
+    caller: Mapped[str] = mapped_column(String(64))          # E.164
+    name: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebPresence(Base):
+    """When a manager's web page last asked for call alerts: online managers get a screen-pop, the others
+    a Telegram message."""
+
+    __tablename__ = "web_presence"
+
+    manager: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

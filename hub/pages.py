@@ -149,7 +149,34 @@ def profile():
 @pages.get("/")
 @allow(*Role.ALL)
 def home():
-    return redirect(url_for("pages.report" if g.actor.role == Role.MARKETER else "pages.inbox"))
+    target = {Role.MARKETER: "pages.report", Role.TELEPHONY: "pages.profile"}.get(g.actor.role, "pages.inbox")
+    return redirect(url_for(target))
+
+
+# -- calls: the screen-pop ------------------------------------------------------------------------------
+
+@pages.get("/calls/poll")
+@allow(*SALES)
+def calls_poll():
+    """A manager's open page asks twice a second: any known client calling? (JSON; also marks them online,
+    so that calls show here instead of by Telegram)."""
+    from flask import jsonify
+    from hub.calls import alerts_for, latest_alert_id, seen_online
+
+    hub, actor = _hub(), g.actor
+    if not actor.manager:
+        return jsonify(alerts=[], last=0)
+    now = utcnow()
+    after = request.args.get("after", type=int)
+    with transaction(hub.engine) as session:
+        seen_online(session, actor.manager, now)
+        if after is None or after < 0:              # a page just opened: only what comes from now on
+            return jsonify(alerts=[], last=latest_alert_id(session, actor.manager))
+        alerts = alerts_for(session, actor.manager, after, now)
+    for a in alerts:
+        a["text"] = gettext("%(name)s is calling", name=a["name"] or a["caller"])
+        a["url"] = url_for("pages.lead_card", lead_id=a["lead_id"]) if a["lead_id"] else None
+    return jsonify(alerts=alerts, last=alerts[-1]["id"] if alerts else after)
 
 
 # -- inbox and lead card --------------------------------------------------------------------------------

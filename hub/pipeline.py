@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from hub.config import Config, IdentityConfig
 from hub.db import execute
+from hub.calls import CALL_ROUTE
 from hub.forwarding import queue_forwarding
+from hub.history import history
 from hub.identity import Key, LeadFound, find_or_create_person, flag_possible_duplicates, lead_for_person
 from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
 from hub.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
@@ -91,8 +93,17 @@ def process_event(session: Session, source: Source, event: InboundEvent, config:
     draft = map_event(source, event.payload)
     outcome, contacts = process_draft(session, source, event, draft, config.identity)
     assign_owner(session, config, source, event, draft, contacts, outcome)
+    if isinstance(event.payload, dict) and event.payload.get(CALL_ROUTE):
+        record_call_route(session, event, outcome)
     forward(session, config, outcome)
     return outcome
+
+
+def record_call_route(session: Session, event: InboundEvent, outcome: Outcome) -> None:
+    """Where a live call was put through, and why: on the lead's timeline, like any routing decision."""
+    route = event.payload[CALL_ROUTE]
+    history(session, outcome.lead_id, "call_routed", event_id=event.id, to=route.get("manager"),
+            extension=route.get("extension"), why=route.get("why"), why_msg=route.get("why_msg"))
 
 
 def forward(session: Session, config: Config, outcome: Outcome) -> None:

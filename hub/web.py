@@ -155,7 +155,7 @@ def _csrf_error(exc: CSRFError):
                  gettext("The form had expired. Reload the page and try again."))
 
 
-PAGE_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+PAGE_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 

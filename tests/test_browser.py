@@ -40,11 +40,6 @@ def database_url(tmp_path):
     return url
 
 
-@pytest.fixture
-def config_path(write_config):
-    return write_config(WEB_CONFIG)
-
-
 @pytest.fixture(scope="session")
 def browser():
     if not os.path.exists(CHROMIUM):
@@ -250,3 +245,45 @@ def test_a_russian_speaking_team_lead_works_in_russian_in_their_time_zone(live_s
     expect(page.get_by_role("heading", level=1)).to_contain_text("Отчёт по каналам")
     expect(page.locator("#conversion thead")).to_contain_text("горячий: лидов")
     screenshot("report-ru")
+
+
+ZADARMA_SECRET = "zadarma-secret-key"
+
+
+@pytest.fixture
+def config_path(write_config, request):
+    extra = ""
+    if "screen_pop" in request.node.name:
+        extra = f'''
+[[sources]]
+name = "pbx"
+connector = "zadarma"
+secret = "{ZADARMA_SECRET}"
+'''
+    return write_config(WEB_CONFIG + extra)
+
+
+def test_the_screen_pop_arrives_within_a_second_of_the_call(live_server, page, screenshot, seeded, client):
+    import time
+    from urllib.parse import urlencode
+    from connectors.zadarma import signature
+
+    sign_in(page, live_server, "max@example.ru")
+    expect(page.locator("#leads")).to_be_visible()
+    page.wait_for_timeout(700)                             # the page has polled once: Max is online
+    lead_id = min(i for i, owner in seeded.items() if owner == "Max")
+    fields = {"event": "NOTIFY_START", "call_start": "2026-12-02 10:15:00", "pbx_call_id": "in_77",
+              "caller_id": "79120000001", "called_did": "74951112233"}
+    r = client.post("/hooks/pbx", data=urlencode(fields), content_type="application/x-www-form-urlencoded",
+                    headers={"Signature": signature(ZADARMA_SECRET, fields)})
+    assert r.status_code == 200
+    rang = time.monotonic()
+    alert = page.locator("#call-alert")
+    expect(alert).to_be_visible(timeout=1000)
+    arrived = time.monotonic() - rang
+    expect(alert).to_contain_text("Client 0001 is calling")
+    expect(alert).to_have_attribute("data-lead-id", str(lead_id))
+    screenshot("screen-pop")
+    alert.locator("a").click()
+    expect(page).to_have_url(f"{live_server}/leads/{lead_id}")
+    assert arrived < 1.0

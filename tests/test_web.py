@@ -16,16 +16,18 @@ from hub.worker import Worker
 from tests.helpers.web import (PASSWORD, WEB_CONFIG, csrf_token, deliver, make_users, post_form, sign_in,
                                token_for)
 
-ADMIN, MARKETER, MANAGER, LEAD = "admin", "marketer", "manager", "lead"
+ADMIN, MARKETER, MANAGER, LEAD, TELEPHONY = "admin", "marketer", "manager", "lead", "telephony"
+EVERYONE = {ADMIN, MARKETER, MANAGER, LEAD, TELEPHONY}
 SALES = {ADMIN, LEAD, MANAGER}
 MARKETING = {ADMIN, MARKETER}
 
 # Who may call what. A route missing here fails test_every_route_has_the_expected_rule: adding a route
 # means deciding, in this table, who may use it.
 EXPECTED_ACCESS = {
-    "pages.logout": {ADMIN, MARKETER, MANAGER, LEAD},
-    "pages.home": {ADMIN, MARKETER, MANAGER, LEAD},
-    "pages.profile": {ADMIN, MARKETER, MANAGER, LEAD},
+    "pages.logout": EVERYONE,
+    "pages.home": EVERYONE,
+    "pages.profile": EVERYONE,
+    "pages.calls_poll": SALES,
     "pages.inbox": SALES,
     "pages.leads_export": {ADMIN},
     "pages.lead_card": SALES,
@@ -43,7 +45,8 @@ EXPECTED_ACCESS = {
     "pages.mapping_tester": MARKETING,
     "pages.managers": {ADMIN, LEAD},
     "pages.manager_update": {ADMIN, LEAD},
-    "api.me": {ADMIN, MARKETER, MANAGER, LEAD},
+    "api.me": EVERYONE,
+    "api.lookup_caller": {ADMIN, TELEPHONY},
     "api.leads_list": SALES,
     "api.leads_show": SALES,
     "api.leads_status": SALES,
@@ -61,7 +64,7 @@ EXPECTED_ACCESS = {
 }
 PUBLIC = {"pages.login", "hooks.webhook", "health.healthz", "health.metrics", "openapi", "static", "pages.static"}
 ROLE_LOGIN = {ADMIN: "admin@example.ru", MARKETER: "marketer@example.ru", MANAGER: "max@example.ru",
-              LEAD: "lena@example.ru"}
+              LEAD: "lena@example.ru", TELEPHONY: "pbx@example.ru"}
 SAMPLE_ARGS = {"lead_id": 1, "event_id": 1, "source_name": "site", "name": "Max",
                "filename": "hub.css"}
 
@@ -118,7 +121,7 @@ def test_anonymous_users_are_refused_everywhere(app, client, team):
     assert checked == sum(1 for e, _, _ in _routes(app) if e not in PUBLIC)
 
 
-@pytest.mark.parametrize("role", [ADMIN, MARKETER, MANAGER, LEAD])
+@pytest.mark.parametrize("role", [ADMIN, MARKETER, MANAGER, LEAD, TELEPHONY])
 def test_the_wrong_role_is_refused_everywhere(app, hub, team, role):
     pages = app.test_client()
     assert sign_in(pages, ROLE_LOGIN[role]).status_code == 302

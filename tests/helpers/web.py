@@ -83,7 +83,11 @@ def with_manager(config: str, name: str, **settings: str) -> str:
     end = config.find("[[", start)
     end = len(config) if end < 0 else end
     lines = [line for line in config[start:end].splitlines() if line.split(" = ")[0] not in settings]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    def toml(value) -> str:
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()) + " }"
+        return json.dumps(value)
+    lines += [f"{key} = {toml(value)}" for key, value in settings.items()]
     return config[:start] + "\n".join(line for line in lines if line) + "\n\n" + config[end:]
 
 
@@ -95,6 +99,7 @@ USERS = {
     "mia@example.ru": ("manager", "Mia"),
     "sid@example.ru": ("manager", "Sid"),
     "lena@example.ru": ("lead", "Lena"),
+    "pbx@example.ru": ("telephony", None),
 }
 
 

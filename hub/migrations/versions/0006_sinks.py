@@ -1,4 +1,5 @@
-"""sinks: the forwarding outbox, the lead's id in each sink, each sink's shared rate-limit bucket and state
+"""sinks: the forwarding outbox, the lead's id in each sink, each sink's shared rate-limit bucket and state;
+calls: alerts of known clients calling, and the managers' web presence
 
 Revision ID: 0006
 Revises: 0005
@@ -51,9 +52,31 @@ def upgrade() -> None:
     sa.Column('data', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('sink')
     )
+    op.create_table('call_alert',
+    sa.Column('id', BigId, autoincrement=True, nullable=False),
+    sa.Column('manager', sa.String(length=128), nullable=False),
+    sa.Column('lead_id', BigId, nullable=True),
+    sa.Column('caller', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=True),
+    sa.Column('source', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['lead_id'], ['lead.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('call_alert', schema=None) as batch_op:
+        batch_op.create_index('ix_call_alert_manager_id', ['manager', 'id'], unique=False)
+    op.create_table('web_presence',
+    sa.Column('manager', sa.String(length=128), nullable=False),
+    sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('manager')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('web_presence')
+    with op.batch_alter_table('call_alert', schema=None) as batch_op:
+        batch_op.drop_index('ix_call_alert_manager_id')
+    op.drop_table('call_alert')
     op.drop_table('sink_state')
     op.drop_table('sink_link')
     with op.batch_alter_table('sink_delivery', schema=None) as batch_op:
