@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -33,8 +33,11 @@ def language_of(session: Session, config: Config, manager_name: str) -> str:
 @cache
 def _environment(lang: str, override_dir: str | None) -> Environment:
     loaders = [FileSystemLoader(override_dir)] if override_dir else []
+    # Plain text for Telegram and e-mail: HTML-escaping would turn "O'Brien" into "O&#39;Brien". A deployment's
+    # own template named *.html is escaped.
     env = Environment(loader=ChoiceLoader([*loaders, PackageLoader("hub", "templates/notify")]),
-                      extensions=["jinja2.ext.i18n"], undefined=StrictUndefined, autoescape=False,
+                      extensions=["jinja2.ext.i18n"], undefined=StrictUndefined,
+                      autoescape=select_autoescape(enabled_extensions=("html", "htm"), default=False),
                       keep_trailing_newline=False)
     env.install_gettext_translations(translations(lang), newstyle=True)
     return env

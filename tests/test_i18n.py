@@ -248,3 +248,11 @@ def test_the_cli_shows_cyrillic_data_as_is(app, hub, client, runner):
     assert "Иван Петров" in shown
     event = runner("events", "show", "1").output
     assert "Перезвоните после обеда" in event
+
+
+def test_notifications_are_plain_text_not_html_escaped(write_config):
+    from hub.config import load_config
+    from hub.messages import render
+    config = load_config(write_config(""))
+    subject, text = render(config, "new_lead", "en", "UTC", lead_id=3, about="O'Brien <vip> & co", link="x")
+    assert text.splitlines()[0] == "O'Brien <vip> & co"
