@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import (InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult,
-                           form_fields)
+from hub.connector import (InboundRequest, LiveCall, OutboundRequest, RawEvent, WebhookConnector, WebhookReply,
+                           WebhookResult, form_fields)
 from hub.errors import PayloadError, SignatureError
 
 EMPTY = WebhookReply(200, "")
@@ -32,6 +32,17 @@ class MangoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api_key: str = Field(min_length=8, description="the VPBX unique code (vpbx_api_key)")
     api_salt: str = Field(min_length=4, description="the signature key (salt)")
+    # Put a known client's ringing call through to their manager with the VPBX's route command (the
+    # account must allow call routing by API); off: the VPBX's own scheme always stands.
+    route_calls: bool = False
+    api_url: str = Field("https://app.mango-office.ru/vpbx", pattern=r"^https?://")
+
+
+def signed_form(settings: MangoSettings, payload: dict[str, Any]) -> dict[str, str]:
+    """What every VPBX command carries: the key, the JSON, and sha256(key + json + salt)."""
+    raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return {"vpbx_api_key": settings.api_key, "json": raw,
+            "sign": hashlib.sha256((settings.api_key + raw + settings.api_salt).encode()).hexdigest()}
 
 
 def _form(request: InboundRequest) -> dict[str, str]:
@@ -76,6 +87,27 @@ class MangoConnector(WebhookConnector):
             return WebhookResult(reply=EMPTY)        # internal and outgoing calls are not leads
         return WebhookResult(events=[RawEvent(external_id=f"summary:{summary['entry_id']}", payload=summary)],
                              reply=EMPTY)
+
+    def live_call(self, request: InboundRequest) -> LiveCall | None:
+        """A call-state event of an incoming call that has just appeared (from outside, no extension yet)."""
+        if request.subpath.strip("/") != "events/call":
+            return None
+        try:
+            event = json.loads(_form(request).get("json", ""))
+        except (PayloadError, json.JSONDecodeError):
+            return None
+        if not isinstance(event, dict) or event.get("call_state") != "Appeared" or not event.get("call_id"):
+            return None
+        caller = event.get("from") if isinstance(event.get("from"), dict) else {}
+        if not caller.get("number") or caller.get("extension"):
+            return None                                   # an internal or outgoing call
+        return LiveCall(phone=str(caller["number"]), call_id=str(event["call_id"]), routable=self.settings.route_calls)
+
+    def route_request(self, call: LiveCall, extension: str) -> OutboundRequest:
+        command = {"command_id": f"leadhub-route-{call.call_id}"[:100], "call_id": call.call_id,
+                   "to_number": extension}
+        return OutboundRequest("POST", f"{self.settings.api_url.rstrip('/')}/commands/route",
+                               form=signed_form(self.settings, command))
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
         if payload.get("recording_id"):

@@ -11,11 +11,13 @@ history like any routing decision.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,6 +30,7 @@ from hub.routing import OPEN_LEADS_OF, TouchFacts, availability, matching_rule, 
 
 log = logging.getLogger("hub.calls")
 CALL_ROUTE = "_call_route"            # payload key: the decision, written to the lead's history by the worker
+ROUTE_COMMAND_TIMEOUT = 3.0           # seconds: a route command later than this is too late for the call
 ONLINE_SECONDS = 20                   # a page that polled within this is open: a screen-pop, not a Telegram
 
 
@@ -116,11 +119,44 @@ def decide_safely(engine, config: Config, source: str, phone_raw: str, region: s
     return decision
 
 
+_ROUTED_LOCK = threading.Lock()
+
+
+def send_route_command(source: str, command, call_id: str = "",
+                       routed: dict[tuple[str, str], float] | None = None) -> threading.Thread | None:
+    """Send a PBX's routing command (Mango's /commands/route) off the request thread: the provider's
+    webhook is answered at once; a failure only means the call goes the PBX's own way. Once per call in
+    this process (a PBX reports a ringing call as it moves from the IVR to a phone)."""
+    now = time.monotonic()
+    routed = routed if routed is not None else {}
+    with _ROUTED_LOCK:
+        for key in [k for k, at in routed.items() if now - at > 300]:
+            del routed[key]
+        if call_id and (source, call_id) in routed:
+            return None
+        routed[(source, call_id)] = now
+
+    def send() -> None:
+        try:
+            resp = requests.request(command.method, command.url, data=command.form, json=command.json,
+                                    timeout=ROUTE_COMMAND_TIMEOUT)
+            log.info("source=%s route command answered %s", source, resp.status_code)
+        except requests.RequestException as exc:
+            log.warning("source=%s route command failed: %s", source, type(exc).__name__)
+    thread = threading.Thread(target=send, name=f"route-{source}", daemon=True)
+    thread.start()
+    return thread
+
+
 def alert(session: Session, config: Config, decision: CallDecision, source: str, now: datetime) -> None:
-    """Tell the manager a known client is calling: on their open page, else by Telegram/e-mail."""
+    """Tell the manager a known client is calling: on their open page, else by Telegram/e-mail. One alert
+    per caller and manager within half a minute (a PBX may report a ringing call more than once)."""
     caller = decision.caller
     target = decision.manager or (caller.lead.owner if caller and caller.lead else None)
     if caller is None or target is None:
+        return
+    if session.scalar(select(CallAlert.id).where(CallAlert.manager == target, CallAlert.caller == caller.phone,
+                                                 CallAlert.created_at > now - timedelta(seconds=30)).limit(1)):
         return
     lead_id = caller.lead.id if caller.lead else None
     session.add(CallAlert(manager=target, lead_id=lead_id, caller=caller.phone, name=caller.name, source=source,

@@ -75,6 +75,16 @@ class LiveCall:
 
 
 @dataclass
+class OutboundRequest:
+    """A request a connector wants made to its provider (a PBX's routing command); the hub sends it."""
+
+    method: str
+    url: str
+    form: dict[str, str] | None = None
+    json: Any = None
+
+
+@dataclass
 class PollResult:
     events: list[RawEvent]
     state: dict[str, Any]
@@ -125,7 +135,11 @@ class WebhookConnector(Connector):
         return None
 
     def route_reply(self, extension: str) -> WebhookReply | None:
-        """The provider's exact answer that puts the call through to ``extension``; None: cannot."""
+        """The provider's exact answer that puts the call through to ``extension``; None: not by answer."""
+        return None
+
+    def route_request(self, call: LiveCall, extension: str) -> OutboundRequest | None:
+        """For a provider that routes by an API command instead of by our answer: that command."""
         return None
 
 

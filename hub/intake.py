@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub.calls import CALL_ROUTE, alert as call_alert, decide_safely
+from hub.calls import CALL_ROUTE, alert as call_alert, decide_safely, send_route_command
 from hub.connector import InboundRequest, RawEvent, WebhookReply
 from hub.db import insert_ignoring_conflicts, transaction
+from hub.history import history
 from hub.errors import PayloadError
 from hub.mapping import apply_mapping
 from hub.models import EventStatus, InboundEvent, utcnow
@@ -128,6 +129,13 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
     rows = [prepare_event(source, e, received_at) for e in result.events]
     stored = _store(hub, source, request, received_at, rows, also) if rows else []
     if also is not None:
+        if not rows:              # a call-state event: nothing stored but the alert (and where the call went)
+            with transaction(hub.engine) as session:
+                also(session)
+                if live.routable and decision.extension and decision.caller and decision.caller.lead:
+                    route = decision.to_json()
+                    history(session, decision.caller.lead.id, "call_routed", to=route["manager"],
+                            extension=route["extension"], why=route["why"], why_msg=route["why_msg"])
         hub.notification_queued.set()
     for row, event in zip(rows, stored):
         log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event" if event.duplicate
@@ -136,6 +144,9 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
         routed = connector.route_reply(decision.extension)
         if routed is not None:
             return routed
+        command = connector.route_request(live, decision.extension)
+        if command is not None:
+            send_route_command(source.name, command, live.call_id, hub.routed_calls)
     if result.reply is not None:
         return result.reply
     if stored and all(s.status == EventStatus.REJECTED for s in stored):

@@ -45,6 +45,8 @@ class Hub:
         self.notification_queued = threading.Event()
         # Set when a lead is queued for a sink, so the forwarder sends it at once.
         self.forward_queued = threading.Event()
+        # Calls this process has sent a PBX routing command for: (source, call id) -> when (hub/calls.py).
+        self.routed_calls: dict[tuple[str, str], float] = {}
 
     @property
     def processing_engine(self) -> Engine:

@@ -179,3 +179,62 @@ def test_the_telegram_call_message_is_in_the_managers_language(hub, client, max_
     Notifier(hub).send_due()
     texts = [json.loads(c.request.body)["text"] for c in responses.calls]
     assert any(t.startswith("Звонит Иван Петров\n+79123456789") for t in texts), texts
+
+
+MANGO = '''
+[[sources]]
+name = "mango"
+connector = "mango"
+api_key = "mango-api-key-1"
+api_salt = "mango-salt-1"
+route_calls = true
+api_url = "https://mango.example/vpbx"
+'''
+
+
+def mango_event(client, path: str, event: dict):
+    from connectors.mango import MangoSettings, signed_form
+    form = signed_form(MangoSettings(api_key="mango-api-key-1", api_salt="mango-salt-1"), event)
+    return client.post(f"/hooks/mango/{path}", data=urlencode(form), content_type="application/x-www-form-urlencoded")
+
+
+@responses.activate
+def test_mango_routes_a_known_client_with_its_route_command(write_config, tmp_path):
+    import threading
+    from urllib.parse import parse_qs
+    from hub.config import load_config
+    from hub.runtime import Hub
+    from hub.web import create_app
+
+    hub = Hub(load_config(write_config(config_text() + MANGO)))
+    client = create_app(hub=hub).test_client()
+    make_users(hub)
+    deliver(client, hub, "site", "+79123456789", "I want to pay", name="Иван Петров")
+    routed = threading.Event()
+    commands = []
+
+    def route(request):
+        commands.append(parse_qs(request.body))
+        routed.set()
+        return 200, {}, json.dumps({"result": 1000})
+    responses.add_callback(responses.POST, "https://mango.example/vpbx/commands/route", callback=route)
+    appeared = {"entry_id": "e1", "call_id": "MTAx", "timestamp": 1764670000, "seq": 1, "call_state": "Appeared",
+                "location": "ivr", "from": {"number": "79123456789"}, "to": {"number": "74951234567"}}
+    r = mango_event(client, "events/call", appeared)
+    assert r.status_code == 200 and r.data == b""          # Mango reads only the status
+    assert routed.wait(5), "no route command was sent"
+    form = commands[0]
+    sent = json.loads(form["json"][0])
+    assert sent["call_id"] == "MTAx" and sent["to_number"] == "101"
+    import hashlib
+    assert form["sign"][0] == hashlib.sha256(("mango-api-key-1" + form["json"][0] + "mango-salt-1").encode()).hexdigest()
+    mango_event(client, "events/call", {**appeared, "seq": 2, "location": "abonent"})   # reported again
+    import time
+    time.sleep(0.3)
+    assert len(commands) == 1                              # routed once
+    with transaction(hub.engine, read_only=True) as s:
+        assert len(s.scalars(select(CallAlert)).all()) == 1
+        lead = s.scalars(select(Lead)).one()
+        kinds = [h.kind for h in s.scalars(select(LeadHistory).where(LeadHistory.lead_id == lead.id))]
+    assert "call_routed" in kinds
+    hub.dispose()
