@@ -40,26 +40,25 @@ def rows(hub: Hub, f: LeadFilter) -> Iterator[list[Any]]:
         last = dicts[-1]["id"]
 
 
-def export_leads(hub: Hub, f: LeadFilter, fmt: str, path: str, progress: Callable[[int], Any] | None = None) -> int:
+def _write_rows(append: Callable[[list[Any]], Any], hub: Hub, f: LeadFilter,
+                progress: Callable[[int], Any] | None) -> int:
+    append(COLUMNS)
     count = 0
+    for row in rows(hub, f):
+        append(row)
+        count += 1
+        if progress and count % BATCH == 0:
+            progress(count)
+    return count
+
+
+def export_leads(hub: Hub, f: LeadFilter, fmt: str, path: str, progress: Callable[[int], Any] | None = None) -> int:
     if fmt == "xlsx":
         from openpyxl import Workbook
         book = Workbook(write_only=True)
         sheet = book.create_sheet("leads")
-        sheet.append(COLUMNS)
-        for row in rows(hub, f):
-            sheet.append(row)
-            count += 1
-            if progress and count % BATCH == 0:
-                progress(count)
+        count = _write_rows(sheet.append, hub, f, progress)
         book.save(path)
-    else:
-        with open(path, "w", encoding="utf-8-sig", newline="") as out:     # the BOM: Excel reads Cyrillic
-            writer = csv.writer(out)
-            writer.writerow(COLUMNS)
-            for row in rows(hub, f):
-                writer.writerow(row)
-                count += 1
-                if progress and count % BATCH == 0:
-                    progress(count)
-    return count
+        return count
+    with open(path, "w", encoding="utf-8-sig", newline="") as out:     # the BOM: Excel reads Cyrillic
+        return _write_rows(csv.writer(out).writerow, hub, f, progress)

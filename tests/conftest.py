@@ -115,6 +115,20 @@ def app(hub):
 
 
 @pytest.fixture
+def live_server(app):
+    """The app on a real HTTP server on a free port, for a browser or schemathesis."""
+    import threading
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

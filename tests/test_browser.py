@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
-from werkzeug.serving import make_server
 
 from hub import store
 from hub.db import make_engine, transaction
@@ -51,16 +49,6 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         yield b
         b.close()
-
-
-@pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.helpers.web import WEB_CONFIG, deliver, make_users, token_for
 
@@ -26,16 +24,6 @@ def admin_headers(app, hub, client):
     deliver(client, hub, "site", "+79120000001", "I want to pay", utm_campaign="spring")
     deliver(client, hub, "ads", "+79120000002")
     return token_for(hub, "admin@example.ru")
-
-
-@pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
 
 
 def test_api_matches_its_openapi_document(live_server, admin_headers, tmp_path):
