@@ -11,6 +11,7 @@ Limits: 7 requests a second per account; 429 is retried.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import Field, model_validator
 
@@ -128,7 +129,7 @@ class AmoCrmSink(Sink):
         if remote_id:
             return self._update(remote_id, body, state)
         if retrying:
-            return self._step("GET", f"/api/v4/leads?query={marker(lead['id'])}", state,
+            return self._step("GET", f"/api/v4/leads?query={quote(marker(lead['id']))}", state,
                               lambda resp, st: self._looked_up(resp, st, lead, body))
         return self._create(body, state)
 

@@ -382,3 +382,36 @@ def test_leads_export_csv_and_xlsx(hub, client, runner, tmp_path):
     rows = list(load_workbook(tmp_path / "leads.xlsx").active.values)
     assert rows[0][:3] == ("id", "created_at", "status") and len(rows) == 3 and rows[1][8] == "Иван Петров"
     assert {row[7] for row in rows[1:]} == {"site"}
+
+
+def test_amocrm_a_lost_answer_is_found_by_its_marker_not_created_twice(hub, client):
+    only(hub, "amo")
+    created: list[dict] = []
+
+    def complex_(request):
+        body = json.loads(request.body)[0]
+        created.append(body)
+        if len(created) == 1:
+            raise requests.ConnectionError("reset after the lead was made")
+        return 200, {}, json.dumps([{"id": 9000 + len(created)}])
+
+    def search(request):
+        query = request.url.split("query=", 1)[1]
+        found = [{"id": 9001, "name": c["name"]} for c in created if "[leadhub-1]" in c["name"]]
+        # amoCRM's search is fuzzy: it also returns a lead whose name merely looks alike.
+        leads = [{"id": 7777, "name": "Иван [leadhub-10]"}] + found
+        return (200, {}, json.dumps({"_embedded": {"leads": leads}})) if "leadhub-1" in query else (204, {}, "")
+
+    patched = []
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback(responses.POST, f"{AMO}/api/v4/leads/complex", callback=complex_)
+        rsps.add_callback(responses.GET, f"{AMO}/api/v4/leads", callback=search)
+        rsps.add_callback(responses.PATCH, f"{AMO}/api/v4/leads/9001",
+                          callback=lambda r: (patched.append(json.loads(r.body)), (200, {}, "{}"))[1])
+        deliver(hub, client, "+79120000001")
+        forwarder = Forwarder(hub)
+        assert forwarder.send_due()["retried"] == 1
+        assert drain(forwarder, now=utcnow() + timedelta(hours=1))["sent"] == 1
+    assert len(created) == 1 and len(patched) == 1           # found by its marker and updated: one lead
+    with transaction(hub.engine, read_only=True) as s:
+        assert s.scalars(select(SinkLink)).one().remote_id == "9001"
