@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from hub.config import Config, SourceConfig
 from hub.connector import Connector, available_connectors
-from hub.db import make_engine
+from hub.db import make_engine, release
 from hub.mapping import Mapping, load_mapping
 
 
@@ -56,9 +56,9 @@ class Hub:
         return self._processing_engine
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        release(self.engine)
         if self._processing_engine is not None:
-            self._processing_engine.dispose()
+            release(self._processing_engine)
 
     @property
     def is_embedded(self) -> bool:
