@@ -46,7 +46,9 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     return delay * random.uniform(0.5, 1.5) if delay else 0.0
 
 
-# Events claimed per claim transaction. More would hold leases longer for no gain; 1 costs a transaction each.
+# Events claimed at once (and, on SQLite, processed in one transaction). Measured on SQLite: 1 → 10 took
+# one worker from ~170 to ~370-410 leads/s; 50 gave ~455 but held the write lock long enough to push the
+# acknowledgement of deliveries in the same process (`hub run`) from ~8 to ~190 ms at the median.
 CLAIM_BATCH = 10
 
 
@@ -103,35 +105,78 @@ class Worker:
         """Run the pipeline for a claimed event. Returns the final status, or None if the claim was lost."""
         try:
             with transaction(self.hub.processing_engine) as session:
-                event = session.execute(
-                    select(InboundEvent).where(InboundEvent.id == claim.event_id,
-                                               InboundEvent.claim_token == claim.token,
-                                               InboundEvent.status == EventStatus.PROCESSING)
-                    .with_for_update()).scalar_one_or_none()
-                if event is None:
-                    log.warning("event=%s: claim lost (lease expired and another worker took it)", claim.event_id)
-                    return None
-                source = self.hub.sources.get(event.source)
-                if source is None:
-                    raise PayloadError(f"source {event.source!r} is no longer configured")
-                outcome = process_event(session, source, event, self.hub.config)
-                event.status, event.lead_id = outcome.status, outcome.lead_id
-                event.processed_at = utcnow()
-                event.claim_token = event.claimed_until = event.next_attempt_at = None
-                log.info("event=%s %s lead=%s (%s)", event.id, outcome.status, outcome.lead_id, outcome.how)
-            self.hub.notification_queued.set()
-            self.hub.forward_queued.set()
-            return outcome.status
+                status = self._process_in(session, claim)
+            self._wake_senders()
+            return status
         except PayloadError as exc:
-            return self._record_failure(claim, EventStatus.REJECTED, reason=str(exc))
+            return self._record_failure(claim, *self._failure(claim, exc))
         except Exception as exc:    # noqa: BLE001 — anything else may pass; retry it, never crash the worker
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-            if claim.attempt >= self.settings.max_attempts:
-                return self._record_failure(claim, EventStatus.DEAD, error=error)
-            return self._record_failure(claim, EventStatus.PENDING, error=error)
+            return self._record_failure(claim, *self._failure(claim, exc))
 
-    def _record_failure(self, claim: Claim, status: str, reason: str | None = None,
-                        error: str | None = None) -> str | None:
+    def process_many(self, claims: list[Claim]) -> list[str | None]:
+        """On SQLite, process several claimed events in one transaction, each in its own savepoint: one
+        commit (one write-lock hold) for the lot, and an event that fails rolls back only itself. Its
+        failure is recorded in the same transaction — a second transaction here would wait for this
+        one's lock for the whole busy timeout (likely the 30-second waits an earlier attempt showed)."""
+        if len(claims) == 1 or self.hub.processing_engine.dialect.name != "sqlite":
+            # On PostgreSQL workers run side by side on row locks: events of one batch locking persons and
+            # leads in a different order than another worker's batch deadlock (seen in
+            # test_1000_concurrent_deliveries_for_100_people). SQLite has one writer at a time: no deadlock,
+            # and one commit for the lot saves the most there.
+            return [self.process(claim) for claim in claims]
+        statuses: list[str | None] = []
+        try:
+            with transaction(self.hub.processing_engine) as session:
+                for claim in claims:
+                    try:
+                        with session.begin_nested():
+                            statuses.append(self._process_in(session, claim))
+                    except Exception as exc:  # noqa: BLE001 — PayloadError or anything else: this event only
+                        status, values = self._failure_values(claim, *self._failure(claim, exc))
+                        done = session.execute(update(InboundEvent).where(
+                            InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
+                        statuses.append(status if done.rowcount else None)
+        except Exception:  # noqa: BLE001 — the batch's commit itself failed: each event on its own
+            log.exception("worker %s: a batch of %s failed to commit; processing them one by one", self.name,
+                          len(claims))
+            return [self.process(claim) for claim in claims]
+        self._wake_senders()
+        return statuses
+
+    def _wake_senders(self) -> None:
+        self.hub.notification_queued.set()
+        self.hub.forward_queued.set()
+
+    def _process_in(self, session, claim: Claim) -> str | None:
+        event = session.execute(
+            select(InboundEvent).where(InboundEvent.id == claim.event_id,
+                                       InboundEvent.claim_token == claim.token,
+                                       InboundEvent.status == EventStatus.PROCESSING)
+            .with_for_update()).scalar_one_or_none()
+        if event is None:
+            log.warning("event=%s: claim lost (lease expired and another worker took it)", claim.event_id)
+            return None
+        source = self.hub.sources.get(event.source)
+        if source is None:
+            raise PayloadError(f"source {event.source!r} is no longer configured")
+        outcome = process_event(session, source, event, self.hub.config)
+        event.status, event.lead_id = outcome.status, outcome.lead_id
+        event.processed_at = utcnow()
+        event.claim_token = event.claimed_until = event.next_attempt_at = None
+        log.info("event=%s %s lead=%s (%s)", event.id, outcome.status, outcome.lead_id, outcome.how)
+        return outcome.status
+
+    def _failure(self, claim: Claim, exc: Exception) -> tuple[str, str | None, str | None]:
+        """(status, reject reason, error) for an event whose processing raised ``exc``."""
+        if isinstance(exc, PayloadError):
+            return EventStatus.REJECTED, str(exc), None
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        if claim.attempt >= self.settings.max_attempts:
+            return EventStatus.DEAD, None, error
+        return EventStatus.PENDING, None, error
+
+    def _failure_values(self, claim: Claim, status: str, reason: str | None = None,
+                        error: str | None = None) -> tuple[str, dict[str, object]]:
         now = utcnow()
         values: dict[str, object] = dict(status=status, claim_token=None, claimed_until=None)
         if status == EventStatus.REJECTED:
@@ -146,6 +191,11 @@ class Worker:
             values.update(last_error=error, next_attempt_at=now + timedelta(seconds=delay))
             log.warning("event=%s attempt %s failed, retry in %.1fs: %s", claim.event_id, claim.attempt, delay,
                         error.splitlines()[0])
+        return status, values
+
+    def _record_failure(self, claim: Claim, status: str, reason: str | None = None,
+                        error: str | None = None) -> str | None:
+        status, values = self._failure_values(claim, status, reason, error)
         with transaction(self.hub.processing_engine) as session:
             done = session.execute(update(InboundEvent).where(
                 InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
@@ -162,8 +212,8 @@ class Worker:
     def run_batch(self, limit: int = CLAIM_BATCH) -> int:
         """Claim up to ``limit`` events at once and process them one by one; returns how many."""
         claims = self.claim_many(limit)
-        for claim in claims:
-            self.process(claim)
+        if claims:
+            self.process_many(claims)
         return len(claims)
 
     def drain(self) -> int:
