@@ -84,6 +84,7 @@ class Worker:
                         break
                 if not rows:
                     break
+                taken = []
                 for row in rows:
                     if row.status == EventStatus.PROCESSING and row.attempts >= self.settings.max_attempts:
                         # Its worker died on it again and again: stop feeding it to workers.
@@ -92,12 +93,15 @@ class Worker:
                             last_error=f"worker stopped while processing it, {row.attempts} times (lease expired)"))
                         log.error("event=%s dead: its workers died %s times", row.id, row.attempts)
                         continue
+                    taken.append(row)
+                if taken:
+                    # One token for the batch: it still tells this claim from any later one of the same events.
                     token = str(uuid.uuid4())
-                    session.execute(update(InboundEvent).where(InboundEvent.id == row.id).values(
+                    session.execute(update(InboundEvent).where(InboundEvent.id.in_([r.id for r in taken])).values(
                         status=EventStatus.PROCESSING, claim_token=token, claimed_by=self.name[:128],
                         claimed_until=now + timedelta(seconds=self.settings.lease_seconds),
                         attempts=InboundEvent.attempts + 1))
-                    claims.append(Claim(row.id, token, row.attempts + 1))
+                    claims.extend(Claim(r.id, token, r.attempts + 1) for r in taken)
         return claims
 
     # -- step 2 -------------------------------------------------------------------------------------
