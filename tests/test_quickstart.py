@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -49,7 +50,23 @@ def test_hub_run_with_the_example_config(tmp_path, monkeypatch):
                              capture_output=True, text=True, check=True)
         assert len(json.loads(out.stdout)) == 1
         assert (tmp_path / "hub.db").exists()          # the embedded store lives next to the config
+
+        # The README's next step: the web app, in Russian for a Russian browser ([ui] default_language = "ru"),
+        # says how to create the first user; created with the command the README gives, they sign in.
+        login = requests.get(f"http://127.0.0.1:{port}/login", timeout=5)
+        assert login.status_code == 200 and "hub users add you@example.com --role admin" in login.text
+        assert "Войти" in login.text                  # no Accept-Language: the config's default, ru
+        subprocess.run([HUB, "users", "add", "you@example.com", "--role", "admin", "--config", str(config),
+                        "--password-env", "QUICKSTART_PASSWORD"], check=True, capture_output=True,
+                       env={**os.environ, "QUICKSTART_PASSWORD": "a quick start password"})
+        session = requests.Session()
+        token = session.get(f"http://127.0.0.1:{port}/login", timeout=5).text.split('name="csrf_token" value="')[1]
+        token = token.split('"')[0]
+        inbox = session.post(f"http://127.0.0.1:{port}/login", timeout=5, data={
+            "login": "you@example.com", "password": "a quick start password", "csrf_token": token})
+        assert inbox.status_code == 200 and 'data-lead-id="1"' in inbox.text
     finally:
         output = stop(proc)
     assert proc.returncode == 0, output
     assert f"lead hub listening on http://127.0.0.1:{port}" in output
+    assert "no users yet: create one with `hub users add you@example.com --role admin`" in output
