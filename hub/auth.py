@@ -16,12 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, or_, select, true, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from hub.config import Config
 from hub.db import insert_ignoring_conflicts, transaction
-from hub.errors import HubError
+from hub.errors import ConfigError, HubError
 from hub.models import ApiToken, HubSecret, Lead, Role, User, utcnow
 
 MIN_PASSWORD_LENGTH = 10
@@ -281,10 +282,15 @@ def session_secret(engine: Engine, config: Config) -> str:
     database so that every web process (and every restart) signs alike."""
     if config.web.secret_key:
         return config.web.secret_key
-    with transaction(engine) as session:
-        insert_ignoring_conflicts(session, HubSecret.__table__, ["name"],
-                                  {"name": "session_key", "value": secrets.token_hex(32)})
-        return session.execute(select(HubSecret.value).where(HubSecret.name == "session_key")).scalar_one()
+    try:
+        with transaction(engine) as session:
+            insert_ignoring_conflicts(session, HubSecret.__table__, ["name"],
+                                      {"name": "session_key", "value": secrets.token_hex(32)})
+            return session.execute(select(HubSecret.value).where(HubSecret.name == "session_key")).scalar_one()
+    except DBAPIError as exc:
+        # The web app is often started by gunicorn, before anyone ran the migrations: say what to do.
+        raise ConfigError([f"database: cannot read the hub's tables ({type(exc.orig).__name__}): run "
+                           "`hub db upgrade --config …` first"]) from None
 
 
 class LoginThrottle:

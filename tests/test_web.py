@@ -391,3 +391,12 @@ def test_users_cli(runner, hub):
     runner("users", "disable", "anna@example.ru")
     assert json.loads(runner("users", "token", "list", "--json").output)[0]["revoked"] is True
     del os.environ["HUB_TEST_PW"]
+
+
+def test_the_web_app_on_an_unmigrated_database_says_to_run_the_migrations(tmp_path):
+    from hub.errors import ConfigError
+    from hub.web import create_app
+    config = tmp_path / "config.toml"
+    config.write_text('[database]\nurl = "sqlite:///fresh.db"\n[[sources]]\nname = "site"\nconnector = "site_form"\n')
+    with pytest.raises(ConfigError, match="hub db upgrade"):
+        create_app(config)
