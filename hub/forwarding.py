@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import and_, exists, select, text, update
+from sqlalchemy import and_, exists, func, select, text, update
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from hub.config import Config, SinkConfig
@@ -50,16 +50,16 @@ def queue_forwarding(session: Session, config: Config, lead_id: int, source: str
     if any(s.sources for s in sinks) and source is None:
         source = session.scalar(select(Lead.source).where(Lead.id == lead_id))
     insert = dialect_insert(session)(SinkDelivery.__table__).on_conflict_do_nothing(
-        index_elements=["sink", "lead_id"], index_where=text("status = 'pending'"))
+        index_elements=["sink", "lead_id"], index_where=text("status = 'pending'")).returning(SinkDelivery.id)
     now = utcnow()
     added = 0
     for sc in sinks:
         if sc.sources and source not in sc.sources:
             continue
-        result = session.connection().execute(insert, dict(
+        new_id = session.connection().execute(insert, dict(
             sink=sc.name, lead_id=lead_id, status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now,
-            created_at=now))
-        added += result.rowcount or 0
+            created_at=now)).scalar_one_or_none()
+        added += new_id is not None
     return added
 
 
@@ -208,14 +208,15 @@ class Forwarder:
             error = self._scrub(str(exc), cs)
             outcome, values = "dead", {"status": DeliveryStatus.DEAD, "last_error": error}
             log.error("sink=%s lead=%s refused: %s", d.sink, d.lead_id, error)
-        if values:
-            self._settle(d, values)
+        if values and self._settle(d, values) == DeliveryStatus.SENT:
+            outcome = "sent"                                # superseded: a newer delivery carries it
         if state != before:                            # e.g. a refreshed OAuth token
             with transaction(self.hub.engine) as s:
                 s.execute(update(SinkState).where(SinkState.sink == d.sink).values(data=state))
         return outcome
 
-    def _settle(self, d: Claimed, values: dict[str, Any]) -> None:
+    def _settle(self, d: Claimed, values: dict[str, Any]) -> str:
+        """Write a failed attempt's outcome; returns the status it ends in."""
         with transaction(self.hub.engine) as s:
             if values.get("status") == DeliveryStatus.PENDING:
                 # A newer change may have queued a pending row meanwhile: it carries this one's work too.
@@ -225,8 +226,13 @@ class Forwarder:
                 if newer is not None:
                     values = {"status": DeliveryStatus.SENT, "last_error": f"superseded by delivery {newer}",
                               "sent_at": utcnow()}
-                    s.execute(update(SinkDelivery).where(SinkDelivery.id == newer).values(next_attempt_at=self.now()))
+                    # It inherits the attempts too: this one may have reached the sink unheard, so the newer
+                    # one must look the lead up before creating it (``retrying``), not create it again.
+                    s.execute(update(SinkDelivery).where(SinkDelivery.id == newer).values(
+                        next_attempt_at=self.now(), attempts=func.max(SinkDelivery.attempts, d.attempts)
+                        if s.get_bind().dialect.name == "sqlite" else func.greatest(SinkDelivery.attempts, d.attempts)))
             s.execute(update(SinkDelivery).where(SinkDelivery.id == d.id).values(**values))
+        return values["status"]
 
     def send_due(self, now: datetime | None = None, limit: int = 50) -> dict[str, int]:
         counts = {"sent": 0, "retried": 0, "dead": 0}

@@ -88,6 +88,7 @@ class Bitrix:
         self.leads: dict[int, dict] = {}
         self.calls: list[tuple[str, dict]] = []
         self.fail_next: list = []
+        self.before_add = None             # called as a create arrives (the lead changing meanwhile)
         for method in ("crm.lead.add", "crm.lead.update", "crm.lead.list"):
             rsps.add_callback(responses.POST, f"{BITRIX}{method}.json", callback=self._answer(method))
 
@@ -99,6 +100,9 @@ class Bitrix:
             if failure == "limit":
                 return 503, {}, json.dumps({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
             if method == "crm.lead.add":
+                if self.before_add:
+                    self.before_add()
+                    self.before_add = None
                 new_id = 100 + len(self.leads)
                 self.leads[new_id] = params["fields"]
                 if failure == "lost":              # done at the portal, but the answer never arrives
@@ -415,3 +419,24 @@ def test_amocrm_a_lost_answer_is_found_by_its_marker_not_created_twice(hub, clie
     assert len(created) == 1 and len(patched) == 1           # found by its marker and updated: one lead
     with transaction(hub.engine, read_only=True) as s:
         assert s.scalars(select(SinkLink)).one().remote_id == "9001"
+
+
+def test_a_change_during_a_lost_create_does_not_make_a_second_lead(hub, client):
+    """The lead changes while its create is in flight (a new pending delivery is queued); the create's
+    answer is lost. The newer delivery must find the lead, not create it again."""
+    from hub.forwarding import queue_forwarding
+    only(hub, "b24")
+
+    def lead_changes():
+        with transaction(hub.engine) as s:
+            assert queue_forwarding(s, hub.config, 1) == 1
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        portal = Bitrix(rsps)
+        deliver(hub, client, "+79120000001")
+        portal.before_add, portal.fail_next = lead_changes, ["lost"]
+        forwarder = Forwarder(hub)
+        assert forwarder.send_due()["sent"] == 1         # the lost one, superseded by the newer delivery
+        drain(forwarder, now=utcnow() + timedelta(hours=1))
+    assert len(portal.leads) == 1, [m for m, _ in portal.calls]
+    assert [m for m, _ in portal.calls] == ["crm.lead.add", "crm.lead.list", "crm.lead.update"]
