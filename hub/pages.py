@@ -196,19 +196,28 @@ def _choice_arg(name: str, choices) -> str | None:
     return value if value in choices else None
 
 
+def _owner_choices(hub, actor) -> list[str]:
+    owners = actor.managers_visible(hub.config)
+    return owners if owners is not None else [m.name for m in hub.config.managers]
+
+
+def _inbox_filter(hub, owner_choices: list[str]) -> LeadFilter:
+    """The inbox's filters from the query string (the inbox and its export read the same ones)."""
+    return LeadFilter(status=_choice_arg("status", LeadStatus.ALL),
+                      warmth=_choice_arg("warmth", (*WARMTHS, NO_WARMTH)),
+                      source=_choice_arg("source", list(hub.sources) + ["import"]),
+                      owner=_choice_arg("owner", [*owner_choices, "-"]),
+                      date_from=_date_arg("date_from"), date_to=_date_arg("date_to"),
+                      overdue=request.args.get("overdue") == "1")
+
+
 @pages.get("/leads")
 @allow(*SALES)
 def inbox():
     hub = _hub()
     actor = g.actor
-    owners = actor.managers_visible(hub.config)
-    owner_choices = owners if owners is not None else [m.name for m in hub.config.managers]
-    f = LeadFilter(status=_choice_arg("status", LeadStatus.ALL),
-                   warmth=_choice_arg("warmth", (*WARMTHS, NO_WARMTH)),
-                   source=_choice_arg("source", list(hub.sources) + ["import"]),
-                   owner=_choice_arg("owner", [*owner_choices, "-"]),
-                   date_from=_date_arg("date_from"), date_to=_date_arg("date_to"),
-                   overdue=request.args.get("overdue") == "1")
+    owner_choices = _owner_choices(hub, actor)
+    f = _inbox_filter(hub, owner_choices)
     before = request.args.get("before", type=int)
     if before is not None and not 0 < before < 2**63:
         before = None
@@ -231,10 +240,7 @@ def leads_export():
 
     hub = _hub()
     fmt = "xlsx" if request.args.get("format") == "xlsx" else "csv"
-    f = LeadFilter(status=_choice_arg("status", LeadStatus.ALL), warmth=_choice_arg("warmth", (*WARMTHS, NO_WARMTH)),
-                   source=_choice_arg("source", list(hub.sources) + ["import"]),
-                   owner=_choice_arg("owner", [m.name for m in hub.config.managers] + ["-"]),
-                   date_from=_date_arg("date_from"), date_to=_date_arg("date_to"))
+    f = _inbox_filter(hub, _owner_choices(hub, g.actor))
     with tempfile.NamedTemporaryFile(suffix=f".{fmt}") as tmp:
         export_leads(hub, f, fmt, tmp.name)
         data = open(tmp.name, "rb").read()
@@ -368,14 +374,19 @@ def chart(report: dict, width: int = 900, height: int = 260) -> dict:
             "total": sum(d["total"] for d in days)}
 
 
+def _report_data(hub) -> dict:
+    """The channel report for the range and grouping in the query string (the page and its CSV)."""
+    date_from, date_to = _report_range()
+    group_by = request.args.get("group_by") if request.args.get("group_by") == "utm_campaign" else "source"
+    with transaction(hub.engine, read_only=True) as session:
+        return channel_report(session, date_from, date_to, group_by)
+
+
 @pages.get("/report")
 @allow(Role.ADMIN, Role.MARKETER, Role.LEAD)
 def report():
     hub = _hub()
-    date_from, date_to = _report_range()
-    group_by = request.args.get("group_by") if request.args.get("group_by") == "utm_campaign" else "source"
-    with transaction(hub.engine, read_only=True) as session:
-        data = channel_report(session, date_from, date_to, group_by)
+    data = _report_data(hub)
     return render_template("report.html", report=data, chart=chart(data), warmths=(*WARMTHS, NO_WARMTH),
                            sources=list(hub.sources), currency=hub.config.web.currency,
                            this_month=utcnow().strftime("%Y-%m"))
@@ -384,11 +395,8 @@ def report():
 @pages.get("/report.csv")
 @allow(Role.ADMIN)
 def report_csv():
-    hub = _hub()
-    date_from, date_to = _report_range()
-    group_by = request.args.get("group_by") if request.args.get("group_by") == "utm_campaign" else "source"
-    with transaction(hub.engine, read_only=True) as session:
-        data = channel_report(session, date_from, date_to, group_by)
+    data = _report_data(_hub())
+    group_by, date_from, date_to = data["group_by"], data["date_from"], data["date_to"]
     out = io.StringIO()
     writer = csv.writer(out)
     # Stable machine column names first; ?header=local adds a row of the same columns in the reader's language.

@@ -357,6 +357,8 @@ def test_an_admin_exports_the_filtered_inbox(app, client, team):
     assert r.status_code == 200 and r.headers["Content-Disposition"].startswith("attachment;")
     lines = r.data.decode("utf-8-sig").splitlines()
     assert lines[0].startswith("id,created_at") and len(lines) == 2 and ",ads," in lines[1]
+    overdue = client.get("/leads/export?overdue=1").data.decode("utf-8-sig").splitlines()
+    assert len(overdue) == 1                                   # the inbox's overdue filter holds too: none yet
     r = client.get("/leads/export?format=xlsx")
     assert r.data[:2] == b"PK"                                   # an Excel (zip) file
 
