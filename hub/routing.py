@@ -255,7 +255,6 @@ def assign(session: Session, config: Config, lead_id: int, to: str | None, previ
     execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), values)
     history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **{"from": previous, "to": to},
             **_why(why))
-    queue_forwarding(session, config, lead_id)
     if to and kind == "assigned":
         queue_notifications(session, config, to, lead_id, "new_lead", about=summary)
     elif to:
@@ -338,6 +337,7 @@ def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:
         if rule and lead.reassign_count < config.routing.max_reassignments:
             to, how = choose(session, config, rule, now, exclude=lead.owner)
             why = Msg.join(why, how)
+        queue_forwarding(session, config, lead.id)          # reassigned or escalated: the sinks hear of it
         if to is not None:
             assign(session, config, lead.id, to, lead.owner, why, rule, now, kind="reassigned",
                    reassign_count=lead.reassign_count + 1)
@@ -431,6 +431,7 @@ def reassign(session: Session, config: Config, lead_id: int, to: str, why: str |
                                status=lead.status))
     rule = next((r for r in config.routing.rules if r.name == lead.routing_rule), None)
     assign(session, config, lead_id, to, lead.owner, why, rule, now, kind="reassigned", actor=actor)
+    queue_forwarding(session, config, lead_id, lead.source)
     if lead.status == LeadStatus.IN_WORK:       # already taken: the new owner works on, no SLA clock
         execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), {"sla_due_at": None})
     session.expire(lead)

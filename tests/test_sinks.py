@@ -440,3 +440,18 @@ def test_a_change_during_a_lost_create_does_not_make_a_second_lead(hub, client):
         drain(forwarder, now=utcnow() + timedelta(hours=1))
     assert len(portal.leads) == 1, [m for m, _ in portal.calls]
     assert [m for m, _ in portal.calls] == ["crm.lead.add", "crm.lead.list", "crm.lead.update"]
+
+
+def test_an_sla_escalation_is_forwarded_too(hub, client):
+    from hub.routing import sweep_sla
+    only(hub, "hook")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add(responses.POST, HOOK, status=200)
+        deliver(hub, client, "+79120000001")               # site → Max, 15-minute SLA
+        assert drain(Forwarder(hub))["sent"] == 1
+        with transaction(hub.engine) as s:
+            [done] = sweep_sla(s, hub.config, utcnow() + timedelta(minutes=20))
+        assert done["kind"] == "escalated" and done["to"] == "Lena"
+        assert drain(Forwarder(hub))["sent"] == 1
+        sent = json.loads(rsps.calls[-1].request.body)
+    assert sent["type"] == "lead.updated" and sent["data"]["owner"] == "Lena"
