@@ -154,6 +154,11 @@ def dialect_insert(session: Session):
     return _INSERTS[session.get_bind().dialect.name]
 
 
+def dialect_insert_for(dialect: str):
+    """The same, by the dialect's name (for statements built once and cached)."""
+    return _INSERTS[dialect]
+
+
 @cache
 def _insert_ignoring_stmt(dialect: str, table: Table, index_elements: tuple[str, ...]):
     insert = _INSERTS[dialect]

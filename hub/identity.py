@@ -36,7 +36,7 @@ LOCK_PERSON = select(_PERSONS.c.id, _PERSONS.c.name, _PERSONS.c.merged_into_id).
 SET_PERSON_NAME = update(_PERSONS).where(_PERSONS.c.id == bindparam("person_id")).values(name=bindparam("name"))
 HAND_OVER_KEYS = update(_KEYS).where(_KEYS.c.person_id == bindparam("tentative")).values(person_id=bindparam("winner"))
 DELETE_PERSON = delete(_PERSONS).where(_PERSONS.c.id == bindparam("person_id"))
-LATEST_LEAD = (select(_LEADS.c.id, _LEADS.c.status, _LEADS.c.refuse_reason, _LEADS.c.owner)
+LATEST_LEAD = (select(_LEADS.c.id, _LEADS.c.status, _LEADS.c.refuse_reason, _LEADS.c.owner, _LEADS.c.warmth)
                .where(_LEADS.c.person_id == bindparam("person_id"), _LEADS.c.merged_into_id.is_(None))
                .order_by(_LEADS.c.status.in_(LeadStatus.OPEN).desc(), _LEADS.c.id.desc()).limit(1))
 REOPEN_LEAD = update(_LEADS).where(_LEADS.c.id == bindparam("lead_id")).values(
@@ -142,6 +142,11 @@ def _insert_person(session: Session, name: str | None) -> int:
 class LeadFound:
     lead_id: int
     how: str          # "created" | "existing" | "reopened"
+    # The lead as this transaction left it (the person's row is locked): routing reads these instead of
+    # reading the row back.
+    status: str = LeadStatus.NEW
+    owner: str | None = None
+    warmth: str | None = None
 
 
 def lead_for_person(session: Session, identified: Identified, source: str, tags: list[str], on_return: str,
@@ -153,12 +158,12 @@ def lead_for_person(session: Session, identified: Identified, source: str, tags:
     if not identified.new_person:
         latest = execute(session, LATEST_LEAD, {"person_id": identified.person_id}).first()
     if latest is not None and latest.status in LeadStatus.OPEN:
-        return LeadFound(latest.id, "existing")
+        return LeadFound(latest.id, "existing", latest.status, latest.owner, latest.warmth)
     if latest is not None and on_return == "reopen":
         execute(session, REOPEN_LEAD, {"lead_id": latest.id, "now": now})
         history(session, latest.id, "reopened", event_id=event_id, from_status=latest.status,
                  refuse_reason=latest.refuse_reason, owner=latest.owner)
-        return LeadFound(latest.id, "reopened")
+        return LeadFound(latest.id, "reopened", LeadStatus.NEW, latest.owner, latest.warmth)
 
     lead_id = execute(session, INSERT_LEAD, dict(
         person_id=identified.person_id, status=LeadStatus.NEW, source=source, tags=list(tags),
@@ -167,7 +172,7 @@ def lead_for_person(session: Session, identified: Identified, source: str, tags:
     if latest is not None:
         # A first lead's creation is its created_at and first touch; a follow-up lead says what it follows.
         history(session, lead_id, "created", event_id=event_id, previous_lead_id=latest.id)
-    return LeadFound(lead_id, "created")
+    return LeadFound(lead_id, "created", LeadStatus.NEW, latest.owner if latest is not None else None)
 
 
 def flag_possible_duplicates(session: Session, identified: Identified, lead_id: int, event_id: int | None) -> None:

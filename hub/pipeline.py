@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -39,10 +39,12 @@ TOUCH_LEAD = update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead
 
 
 class EventRef(NamedTuple):
-    """What processing needs of a stored event, for callers that never loaded the whole row (imports)."""
+    """What processing needs of a stored event, for callers that never load the whole row (the worker reads
+    these three when it claims the event; an import has no payload of its own)."""
 
     id: int
     received_at: datetime
+    payload: Any = None
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Outcome:
     status: str           # EventStatus.PROCESSED (a new lead) or EventStatus.MERGED (a touch on an existing one)
     lead_id: int
     how: str              # "created" | "existing" | "reopened"
+    lead: LeadState | None = None     # the lead's status, owner and warmth as identification left them
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Contacts:
 ANNOTATES = "_annotates"     # payload key of an event that adds to another event's touch (a call's recording)
 
 
-def process_event(session: Session, source: Source, event: InboundEvent, config: Config) -> Outcome:
+def process_event(session: Session, source: Source, event: InboundEvent | EventRef, config: Config) -> Outcome:
     if isinstance(event.payload, dict) and event.payload.get(ANNOTATES):
         return annotate(session, source, event)
     draft = map_event(source, event.payload)
@@ -99,7 +102,7 @@ def process_event(session: Session, source: Source, event: InboundEvent, config:
     return outcome
 
 
-def record_call_route(session: Session, event: InboundEvent, outcome: Outcome) -> None:
+def record_call_route(session: Session, event: InboundEvent | EventRef, outcome: Outcome) -> None:
     """Where a live call was put through, and why: on the lead's timeline, like any routing decision."""
     route = event.payload[CALL_ROUTE]
     history(session, outcome.lead_id, "call_routed", event_id=event.id, to=route.get("manager"),
@@ -111,7 +114,7 @@ def forward(session: Session, config: Config, outcome: Outcome) -> None:
     queue_forwarding(session, config, outcome.lead_id)
 
 
-def annotate(session: Session, source: Source, event: InboundEvent) -> Outcome:
+def annotate(session: Session, source: Source, event: InboundEvent | EventRef) -> Outcome:
     """A recording arrives apart from its call (before or after it): put it on the call's touch."""
     target_id = str(event.payload[ANNOTATES])
     target = session.execute(select(InboundEvent.id, InboundEvent.status).where(
@@ -160,7 +163,7 @@ def process_draft(session: Session, source: Source, event: InboundEvent | EventR
     if deferred is None:
         writes.flush(session)
     return Outcome(EventStatus.PROCESSED if found.how == "created" else EventStatus.MERGED, found.lead_id,
-                   found.how), contacts
+                   found.how, LeadState(found.lead_id, found.status, found.owner, found.warmth)), contacts
 
 
 def normalise(draft: LeadDraft, region: str, identity: IdentityConfig) -> Contacts:
@@ -199,14 +202,9 @@ def attach_touch(writes: DeferredWrites, found: LeadFound, event: InboundEvent |
         writes.touched_leads[found.lead_id] = utcnow()
 
 
-LEAD_STATE = select(Lead.__table__.c.status, Lead.__table__.c.owner, Lead.__table__.c.warmth).where(
-    Lead.__table__.c.id == bindparam("lead_id"))
-
-
-def assign_owner(session: Session, config: Config, source: Source, event: InboundEvent, draft: LeadDraft,
+def assign_owner(session: Session, config: Config, source: Source, event: InboundEvent | EventRef, draft: LeadDraft,
                  contacts: Contacts, outcome: Outcome) -> None:
     """Warmth and owner (hub/routing.py); the owner's notification goes into the outbox."""
-    row = execute(session, LEAD_STATE, {"lead_id": outcome.lead_id}).one()
     phones = [p.value for p in contacts.phones if p.value]
     facts = TouchFacts(source=source.name, tags=list(source.config.tags), message=draft.message or "",
                        fields=source.connector.fields(event.payload or {}), repeat=outcome.how != "created",
@@ -214,5 +212,4 @@ def assign_owner(session: Session, config: Config, source: Source, event: Inboun
     # Data only (name · contact · source · message): the words around it come from the recipient's template.
     summary = " · ".join(filter(None, [draft.name, ", ".join(phones) or ", ".join(
         e.value for e in contacts.emails if e.value), source.name, (draft.message or "")[:200]]))
-    route_lead(session, config, LeadState(outcome.lead_id, row.status, row.owner, row.warmth), outcome.how, facts,
-               event.id, utcnow(), summary)
+    route_lead(session, config, outcome.lead, outcome.how, facts, event.id, utcnow(), summary)

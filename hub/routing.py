@@ -8,15 +8,16 @@ commit together or not at all: a retried or replayed event never advances the ro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.config import WEEKDAYS, Config, ManagerConfig, RoutingRule, WarmthRule
-from hub.db import execute, insert_ignoring_conflicts
+from hub.db import dialect_insert_for, execute, insert_ignoring_conflicts
 from hub.forwarding import queue_forwarding
 from hub.history import history
 from hub.errors import HubError
@@ -25,8 +26,6 @@ from hub.models import Lead, LeadStatus, ManagerState, Notification, RoutingPosi
 
 WARMTH_ORDER = {"cold": 0, "warm": 1, "hot": 2}
 _LEADS = Lead.__table__
-ADVANCE = (update(RoutingPosition.__table__).where(RoutingPosition.__table__.c.key == bindparam("rule_key"))
-           .values(position=RoutingPosition.__table__.c.position + 1).returning(RoutingPosition.__table__.c.position))
 OPEN_LEADS_OF = (select(_LEADS.c.owner, func.count()).where(
     _LEADS.c.owner.in_(bindparam("owners", expanding=True)), _LEADS.c.status.in_(LeadStatus.OPEN),
     _LEADS.c.merged_into_id.is_(None)).group_by(_LEADS.c.owner))
@@ -102,9 +101,29 @@ def _in_working_hours(manager: ManagerConfig, now: datetime) -> bool:
     return begin <= local.time() < finish
 
 
+MANAGER_STATES = select(ManagerState.__table__.c.name, ManagerState.__table__.c.on_duty,
+                        ManagerState.__table__.c.vacation_until)
+_STATES_KEY = "hub.manager_states"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_manager_states(session: Session, transaction) -> None:
+    if transaction.parent is None:           # the copy lives as long as the outermost transaction
+        session.info.pop(_STATES_KEY, None)
+
+
+def _manager_states(session: Session) -> dict:
+    """Every manager's duty and vacation, read once per transaction: a worker's batch routes many leads in
+    one transaction, and nothing in it changes these (set_manager_state forgets the copy)."""
+    states = session.info.get(_STATES_KEY)
+    if states is None:
+        states = session.info[_STATES_KEY] = {r.name: r for r in execute(session, MANAGER_STATES)}
+    return states
+
+
 def availability(session: Session, config: Config, names: list[str], now: datetime) -> dict[str, Msg | None]:
     """For each manager: None when they can take a lead now, else why not."""
-    states = {s.name: s for s in session.scalars(select(ManagerState).where(ManagerState.name.in_(names)))}
+    states = _manager_states(session)
     capped = [n for n in names if (m := config.manager(n)) and m.max_open_leads]
     open_counts = dict(execute(session, OPEN_LEADS_OF, {"owners": capped}).all()) if capped else {}
     out: dict[str, str | None] = {}
@@ -144,9 +163,17 @@ def _weighted_slots(members: list[ManagerConfig]) -> list[str]:
 
 
 def _advance(session: Session, key: str) -> int:
-    """Step the rule's position in the database and return the new value (1, 2, …)."""
-    insert_ignoring_conflicts(session, RoutingPosition.__table__, ["key"], {"key": key, "position": 0})
-    return execute(session, ADVANCE, {"rule_key": key}).scalar_one()
+    """Step the rule's position in the database and return the new value (1, 2, …): one
+    ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, atomic, and the row stays locked until commit."""
+    return execute(session, _advance_stmt(session.get_bind().dialect.name), {"key": key}).scalar_one()
+
+
+@cache
+def _advance_stmt(dialect: str):
+    positions = RoutingPosition.__table__
+    stmt = dialect_insert_for(dialect)(positions).values(key=bindparam("key"), position=1)
+    return stmt.on_conflict_do_update(index_elements=[positions.c.key],
+                                      set_={"position": positions.c.position + 1}).returning(positions.c.position)
 
 
 def team_members(config: Config, team: str) -> list[ManagerConfig]:
@@ -243,15 +270,17 @@ def queue_notifications(session: Session, config: Config, manager_name: str, lea
 
 def assign(session: Session, config: Config, lead_id: int, to: str | None, previous: str | None, why: str | Msg,
            rule: RoutingRule | None, now: datetime, kind: str = "assigned", actor: str = "hub",
-           event_id: int | None = None, summary: str = "", reassign_count: int | None = None) -> None:
+           event_id: int | None = None, summary: str = "", reassign_count: int | None = None,
+           also: dict | None = None) -> None:
     """Give the lead to ``to`` (None: leave it in the queue), start its SLA clock, log the handover and
-    queue the new owner's notification."""
+    queue the new owner's notification. ``also``: other columns of the lead to set in the same UPDATE."""
     sla = rule.sla_minutes if rule else None
     values = dict(owner=to, assigned_at=now if to else None, updated_at=now,
                   sla_due_at=now + timedelta(minutes=sla) if (to and sla) else None,
                   routing_rule=rule.name if rule else None)
     if reassign_count is not None:
         values["reassign_count"] = reassign_count
+    values.update(also or {})
     execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), values)
     history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **{"from": previous, "to": to},
             **_why(why))
@@ -273,15 +302,30 @@ def route_lead(session: Session, config: Config, lead: LeadState, how: str, fact
                event_id: int | None, now: datetime, summary: str) -> None:
     """Warmth, then the owner: sticky while the owner is available, else the first matching rule."""
     warmth, score, decided_by = judge_warmth(config, facts)
+    warmth_values: dict = {}
     if lead.warmth is None or WARMTH_ORDER[warmth] > WARMTH_ORDER.get(lead.warmth, -1):
-        execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
-                {"warmth": warmth, "score": score, "warmth_rule": decided_by})
+        warmth_values = {"warmth": warmth, "score": score, "warmth_rule": decided_by}
         if lead.warmth is not None:
             history(session, lead.id, "warmth", event_id=event_id, at=now, **{"from": lead.warmth, "to": warmth,
                                                                                "rule": decided_by})
         lead.warmth = warmth
+    decision = _owner_for(session, config, lead, how, facts, event_id, now, summary)
+    if decision is None:
+        if warmth_values:
+            execute(session, update(_LEADS).where(_LEADS.c.id == lead.id), warmth_values)
+        return
+    to, why, rule = decision
+    # The warmth goes into the assignment's UPDATE: one statement for the lead instead of two.
+    assign(session, config, lead.id, to, lead.owner, why, rule, now, event_id=event_id, summary=summary,
+           also=warmth_values)
+
+
+def _owner_for(session: Session, config: Config, lead: LeadState, how: str, facts: TouchFacts,
+               event_id: int | None, now: datetime, summary: str) -> tuple[str | None, Msg, RoutingRule] | None:
+    """Who should own the lead now, or None when nothing is to be assigned (what was decided instead is
+    already in the history)."""
     if not config.routing.rules or lead.status not in LeadStatus.OPEN or (how == "existing" and lead.owner):
-        return                                   # an owned lead keeps its owner when the person writes again
+        return None                              # an owned lead keeps its owner when the person writes again
     rule = matching_rule(config, lead.warmth, facts)
     if lead.owner:
         why_not = availability(session, config, [lead.owner], now)[lead.owner]
@@ -293,18 +337,18 @@ def route_lead(session: Session, config: Config, lead: LeadState, how: str, fact
                 if rule and rule.sla_minutes:
                     execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
                             {"assigned_at": now, "sla_due_at": now + timedelta(minutes=rule.sla_minutes)})
-            return
+            return None
     if rule is None:
         if lead.owner is None:
             history(session, lead.id, "unassigned", event_id=event_id, at=now, **_why(Msg("no routing rule matched")))
-        return
+        return None
     to, why = choose(session, config, rule, now)
     if to is None:
         to, why = _fallback(config, rule, why)
     if to is None and lead.owner is None:
         history(session, lead.id, "unassigned", event_id=event_id, at=now, **_why(why))
-        return
-    assign(session, config, lead.id, to, lead.owner, why, rule, now, event_id=event_id, summary=summary)
+        return None
+    return to, why, rule
 
 
 def _fallback(config: Config, rule: RoutingRule, why: Msg) -> tuple[str | None, Msg]:
@@ -444,6 +488,7 @@ def set_manager_state(session: Session, config: Config, name: str, actor: str, n
     if config.manager(name) is None:
         raise RoutingError(Msg("no manager named %(name)r (known: %(known)s)", name=name,
                                known=", ".join(m.name for m in config.managers)))
+    session.info.pop(_STATES_KEY, None)
     insert_ignoring_conflicts(session, ManagerState.__table__, ["name"],
                               {"name": name, "on_duty": True, "updated_at": now})
     state = session.execute(select(ManagerState).where(ManagerState.name == name).with_for_update()).scalar_one()

@@ -1,10 +1,12 @@
 """Workers: claim a stored event, run the pipeline on it in one transaction, record the outcome.
 
 Claiming is two short steps so that a worker killed at any point loses nothing and doubles nothing:
-1. claim (its own committed transaction): pick one claimable event — PostgreSQL ``FOR UPDATE SKIP LOCKED``,
-   SQLite ``BEGIN IMMEDIATE`` — mark it ``processing`` with a fresh claim token and a lease, count the attempt;
-2. process (one transaction): lock the row again, check the claim token is still ours, run the pipeline,
-   mark the outcome, commit. Pipeline writes and the outcome commit together or not at all.
+1. claim (its own committed transaction): pick claimable events — PostgreSQL ``FOR UPDATE SKIP LOCKED``,
+   SQLite ``BEGIN IMMEDIATE`` — mark them ``processing`` with a fresh claim token and a lease, count the
+   attempt, and read what processing needs (source, received_at, payload);
+2. process (one transaction): run the pipeline, then mark the outcome with an UPDATE that only matches
+   while the claim token is still ours; if it matches nothing (the lease ran out and another worker claimed
+   the event) the whole transaction rolls back. Pipeline writes and the outcome commit together or not at all.
 A worker that dies between or during these leaves a ``processing`` row whose lease runs out; the next
 worker reclaims it. Its attempt was already counted, so an event that kills workers ends ``dead``.
 """
@@ -19,14 +21,15 @@ import threading
 import traceback
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
-from hub.db import transaction
+from hub.db import execute, transaction
 from hub.errors import PayloadError
 from hub.models import EventStatus, InboundEvent, utcnow
-from hub.pipeline import process_event
+from hub.pipeline import EventRef, Outcome, process_event
 from hub.runtime import Hub
 
 log = logging.getLogger("hub.worker")
@@ -37,6 +40,21 @@ class Claim:
     event_id: int
     token: str
     attempt: int
+    source: str = ""
+    received_at: datetime | None = None
+    payload: Any = None
+
+
+class ClaimLost(Exception):
+    """The event was claimed again by another worker (this one's lease ran out): roll this work back."""
+
+
+FINISH = (update(InboundEvent.__table__)
+          .where(InboundEvent.__table__.c.id == bindparam("event_id"),
+                 InboundEvent.__table__.c.claim_token == bindparam("token"),
+                 InboundEvent.__table__.c.status == EventStatus.PROCESSING)
+          .values(status=bindparam("status"), lead_id=bindparam("lead_id"), processed_at=bindparam("now"),
+                  claim_token=None, claimed_until=None, next_attempt_at=None))
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -77,7 +95,8 @@ class Worker:
                 rows = []
                 for condition, order in ((due, InboundEvent.next_attempt_at), (orphaned, InboundEvent.claimed_until)):
                     rows = session.execute(
-                        select(InboundEvent.id, InboundEvent.status, InboundEvent.attempts)
+                        select(InboundEvent.id, InboundEvent.status, InboundEvent.attempts, InboundEvent.source,
+                               InboundEvent.received_at, InboundEvent.payload)
                         .where(*condition).order_by(order, InboundEvent.id).limit(limit - len(claims))
                         .with_for_update(skip_locked=True)).all()
                     if rows:
@@ -101,7 +120,8 @@ class Worker:
                         status=EventStatus.PROCESSING, claim_token=token, claimed_by=self.name[:128],
                         claimed_until=now + timedelta(seconds=self.settings.lease_seconds),
                         attempts=InboundEvent.attempts + 1))
-                    claims.extend(Claim(r.id, token, r.attempts + 1) for r in taken)
+                    claims.extend(Claim(r.id, token, r.attempts + 1, r.source, r.received_at, r.payload)
+                                  for r in taken)
         return claims
 
     # -- step 2 -------------------------------------------------------------------------------------
@@ -109,66 +129,91 @@ class Worker:
         """Run the pipeline for a claimed event. Returns the final status, or None if the claim was lost."""
         try:
             with transaction(self.hub.processing_engine) as session:
-                status = self._process_in(session, claim)
-            self._wake_senders()
-            return status
-        except PayloadError as exc:
+                outcome = self._process_in(session, claim)
+        except ClaimLost:
+            return self._claim_lost(claim)
+        except Exception as exc:    # noqa: BLE001 — PayloadError rejects; anything else may pass: retry it
             return self._record_failure(claim, *self._failure(claim, exc))
-        except Exception as exc:    # noqa: BLE001 — anything else may pass; retry it, never crash the worker
-            return self._record_failure(claim, *self._failure(claim, exc))
+        self._log_done(claim, outcome)
+        self._wake_senders()
+        return outcome.status
 
     def process_many(self, claims: list[Claim]) -> list[str | None]:
-        """On SQLite, process several claimed events in one transaction, each in its own savepoint: one
-        commit (one write-lock hold) for the lot, and an event that fails rolls back only itself. Its
-        failure is recorded in the same transaction — a second transaction here would wait for this
-        one's lock for the whole busy timeout (likely the 30-second waits an earlier attempt showed)."""
+        """On SQLite, process several claimed events in one transaction: one commit (one hold of the
+        write lock) for the lot. If any of them fails, that transaction is rolled back and the lot is done
+        again with a savepoint each, so that only the failing event fails."""
         if len(claims) == 1 or self.hub.processing_engine.dialect.name != "sqlite":
             # On PostgreSQL workers run side by side on row locks: events of one batch locking persons and
             # leads in a different order than another worker's batch deadlock (seen in
             # test_1000_concurrent_deliveries_for_100_people). SQLite has one writer at a time: no deadlock,
             # and one commit for the lot saves the most there.
             return [self.process(claim) for claim in claims]
-        statuses: list[str | None] = []
+        try:
+            with transaction(self.hub.processing_engine) as session:
+                outcomes = [self._process_in(session, claim) for claim in claims]
+        except Exception:  # noqa: BLE001 — a rejected payload, a lost claim, anything: sort it out one by one
+            return self._process_in_savepoints(claims)
+        for claim, outcome in zip(claims, outcomes):
+            self._log_done(claim, outcome)
+        self._wake_senders()
+        return [outcome.status for outcome in outcomes]
+
+    def _process_in_savepoints(self, claims: list[Claim]) -> list[str | None]:
+        """The lot again in one transaction, each event in its own savepoint: one that fails rolls back
+        alone. Its failure is recorded in the same transaction — a second transaction here would wait for
+        this one's write lock for the whole busy timeout."""
+        results: list[tuple[Claim, str | None, Outcome | None]] = []
         try:
             with transaction(self.hub.processing_engine) as session:
                 for claim in claims:
                     try:
                         with session.begin_nested():
-                            statuses.append(self._process_in(session, claim))
+                            outcome = self._process_in(session, claim)
+                        results.append((claim, outcome.status, outcome))
+                    except ClaimLost:
+                        results.append((claim, None, None))
                     except Exception as exc:  # noqa: BLE001 — PayloadError or anything else: this event only
                         status, values = self._failure_values(claim, *self._failure(claim, exc))
                         done = session.execute(update(InboundEvent).where(
                             InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
-                        statuses.append(status if done.rowcount else None)
+                        results.append((claim, status if done.rowcount else None, None))
         except Exception:  # noqa: BLE001 — the batch's commit itself failed: each event on its own
             log.exception("worker %s: a batch of %s failed to commit; processing them one by one", self.name,
                           len(claims))
             return [self.process(claim) for claim in claims]
+        for claim, status, outcome in results:
+            if outcome is not None:
+                self._log_done(claim, outcome)
+            elif status is None:
+                self._claim_lost(claim)
         self._wake_senders()
-        return statuses
+        return [status for _, status, _ in results]
 
     def _wake_senders(self) -> None:
         self.hub.notification_queued.set()
         self.hub.forward_queued.set()
 
-    def _process_in(self, session, claim: Claim) -> str | None:
-        event = session.execute(
-            select(InboundEvent).where(InboundEvent.id == claim.event_id,
-                                       InboundEvent.claim_token == claim.token,
-                                       InboundEvent.status == EventStatus.PROCESSING)
-            .with_for_update()).scalar_one_or_none()
-        if event is None:
-            log.warning("event=%s: claim lost (lease expired and another worker took it)", claim.event_id)
-            return None
-        source = self.hub.sources.get(event.source)
+    def _process_in(self, session, claim: Claim) -> Outcome:
+        """The pipeline for one claimed event, and its outcome marked — inside the caller's transaction.
+        Raises ClaimLost when the event is no longer ours (the caller's transaction must roll back)."""
+        source = self.hub.sources.get(claim.source)
         if source is None:
-            raise PayloadError(f"source {event.source!r} is no longer configured")
-        outcome = process_event(session, source, event, self.hub.config)
-        event.status, event.lead_id = outcome.status, outcome.lead_id
-        event.processed_at = utcnow()
-        event.claim_token = event.claimed_until = event.next_attempt_at = None
-        log.info("event=%s %s lead=%s (%s)", event.id, outcome.status, outcome.lead_id, outcome.how)
-        return outcome.status
+            raise PayloadError(f"source {claim.source!r} is no longer configured")
+        outcome = process_event(session, source, EventRef(claim.event_id, claim.received_at, claim.payload),
+                                self.hub.config)
+        done = execute(session, FINISH, {"event_id": claim.event_id, "token": claim.token, "status": outcome.status,
+                                         "lead_id": outcome.lead_id, "now": utcnow()})
+        if done.rowcount != 1:
+            raise ClaimLost(claim.event_id)
+        return outcome
+
+    @staticmethod
+    def _log_done(claim: Claim, outcome: Outcome) -> None:
+        log.info("event=%s %s lead=%s (%s)", claim.event_id, outcome.status, outcome.lead_id, outcome.how)
+
+    @staticmethod
+    def _claim_lost(claim: Claim) -> None:
+        log.warning("event=%s: claim lost (lease expired and another worker took it)", claim.event_id)
 
     def _failure(self, claim: Claim, exc: Exception) -> tuple[str, str | None, str | None]:
         """(status, reject reason, error) for an event whose processing raised ``exc``."""

@@ -142,21 +142,25 @@ def test_a_failed_attempt_or_replay_does_not_move_the_round_robin(write_config, 
 
     hub = Hub(load_config(write_config(team_config({"A": 1, "B": 1, "C": 1}))))
     store_events(hub, 6)
-    original, calls, failures = routing.queue_notifications, [], []
+    original, failures = routing.queue_notifications, []
 
-    def flaky(*args, **kwargs):                 # the step after the round-robin fails on calls 2, 4 and 6
-        calls.append(1)
-        if len(calls) in (2, 4, 6):
-            failures.append(len(calls))
+    def flaky(*args, about="", **kwargs):       # the step after the round-robin fails once for n1, n3 and n5
+        name = about.split(" · ")[0]
+        if name in ("n1", "n3", "n5") and name not in failures:
+            failures.append(name)
             raise RuntimeError("outbox hiccup")
-        return original(*args, **kwargs)
+        return original(*args, about=about, **kwargs)
     monkeypatch.setattr(routing, "queue_notifications", flaky)
     Worker(hub).drain()
-    assert failures and owners(hub) == {"A": 2, "B": 2, "C": 2}
+    assert len(failures) == 3 and owners(hub) == {"A": 2, "B": 2, "C": 2}
     with transaction(hub.engine, read_only=True) as s:
         assert s.get(RoutingPosition, "rule:everyone").position == 6      # one step per lead, not per attempt
-        retried = s.scalars(select(InboundEvent).where(InboundEvent.attempts > 1)).all()
-        assert len(retried) == len(failures)
+        events = s.scalars(select(InboundEvent)).all()
+        retried = {e.payload["name"] for e in events if e.attempts > 1}
+        # A failure inside a SQLite batch rolls the batch back and redoes it in savepoints, where the other two
+        # fail and are retried; either way only the events that failed were attempted again.
+        assert retried and retried <= set(failures)
+        assert all("outbox hiccup" in e.last_error for e in events if e.attempts > 1)
     hub.dispose()
 
 
