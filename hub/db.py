@@ -173,6 +173,21 @@ def insert_ignoring_conflicts(session: Session, table: Table, index_elements: li
     return session.connection().execute(stmt, values).scalar_one_or_none()
 
 
+_QUEUED = "hub.queued"
+
+
+def mark_queued(session: Session, outbox: str) -> None:
+    """Note that this transaction put something in an outbox ("notification" or "forward"), so that whoever
+    commits it wakes that outbox's sender — and only then: a sender woken for nothing opens a write
+    transaction of its own, which on SQLite queues behind the workers' for the one write lock."""
+    session.info.setdefault(_QUEUED, set()).add(outbox)
+
+
+def queued(session: Session) -> set[str]:
+    """The outboxes this session's transactions put something in (see mark_queued)."""
+    return session.info.get(_QUEUED, set())
+
+
 def execute(session: Session, stmt: Any, params: dict[str, Any] | None = None):
     """Run a prebuilt Core statement on the session's connection. Hot paths (every delivery, every imported
     row) use statements built once at import time: building one per call costs more than running it."""

@@ -20,15 +20,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from hub.config import Config, SinkConfig
-from hub.db import dialect_insert, insert_ignoring_conflicts, transaction
+from hub.db import dialect_insert_for, insert_ignoring_conflicts, mark_queued, transaction
 from hub.models import DeliveryStatus, Lead, Person, SinkDelivery, SinkLink, SinkState, utcnow
 from hub.runtime import Hub
 from hub.serialize import lead_to_dict
@@ -49,8 +50,7 @@ def queue_forwarding(session: Session, config: Config, lead_id: int, source: str
         return 0
     if any(s.sources for s in sinks) and source is None:
         source = session.scalar(select(Lead.source).where(Lead.id == lead_id))
-    insert = dialect_insert(session)(SinkDelivery.__table__).on_conflict_do_nothing(
-        index_elements=["sink", "lead_id"], index_where=text("status = 'pending'")).returning(SinkDelivery.id)
+    insert = _queue_stmt(session.get_bind().dialect.name)
     now = utcnow()
     added = 0
     for sc in sinks:
@@ -60,7 +60,21 @@ def queue_forwarding(session: Session, config: Config, lead_id: int, source: str
             sink=sc.name, lead_id=lead_id, status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now,
             created_at=now)).scalar_one_or_none()
         added += new_id is not None
+    if added:
+        mark_queued(session, "forward")
     return added
+
+
+DUE_DELIVERY = (select(SinkDelivery.__table__.c.id)
+                .where(SinkDelivery.__table__.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+                       SinkDelivery.__table__.c.next_attempt_at <= bindparam("now")).limit(1))
+
+
+@cache
+def _queue_stmt(dialect: str):
+    # At most one pending delivery per sink and lead: a lead that changes again before it is sent is sent once.
+    return dialect_insert_for(dialect)(SinkDelivery.__table__).on_conflict_do_nothing(
+        index_elements=["sink", "lead_id"], index_where=text("status = 'pending'")).returning(SinkDelivery.id)
 
 
 # -- the shared rate limit --------------------------------------------------------------------------------
@@ -126,6 +140,10 @@ class Forwarder:
         busy = exists().where(and_(other.sink == SinkDelivery.sink, other.lead_id == SinkDelivery.lead_id,
                                    other.id != SinkDelivery.id, other.status == DeliveryStatus.SENDING,
                                    other.next_attempt_at > now))
+        # Look before taking the write lock (most polls find nothing; see Notifier._claim).
+        with transaction(self.hub.engine, read_only=True) as s:
+            if s.execute(DUE_DELIVERY, {"now": now}).first() is None:
+                return []
         with transaction(self.hub.engine) as s:
             rows = list(s.scalars(
                 select(SinkDelivery).where(

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from hub.db import transaction
 from hub.models import Notification, NotificationStatus, utcnow
@@ -30,6 +30,11 @@ class SendFailed(Exception):
     def __init__(self, message: str, retriable: bool = True, retry_after: float | None = None):
         super().__init__(message)
         self.retriable, self.retry_after = retriable, retry_after
+
+
+DUE_NOTIFICATION = (select(Notification.__table__.c.id)
+                    .where(Notification.__table__.c.status == NotificationStatus.PENDING,
+                           Notification.__table__.c.next_attempt_at <= bindparam("now")).limit(1))
 
 
 class Notifier:
@@ -87,6 +92,11 @@ class Notifier:
             raise SendFailed(f"SMTP: {type(exc).__name__}: {exc}") from None
 
     def _claim(self, now: datetime, limit: int) -> list[Notification]:
+        # Look before taking the write lock: most polls find nothing, and on SQLite a write transaction
+        # for nothing still queues behind every worker's.
+        with transaction(self.hub.engine, read_only=True) as s:
+            if s.execute(DUE_NOTIFICATION, {"now": now}).first() is None:
+                return []
         with transaction(self.hub.engine) as s:
             rows = list(s.scalars(select(Notification).where(
                 Notification.status == NotificationStatus.PENDING, Notification.next_attempt_at <= now)

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.config import WEEKDAYS, Config, ManagerConfig, RoutingRule, WarmthRule
-from hub.db import dialect_insert_for, execute, insert_ignoring_conflicts
+from hub.db import dialect_insert_for, execute, insert_ignoring_conflicts, mark_queued
 from hub.forwarding import queue_forwarding
 from hub.history import history
 from hub.errors import HubError
@@ -26,6 +26,9 @@ from hub.models import Lead, LeadStatus, ManagerState, Notification, RoutingPosi
 
 WARMTH_ORDER = {"cold": 0, "warm": 1, "hot": 2}
 _LEADS = Lead.__table__
+INSERT_NOTIFICATION = insert(Notification.__table__)
+# The columns to set come from the parameters (SQLAlchemy compiles and caches one statement per set of them).
+UPDATE_LEAD = update(_LEADS).where(_LEADS.c.id == bindparam("b_lead_id"))
 OPEN_LEADS_OF = (select(_LEADS.c.owner, func.count()).where(
     _LEADS.c.owner.in_(bindparam("owners", expanding=True)), _LEADS.c.status.in_(LeadStatus.OPEN),
     _LEADS.c.merged_into_id.is_(None)).group_by(_LEADS.c.owner))
@@ -262,9 +265,10 @@ def queue_notifications(session: Session, config: Config, manager_name: str, lea
                            f"{config.notify.base_url.rstrip('/')}/leads", **context)
     now = utcnow()
     for row in rows:
-        execute(session, insert(Notification.__table__), dict(
+        execute(session, INSERT_NOTIFICATION, dict(
             row, lead_id=lead_id, subject=subject, text=text, status="pending", attempts=0,
             next_attempt_at=now, created_at=now))
+    mark_queued(session, "notification")
     return len(rows)
 
 
@@ -281,7 +285,7 @@ def assign(session: Session, config: Config, lead_id: int, to: str | None, previ
     if reassign_count is not None:
         values["reassign_count"] = reassign_count
     values.update(also or {})
-    execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), values)
+    execute(session, UPDATE_LEAD, {"b_lead_id": lead_id, **values})
     history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **{"from": previous, "to": to},
             **_why(why))
     if to and kind == "assigned":
@@ -312,7 +316,7 @@ def route_lead(session: Session, config: Config, lead: LeadState, how: str, fact
     decision = _owner_for(session, config, lead, how, facts, event_id, now, summary)
     if decision is None:
         if warmth_values:
-            execute(session, update(_LEADS).where(_LEADS.c.id == lead.id), warmth_values)
+            execute(session, UPDATE_LEAD, {"b_lead_id": lead.id, **warmth_values})
         return
     to, why, rule = decision
     # The warmth goes into the assignment's UPDATE: one statement for the lead instead of two.
@@ -335,8 +339,8 @@ def _owner_for(session: Session, config: Config, lead: LeadState, how: str, fact
                         **{"from": lead.owner, "to": lead.owner}, **_why(Msg("sticky: the person's owner")))
                 queue_notifications(session, config, lead.owner, lead.id, "lead_back", about=summary)
                 if rule and rule.sla_minutes:
-                    execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
-                            {"assigned_at": now, "sla_due_at": now + timedelta(minutes=rule.sla_minutes)})
+                    execute(session, UPDATE_LEAD, {"b_lead_id": lead.id, "assigned_at": now,
+                                                   "sla_due_at": now + timedelta(minutes=rule.sla_minutes)})
             return None
     if rule is None:
         if lead.owner is None:

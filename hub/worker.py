@@ -21,12 +21,13 @@ import threading
 import traceback
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from hub.db import execute, transaction
+from hub.db import execute, queued, transaction
 from hub.errors import PayloadError
 from hub.models import EventStatus, InboundEvent, utcnow
 from hub.pipeline import EventRef, Outcome, process_event
@@ -49,6 +50,27 @@ class ClaimLost(Exception):
     """The event was claimed again by another worker (this one's lease ran out): roll this work back."""
 
 
+_EVENTS = InboundEvent.__table__
+
+
+@cache
+def _claimable(limit: int, which: str):
+    """Built once per size: each is answered from the (status, next_attempt_at) index; one query with OR
+    would scan the whole table."""
+    if which == "due":
+        where, order = (_EVENTS.c.status == EventStatus.PENDING, _EVENTS.c.next_attempt_at <= bindparam("now")), \
+            _EVENTS.c.next_attempt_at
+    else:
+        where, order = (_EVENTS.c.status == EventStatus.PROCESSING, _EVENTS.c.claimed_until < bindparam("now")), \
+            _EVENTS.c.claimed_until
+    return (select(_EVENTS.c.id, _EVENTS.c.status, _EVENTS.c.attempts, _EVENTS.c.source, _EVENTS.c.received_at,
+                   _EVENTS.c.payload)
+            .where(*where).order_by(order, _EVENTS.c.id).limit(limit).with_for_update(skip_locked=True))
+
+
+TAKE = (update(_EVENTS).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
+        .values(status=EventStatus.PROCESSING, claim_token=bindparam("token"), claimed_by=bindparam("by"),
+                claimed_until=bindparam("until"), attempts=_EVENTS.c.attempts + 1))
 FINISH = (update(InboundEvent.__table__)
           .where(InboundEvent.__table__.c.id == bindparam("event_id"),
                  InboundEvent.__table__.c.claim_token == bindparam("token"),
@@ -85,20 +107,13 @@ class Worker:
         """Claim up to ``limit`` due events in one short transaction (each is then processed in its own):
         one claim transaction for several events instead of one each."""
         now = utcnow()
-        # Two queries, each answered from the (status, next_attempt_at) index: due events first, then
-        # events whose worker died (lease expired). One query with OR would scan the whole table.
-        due = (InboundEvent.status == EventStatus.PENDING, InboundEvent.next_attempt_at <= now)
-        orphaned = (InboundEvent.status == EventStatus.PROCESSING, InboundEvent.claimed_until < now)
         claims: list[Claim] = []
         with transaction(self.hub.processing_engine) as session:
             while len(claims) < limit:
                 rows = []
-                for condition, order in ((due, InboundEvent.next_attempt_at), (orphaned, InboundEvent.claimed_until)):
-                    rows = session.execute(
-                        select(InboundEvent.id, InboundEvent.status, InboundEvent.attempts, InboundEvent.source,
-                               InboundEvent.received_at, InboundEvent.payload)
-                        .where(*condition).order_by(order, InboundEvent.id).limit(limit - len(claims))
-                        .with_for_update(skip_locked=True)).all()
+                # Due events first, then events whose worker died (lease expired).
+                for stmt in (_claimable(limit - len(claims), "due"), _claimable(limit - len(claims), "orphaned")):
+                    rows = execute(session, stmt, {"now": now}).all()
                     if rows:
                         break
                 if not rows:
@@ -116,10 +131,8 @@ class Worker:
                 if taken:
                     # One token for the batch: it still tells this claim from any later one of the same events.
                     token = str(uuid.uuid4())
-                    session.execute(update(InboundEvent).where(InboundEvent.id.in_([r.id for r in taken])).values(
-                        status=EventStatus.PROCESSING, claim_token=token, claimed_by=self.name[:128],
-                        claimed_until=now + timedelta(seconds=self.settings.lease_seconds),
-                        attempts=InboundEvent.attempts + 1))
+                    execute(session, TAKE, {"ids": [r.id for r in taken], "token": token, "by": self.name[:128],
+                                            "until": now + timedelta(seconds=self.settings.lease_seconds)})
                     claims.extend(Claim(r.id, token, r.attempts + 1, r.source, r.received_at, r.payload)
                                   for r in taken)
         return claims
@@ -134,8 +147,8 @@ class Worker:
             return self._claim_lost(claim)
         except Exception as exc:    # noqa: BLE001 — PayloadError rejects; anything else may pass: retry it
             return self._record_failure(claim, *self._failure(claim, exc))
-        self._log_done(claim, outcome)
-        self._wake_senders()
+        self._log_done([(claim, outcome)])
+        self._wake_senders(session)
         return outcome.status
 
     def process_many(self, claims: list[Claim]) -> list[str | None]:
@@ -153,9 +166,8 @@ class Worker:
                 outcomes = [self._process_in(session, claim) for claim in claims]
         except Exception:  # noqa: BLE001 — a rejected payload, a lost claim, anything: sort it out one by one
             return self._process_in_savepoints(claims)
-        for claim, outcome in zip(claims, outcomes):
-            self._log_done(claim, outcome)
-        self._wake_senders()
+        self._log_done(list(zip(claims, outcomes)))
+        self._wake_senders(session)
         return [outcome.status for outcome in outcomes]
 
     def _process_in_savepoints(self, claims: list[Claim]) -> list[str | None]:
@@ -181,17 +193,20 @@ class Worker:
             log.exception("worker %s: a batch of %s failed to commit; processing them one by one", self.name,
                           len(claims))
             return [self.process(claim) for claim in claims]
+        self._log_done([(claim, outcome) for claim, _, outcome in results if outcome is not None])
         for claim, status, outcome in results:
-            if outcome is not None:
-                self._log_done(claim, outcome)
-            elif status is None:
+            if outcome is None and status is None:
                 self._claim_lost(claim)
-        self._wake_senders()
+        self._wake_senders(session)
         return [status for _, status, _ in results]
 
-    def _wake_senders(self) -> None:
-        self.hub.notification_queued.set()
-        self.hub.forward_queued.set()
+    def _wake_senders(self, session) -> None:
+        """Wake this process's notifier and forwarder if the committed work gave them something."""
+        outboxes = queued(session)
+        if "notification" in outboxes:
+            self.hub.notification_queued.set()
+        if "forward" in outboxes:
+            self.hub.forward_queued.set()
 
     def _process_in(self, session, claim: Claim) -> Outcome:
         """The pipeline for one claimed event, and its outcome marked — inside the caller's transaction.
@@ -208,8 +223,12 @@ class Worker:
         return outcome
 
     @staticmethod
-    def _log_done(claim: Claim, outcome: Outcome) -> None:
-        log.info("event=%s %s lead=%s (%s)", claim.event_id, outcome.status, outcome.lead_id, outcome.how)
+    def _log_done(done: list[tuple[Claim, Outcome]]) -> None:
+        """One line for a batch: a log line is a write to stderr, and on a busy worker one per event cost
+        ~0.2 ms of ~2 (measured on SQLite)."""
+        if done:
+            log.info("; ".join(f"event={claim.event_id} {outcome.status} lead={outcome.lead_id} ({outcome.how})"
+                               for claim, outcome in done))
 
     @staticmethod
     def _claim_lost(claim: Claim) -> None:
