@@ -188,7 +188,7 @@ def queued(session: Session) -> set[str]:
     return session.info.get(_QUEUED, set())
 
 
-def execute(session: Session, stmt: Any, params: dict[str, Any] | None = None):
+def execute(session: Session, stmt: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None):
     """Run a prebuilt Core statement on the session's connection. Hot paths (every delivery, every imported
     row) use statements built once at import time: building one per call costs more than running it."""
     return session.connection().execute(stmt, params or {})

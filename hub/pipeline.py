@@ -91,15 +91,40 @@ ANNOTATES = "_annotates"     # payload key of an event that adds to another even
 
 
 def process_event(session: Session, source: Source, event: InboundEvent | EventRef, config: Config) -> Outcome:
+    attached = attach(session, source, event, config)
+    settle(session, config, source, event, attached)
+    return attached.outcome
+
+
+@dataclass
+class Attached:
+    """What the first half found and made; the second half routes from it."""
+
+    outcome: Outcome
+    draft: LeadDraft | None = None          # None: the event annotated another one (nothing to route)
+    contacts: Contacts | None = None
+
+
+def attach(session: Session, source: Source, event: InboundEvent | EventRef, config: Config,
+           deferred: DeferredWrites | None = None) -> Attached:
+    """First half: map, normalise, the person and their lead, the touch (written at once, or collected in
+    ``deferred`` by a caller that writes a batch's touches in one statement)."""
     if isinstance(event.payload, dict) and event.payload.get(ANNOTATES):
-        return annotate(session, source, event)
+        return Attached(annotate(session, source, event))
     draft = map_event(source, event.payload)
-    outcome, contacts = process_draft(session, source, event, draft, config.identity)
-    assign_owner(session, config, source, event, draft, contacts, outcome)
+    outcome, contacts = process_draft(session, source, event, draft, config.identity, deferred)
+    return Attached(outcome, draft, contacts)
+
+
+def settle(session: Session, config: Config, source: Source, event: InboundEvent | EventRef,
+           attached: Attached) -> None:
+    """Second half: warmth and owner (with the notification), the call's route, the sinks' outbox."""
+    if attached.draft is None:
+        return
+    assign_owner(session, config, source, event, attached.draft, attached.contacts, attached.outcome)
     if isinstance(event.payload, dict) and event.payload.get(CALL_ROUTE):
-        record_call_route(session, event, outcome)
-    forward(session, config, outcome)
-    return outcome
+        record_call_route(session, event, attached.outcome)
+    forward(session, config, attached.outcome)
 
 
 def record_call_route(session: Session, event: InboundEvent | EventRef, outcome: Outcome) -> None:

@@ -322,6 +322,7 @@ def route_lead(session: Session, config: Config, lead: LeadState, how: str, fact
     # The warmth goes into the assignment's UPDATE: one statement for the lead instead of two.
     assign(session, config, lead.id, to, lead.owner, why, rule, now, event_id=event_id, summary=summary,
            also=warmth_values)
+    lead.owner = to             # a later event of the same lead in this transaction sees its owner
 
 
 def _owner_for(session: Session, config: Config, lead: LeadState, how: str, facts: TouchFacts,

@@ -30,8 +30,9 @@ from sqlalchemy import bindparam, select, update
 from hub.db import execute, queued, transaction
 from hub.errors import PayloadError
 from hub.models import EventStatus, InboundEvent, utcnow
-from hub.pipeline import EventRef, Outcome, process_event
-from hub.runtime import Hub
+from hub.pipeline import DeferredWrites, EventRef, Outcome, attach, process_event, settle
+from hub.routing import LeadState
+from hub.runtime import Hub, Source
 
 log = logging.getLogger("hub.worker")
 
@@ -152,23 +153,52 @@ class Worker:
         return outcome.status
 
     def process_many(self, claims: list[Claim]) -> list[str | None]:
-        """On SQLite, process several claimed events in one transaction: one commit (one hold of the
-        write lock) for the lot. If any of them fails, that transaction is rolled back and the lot is done
-        again with a savepoint each, so that only the failing event fails."""
-        if len(claims) == 1 or self.hub.processing_engine.dialect.name != "sqlite":
-            # On PostgreSQL workers run side by side on row locks: events of one batch locking persons and
-            # leads in a different order than another worker's batch deadlock (seen in
-            # test_1000_concurrent_deliveries_for_100_people). SQLite has one writer at a time: no deadlock,
-            # and one commit for the lot saves the most there.
-            return [self.process(claim) for claim in claims]
+        """Several claimed events in one transaction: one commit for the lot (on SQLite, one hold of the
+        write lock). If any of them fails, that transaction is rolled back and the lot is done again so
+        that only the failing event fails: on SQLite in one transaction with a savepoint each, on
+        PostgreSQL each in its own transaction (a deadlock, which PostgreSQL may pick this batch for, is
+        one such failure)."""
+        if len(claims) == 1:
+            return [self.process(claims[0])]
         try:
             with transaction(self.hub.processing_engine) as session:
-                outcomes = [self._process_in(session, claim) for claim in claims]
-        except Exception:  # noqa: BLE001 — a rejected payload, a lost claim, anything: sort it out one by one
-            return self._process_in_savepoints(claims)
+                outcomes = self._process_batch_in(session, claims)
+        except Exception as exc:  # noqa: BLE001 — a rejected payload, a lost claim, anything: sort it out
+            log.debug("worker %s: batch of %s redone event by event: %s", self.name, len(claims), exc)
+            if self.hub.processing_engine.dialect.name == "sqlite":
+                return self._process_in_savepoints(claims)
+            return [self.process(claim) for claim in claims]
         self._log_done(list(zip(claims, outcomes)))
         self._wake_senders(session)
         return [outcome.status for outcome in outcomes]
+
+    def _process_batch_in(self, session, claims: list[Claim]) -> list[Outcome]:
+        """The pipeline for a batch in two halves: first every event's person, lead and touch, then every
+        event's owner. Routing steps the rule's round-robin row, which stays locked until commit and which
+        every worker needs: taken after all the person locks, it is held for the shorter half, and a
+        worker holding it never waits for a person another worker holds (no deadlock across workers on
+        PostgreSQL). A later event of the same lead sees what the earlier one's routing did."""
+        touches = DeferredWrites()          # nothing in the batch reads them back: one INSERT for all
+        halves = []
+        for claim in claims:
+            source, event = self._event(claim)
+            halves.append((claim, source, event, attach(session, source, event, self.hub.config, touches)))
+        leads: dict[int, LeadState] = {}
+        outcomes = []
+        for claim, source, event, attached in halves:
+            outcome = attached.outcome
+            if outcome.lead is not None:
+                outcome.lead = leads.setdefault(outcome.lead_id, outcome.lead)
+            settle(session, self.hub.config, source, event, attached)
+            outcomes.append(outcome)
+        touches.flush(session)
+        now = utcnow()
+        done = execute(session, FINISH, [{"event_id": claim.event_id, "token": claim.token, "status": outcome.status,
+                                          "lead_id": outcome.lead_id, "now": now}
+                                         for claim, outcome in zip(claims, outcomes)])
+        if done.rowcount != len(claims):
+            raise ClaimLost([claim.event_id for claim in claims])
+        return outcomes
 
     def _process_in_savepoints(self, claims: list[Claim]) -> list[str | None]:
         """The lot again in one transaction, each event in its own savepoint: one that fails rolls back
@@ -211,16 +241,23 @@ class Worker:
     def _process_in(self, session, claim: Claim) -> Outcome:
         """The pipeline for one claimed event, and its outcome marked — inside the caller's transaction.
         Raises ClaimLost when the event is no longer ours (the caller's transaction must roll back)."""
+        source, event = self._event(claim)
+        outcome = process_event(session, source, event, self.hub.config)
+        self._finish(session, claim, outcome)
+        return outcome
+
+    def _event(self, claim: Claim) -> tuple[Source, EventRef]:
         source = self.hub.sources.get(claim.source)
         if source is None:
             raise PayloadError(f"source {claim.source!r} is no longer configured")
-        outcome = process_event(session, source, EventRef(claim.event_id, claim.received_at, claim.payload),
-                                self.hub.config)
+        return source, EventRef(claim.event_id, claim.received_at, claim.payload)
+
+    @staticmethod
+    def _finish(session, claim: Claim, outcome: Outcome) -> None:
         done = execute(session, FINISH, {"event_id": claim.event_id, "token": claim.token, "status": outcome.status,
                                          "lead_id": outcome.lead_id, "now": utcnow()})
         if done.rowcount != 1:
             raise ClaimLost(claim.event_id)
-        return outcome
 
     @staticmethod
     def _log_done(done: list[tuple[Claim, Outcome]]) -> None:
