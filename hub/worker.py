@@ -164,7 +164,10 @@ class Worker:
             with transaction(self.hub.processing_engine) as session:
                 outcomes = self._process_batch_in(session, claims)
         except Exception as exc:  # noqa: BLE001 — a rejected payload, a lost claim, anything: sort it out
-            log.debug("worker %s: batch of %s redone event by event: %s", self.name, len(claims), exc)
+            # A rejected payload is logged as such below; anything else (a deadlock) is worth a line.
+            log.log(logging.DEBUG if isinstance(exc, (PayloadError, ClaimLost)) else logging.INFO,
+                    "worker %s: batch of %s redone event by event: %s", self.name, len(claims),
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if self.hub.processing_engine.dialect.name == "sqlite":
                 return self._process_in_savepoints(claims)
             return [self.process(claim) for claim in claims]

@@ -344,3 +344,31 @@ def test_a_dead_event_replayed_moves_the_round_robin_once(write_config, runner, 
         assert s.get(RoutingPosition, "rule:everyone").position == 1
     assert owners(hub) == {"A": 1}
     hub.dispose()
+
+
+def test_a_batch_routes_each_lead_once_and_keeps_arrival_order(write_config):
+    """A worker's batch attaches every event first and routes them after: a person who writes twice in one
+    batch gets one lead, assigned once, and the later event sees the owner the earlier one's routing set."""
+    hub = Hub(load_config(write_config(team_config({"A": 1, "B": 1, "C": 1}))))
+    now = utcnow()
+    people = ["+79120000001", "+79120000002", "+79120000001", "+79120000003", "+79120000002"]
+    with transaction(hub.engine) as s:
+        s.connection().execute(insert(InboundEvent.__table__), [
+            {"source": "site", "external_id": f"twice{i}", "received_at": now, "method": "POST", "headers": {},
+             "body": b"", "payload": {"phone": phone, "name": f"p{phone[-1]}"}, "status": "pending", "attempts": 0,
+             "next_attempt_at": now} for i, phone in enumerate(people)])
+    worker = Worker(hub)
+    claims = worker.claim_many(10)
+    assert len(claims) == 5                                   # one batch, one transaction
+    assert worker.process_many(claims) == ["processed", "processed", "merged", "processed", "merged"]
+    with transaction(hub.engine, read_only=True) as s:
+        leads = s.execute(select(Lead.id, Lead.owner, Lead.source).order_by(Lead.id)).all()
+        assert [lead.owner for lead in leads] == ["A", "B", "C"]          # round-robin in arrival order
+        assert s.get(RoutingPosition, "rule:everyone").position == 3       # one step per lead, not per event
+        assigned = Counter(s.scalars(select(LeadHistory.lead_id).where(LeadHistory.kind == "assigned")))
+        assert assigned == {lead.id: 1 for lead in leads}
+        events = s.execute(select(InboundEvent.external_id, InboundEvent.lead_id, InboundEvent.attempts)
+                           .order_by(InboundEvent.id)).all()
+        assert [e.lead_id for e in events] == [leads[0].id, leads[1].id, leads[0].id, leads[2].id, leads[1].id]
+        assert {e.attempts for e in events} == {1}
+    hub.dispose()
