@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +21,17 @@ def free_port() -> int:
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([HUB, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output goes to a file, not a pipe: nobody reads a pipe until stop(), and a process whose log filled
+    # the pipe's 64 KB would block in its next log line (with every thread that logs after it).
+    log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+    proc = subprocess.Popen([HUB, *args], stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)
+    return proc.log.read()
 
 
 def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 30) -> None:
@@ -32,7 +43,7 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 30) -> None
         except requests.ConnectionError:
             pass
         if proc.poll() is not None:
-            raise AssertionError(f"hub exited with {proc.returncode}: {proc.stdout.read()}")
+            raise AssertionError(f"hub exited with {proc.returncode}: {output(proc)}")
         if time.monotonic() > deadline:
             raise AssertionError(f"hub did not answer on port {port} within {timeout}s")
         time.sleep(0.1)
@@ -41,5 +52,7 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 30) -> None
 def stop(proc: subprocess.Popen) -> str:
     if proc.poll() is None:
         proc.terminate()
-    output, _ = proc.communicate(timeout=30)
-    return output
+    proc.wait(timeout=30)
+    text = output(proc)
+    proc.log.close()
+    return text
