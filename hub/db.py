@@ -8,6 +8,7 @@ lead must survive a power cut. PostgreSQL via psycopg 3: the same code; row clai
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import threading
@@ -142,8 +143,35 @@ def _begin_immediate(dbapi_conn: Any) -> None:
 def transaction(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any exception."""
     bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
-    with Session(bind, expire_on_commit=False) as session, session.begin():
-        yield session
+    writers = None if read_only else _writers_of(engine)
+    if writers is not None and not writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+        raise sqlite3.OperationalError("database is locked (another thread of this process kept writing for "
+                                       f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s)")
+    try:
+        with Session(bind, expire_on_commit=False) as session, session.begin():
+            yield session
+    finally:
+        if writers is not None:
+            writers.release()
+
+
+# One writer at a time per SQLite file and process, queued on a Python lock. SQLite lets one connection
+# write at a time anyway; without this, a process's other writers (8 web threads, worker threads) each
+# poll BEGIN IMMEDIATE every 1-2 ms, taking the GIL from the thread that holds the write lock and has work
+# to finish. Re-entrant: a thread may open a transaction inside its own. Other processes still meet the
+# polling in _begin_immediate.
+_WRITERS: dict[str, threading.RLock] = {}
+
+
+def _writers_of(engine: Engine) -> threading.RLock | None:
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    path = os.path.realpath(engine.url.database)
+    lock = _WRITERS.get(path)
+    if lock is None:
+        with _IDLE_LOCK:
+            lock = _WRITERS.setdefault(path, threading.RLock())
+    return lock
 
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
