@@ -72,10 +72,9 @@ def _claimable(limit: int, which: str):
 TAKE = (update(_EVENTS).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
         .values(status=EventStatus.PROCESSING, claim_token=bindparam("token"), claimed_by=bindparam("by"),
                 claimed_until=bindparam("until"), attempts=_EVENTS.c.attempts + 1))
-FINISH = (update(InboundEvent.__table__)
-          .where(InboundEvent.__table__.c.id == bindparam("event_id"),
-                 InboundEvent.__table__.c.claim_token == bindparam("token"),
-                 InboundEvent.__table__.c.status == EventStatus.PROCESSING)
+FINISH = (update(_EVENTS)
+          .where(_EVENTS.c.id == bindparam("event_id"), _EVENTS.c.claim_token == bindparam("token"),
+                 _EVENTS.c.status == EventStatus.PROCESSING)
           .values(status=bindparam("status"), lead_id=bindparam("lead_id"), processed_at=bindparam("now"),
                   claim_token=None, claimed_until=None, next_attempt_at=None))
 
@@ -105,8 +104,7 @@ class Worker:
         return claims[0] if claims else None
 
     def claim_many(self, limit: int) -> list[Claim]:
-        """Claim up to ``limit`` due events in one short transaction (each is then processed in its own):
-        one claim transaction for several events instead of one each."""
+        """Claim up to ``limit`` due events in one short transaction, with what processing needs of them."""
         now = utcnow()
         claims: list[Claim] = []
         with transaction(self.hub.processing_engine) as session:
@@ -195,12 +193,7 @@ class Worker:
             settle(session, self.hub.config, source, event, attached)
             outcomes.append(outcome)
         touches.flush(session)
-        now = utcnow()
-        done = execute(session, FINISH, [{"event_id": claim.event_id, "token": claim.token, "status": outcome.status,
-                                          "lead_id": outcome.lead_id, "now": now}
-                                         for claim, outcome in zip(claims, outcomes)])
-        if done.rowcount != len(claims):
-            raise ClaimLost([claim.event_id for claim in claims])
+        self._finish(session, list(zip(claims, outcomes)))
         return outcomes
 
     def _process_in_savepoints(self, claims: list[Claim]) -> list[str | None]:
@@ -246,7 +239,7 @@ class Worker:
         Raises ClaimLost when the event is no longer ours (the caller's transaction must roll back)."""
         source, event = self._event(claim)
         outcome = process_event(session, source, event, self.hub.config)
-        self._finish(session, claim, outcome)
+        self._finish(session, [(claim, outcome)])
         return outcome
 
     def _event(self, claim: Claim) -> tuple[Source, EventRef]:
@@ -256,11 +249,14 @@ class Worker:
         return source, EventRef(claim.event_id, claim.received_at, claim.payload)
 
     @staticmethod
-    def _finish(session, claim: Claim, outcome: Outcome) -> None:
-        done = execute(session, FINISH, {"event_id": claim.event_id, "token": claim.token, "status": outcome.status,
-                                         "lead_id": outcome.lead_id, "now": utcnow()})
-        if done.rowcount != 1:
-            raise ClaimLost(claim.event_id)
+    def _finish(session, done: list[tuple[Claim, Outcome]]) -> None:
+        """Mark the events' outcomes (one statement for a batch); ClaimLost if any is no longer ours."""
+        now = utcnow()
+        marked = execute(session, FINISH, [{"event_id": claim.event_id, "token": claim.token, "now": now,
+                                            "status": outcome.status, "lead_id": outcome.lead_id}
+                                           for claim, outcome in done])
+        if marked.rowcount != len(done):
+            raise ClaimLost([claim.event_id for claim, _ in done])
 
     @staticmethod
     def _log_done(done: list[tuple[Claim, Outcome]]) -> None:
