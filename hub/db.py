@@ -165,6 +165,7 @@ def transaction(engine: Engine, *, read_only: bool = False) -> Iterator[Session]
 # to finish. Re-entrant: a thread may open a transaction inside its own. Other processes still meet the
 # polling in _begin_immediate.
 _WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_LOCK = threading.Lock()
 
 
 def _writers_of(engine: Engine) -> threading.RLock | None:
@@ -173,7 +174,7 @@ def _writers_of(engine: Engine) -> threading.RLock | None:
     lock = _WRITERS.get(engine.url.database)
     if lock is None:
         path = os.path.realpath(engine.url.database)
-        with _IDLE_LOCK:
+        with _WRITERS_LOCK:
             lock = _WRITERS.setdefault(path, threading.RLock())
             _WRITERS[engine.url.database] = lock         # found by the name as given next time
     return lock

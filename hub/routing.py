@@ -394,8 +394,8 @@ def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:
             continue
         # Out of reassignments, or nobody else available: the team lead decides; the clock stops.
         lead_of_team = team.lead if team else None
-        execute(session, update(_LEADS).where(_LEADS.c.id == lead.id),
-                {"sla_due_at": None, **({"owner": lead_of_team, "assigned_at": now} if lead_of_team else {})})
+        execute(session, UPDATE_LEAD, {"b_lead_id": lead.id, "sla_due_at": None,
+                                       **({"owner": lead_of_team, "assigned_at": now} if lead_of_team else {})})
         history(session, lead.id, "escalated", at=now, **{"from": lead.owner, "to": lead_of_team or lead.owner},
                 **_why(Msg.join(why, Msg("escalated to the team lead"))))
         if lead_of_team:
@@ -482,7 +482,7 @@ def reassign(session: Session, config: Config, lead_id: int, to: str, why: str |
     assign(session, config, lead_id, to, lead.owner, why, rule, now, kind="reassigned", actor=actor)
     queue_forwarding(session, config, lead_id, lead.source)
     if lead.status == LeadStatus.IN_WORK:       # already taken: the new owner works on, no SLA clock
-        execute(session, update(_LEADS).where(_LEADS.c.id == lead_id), {"sla_due_at": None})
+        execute(session, UPDATE_LEAD, {"b_lead_id": lead_id, "sla_due_at": None})
     session.expire(lead)
     return lead
 

@@ -211,10 +211,7 @@ class Worker:
                     except ClaimLost:
                         results.append((claim, None, None))
                     except Exception as exc:  # noqa: BLE001 — PayloadError or anything else: this event only
-                        status, values = self._failure_values(claim, *self._failure(claim, exc))
-                        done = session.execute(update(InboundEvent).where(
-                            InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
-                        results.append((claim, status if done.rowcount else None, None))
+                        results.append((claim, self._mark_failed(session, claim, *self._failure(claim, exc)), None))
         except Exception:  # noqa: BLE001 — the batch's commit itself failed: each event on its own
             log.exception("worker %s: a batch of %s failed to commit; processing them one by one", self.name,
                           len(claims))
@@ -299,11 +296,16 @@ class Worker:
 
     def _record_failure(self, claim: Claim, status: str, reason: str | None = None,
                         error: str | None = None) -> str | None:
-        status, values = self._failure_values(claim, status, reason, error)
         with transaction(self.hub.processing_engine) as session:
-            done = session.execute(update(InboundEvent).where(
-                InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
-            return status if done.rowcount else None
+            return self._mark_failed(session, claim, status, reason, error)
+
+    def _mark_failed(self, session, claim: Claim, status: str, reason: str | None = None,
+                     error: str | None = None) -> str | None:
+        """Write a failed attempt's outcome in the caller's transaction; None if the claim was lost."""
+        status, values = self._failure_values(claim, status, reason, error)
+        done = session.execute(update(InboundEvent).where(
+            InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
+        return status if done.rowcount else None
 
     # -- loops --------------------------------------------------------------------------------------
     def run_once(self) -> str | None | bool:
