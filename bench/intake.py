@@ -37,7 +37,7 @@ FLOOR_APP = textwrap.dedent('''
     import os, sys
     from sqlalchemy import text
     from waitress import serve
-    from hub.db import make_engine
+    from hub.store.db import make_engine
 
     engine = make_engine(os.environ["FLOOR_DB"])
     with engine.begin() as c:
@@ -139,7 +139,7 @@ STORE = textwrap.dedent('''
     import json, sys
     from hub.config import load_config
     from hub.connector import InboundRequest
-    from hub.intake import handle_webhook
+    from hub.intake.webhook import handle_webhook
     from hub.runtime import Hub
     hub = Hub(load_config(sys.argv[1]))
     for i in range(int(sys.argv[2])):
@@ -182,7 +182,7 @@ def run_one(url: str, floor_url: str, workdir: Path, count: int, e2e_only: bool 
 RESET = textwrap.dedent('''
     import sys
     from sqlalchemy import text
-    from hub.db import make_engine
+    from hub.store.db import make_engine
     e = make_engine(sys.argv[1])
     with e.begin() as c:
         # Every stored delivery back to "pending", not due yet: the workers start and idle until released.
@@ -202,8 +202,8 @@ def end_to_end(url: str, config: Path, workdir: Path) -> dict:
     event's processed_at. The store is checked after each run: one lead per delivery (all distinct people),
     every lead assigned, round-robin even."""
     from sqlalchemy import func, select, text, update
-    from hub.db import make_engine
-    from hub.models import InboundEvent, utcnow
+    from hub.store.db import make_engine
+    from hub.store.models import InboundEvent, utcnow
 
     events = InboundEvent.__table__
     engine = make_engine(url)

@@ -5,7 +5,7 @@ One command:  .venv/bin/python -m bench.lookup [--persons 1000000] [--lookups 20
 The store gets --persons persons with a phone (every third an e-mail) and an open lead each (bench.identity's
 generator); then --lookups numbers — half known, spelled the national way ("8 (9xx) …"), half unknown — are
 looked up one transaction each, as the API does, and p50/p99 are printed for each half together with the
-live-call routing decision (hub.calls.decide) for known callers. Target: p99 under 10 ms in-process.
+live-call routing decision (hub.pipeline.calls.decide) for known callers. Target: p99 under 10 ms in-process.
 Results go to bench/results/lookup.json.
 """
 
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from bench.identity import make_hub, phone_of, populate
-from hub.calls import decide, lookup
-from hub.db import transaction
-from hub.models import utcnow
+from hub.pipeline.calls import decide, lookup
+from hub.store.db import transaction
+from hub.store.models import utcnow
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -25,13 +25,13 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-from hub import store
-from hub.auth import add_user
+from hub.store import schema as store
+from hub.desk.access import add_user
 from hub.config import parse_config
-from hub.db import transaction
-from hub.models import IdentityKey, InboundEvent, Lead, Person, Touch, utcnow
+from hub.store.db import transaction
+from hub.store.models import IdentityKey, InboundEvent, Lead, Person, Touch, utcnow
 from hub.runtime import Hub
-from hub.web import create_app
+from hub.web.app import create_app
 
 RESULTS = Path(__file__).parent / "results"
 SOURCES = ["site", "ads", "seo", "vk", "calls"]
@@ -118,7 +118,7 @@ def measure(hub: Hub, repeat: int) -> dict[str, float]:
     app = create_app(hub=hub)
     clients = {"admin": signed_in(app, "admin@bench"), "manager": signed_in(app, "manager@bench")}
     with transaction(hub.engine) as s:
-        from hub.auth import add_token
+        from hub.desk.access import add_token
         _, plain = add_token(s, "admin@bench", "bench")
     api = app.test_client()
     out = {}

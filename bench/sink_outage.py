@@ -25,8 +25,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.intake import HUB, RESULTS, fixed_rate, free_port, wait_up, write_config
-from hub.db import make_engine
-from hub.models import Lead
+from hub.store.db import make_engine
+from hub.store.models import Lead
 
 WHSEC = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from hub.config import Config, SourceConfig
 from hub.connector import Connector, available_connectors
-from hub.db import make_engine, release
+from hub.store.db import make_engine, release
 from hub.mapping import Mapping, load_mapping
 
 

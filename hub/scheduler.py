@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
 
-from hub.db import execute, insert_ignoring_conflicts, transaction
-from hub.models import SchedulerLease, utcnow
-from hub.retention import purge_raw_payloads
-from hub.polling import poll_due, polling_sources, poll_seconds
-from hub.routing import digest, sweep_sla
+from hub.store.db import execute, insert_ignoring_conflicts, transaction
+from hub.store.models import SchedulerLease, utcnow
+from hub.store.retention import purge_raw_payloads
+from hub.intake.polling import poll_due, polling_sources, poll_seconds
+from hub.pipeline.routing import digest, sweep_sla
 from hub.runtime import Hub
 
 log = logging.getLogger("hub.scheduler")

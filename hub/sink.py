@@ -1,6 +1,6 @@
 """The sink interface: a plugin that forwards a routed lead to another system (a CRM, a webhook).
 
-Like a connector, a sink is pure: it turns the lead (its public JSON, hub.serialize.lead_to_dict) into an
+Like a connector, a sink is pure: it turns the lead (its public JSON, hub.store.serialize.lead_to_dict) into an
 HTTP request and reads the answer; the hub makes the request, limits its rate across processes, retries
 and keeps dead letters (hub/forwarding.py). It never imports Flask, SQLAlchemy or an HTTP client.
 

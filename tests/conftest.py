@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from hub import store
+from hub.store import schema as store
 from hub.cli import main as hub_cli
 from hub.config import load_config
-from hub.db import make_engine
+from hub.store.db import make_engine
 from hub.runtime import Hub
-from hub.web import create_app
+from hub.web.app import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -12,10 +12,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from hub import store
-from hub.db import make_engine, transaction
-from hub.models import EventStatus, InboundEvent, Lead
-from hub.worker import Worker
+from hub.store import schema as store
+from hub.store.db import make_engine, transaction
+from hub.store.models import EventStatus, InboundEvent, Lead
+from hub.pipeline.worker import Worker
 from tests.helpers.web import PASSWORD, USERS, WEB_CONFIG, deliver, make_users
 
 playwright = pytest.importorskip("playwright.sync_api")

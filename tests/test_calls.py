@@ -11,11 +11,11 @@ import responses
 from sqlalchemy import select
 
 from connectors.zadarma import signature
-from hub.db import transaction
-from hub.models import CallAlert, InboundEvent, Lead, LeadHistory, Notification
-from hub.routing import set_manager_state
-from hub.models import utcnow
-from hub.worker import Worker
+from hub.store.db import transaction
+from hub.store.models import CallAlert, InboundEvent, Lead, LeadHistory, Notification
+from hub.pipeline.routing import set_manager_state
+from hub.store.models import utcnow
+from hub.pipeline.worker import Worker
 from tests.helpers.web import WEB_CONFIG, deliver, make_users, sign_in, token_for, with_manager
 
 SECRET = "zadarma-secret-key"
@@ -121,7 +121,7 @@ def test_an_unknown_number_is_not_redirected_and_becomes_a_lead(hub, client, max
 
 
 def test_a_store_error_means_no_redirect_and_a_normal_answer(hub, client, max_client, monkeypatch):
-    import hub.calls as calls
+    import hub.pipeline.calls as calls
 
     def broken(*args, **kwargs):
         raise RuntimeError("database is locked")
@@ -170,8 +170,8 @@ def test_the_screen_pop_reaches_an_open_page_and_not_telegram(app, hub, client, 
 
 @responses.activate
 def test_the_telegram_call_message_is_in_the_managers_language(hub, client, max_client):
-    from hub.notify import Notifier
-    from hub.auth import set_language
+    from hub.outbox.notify import Notifier
+    from hub.desk.access import set_language
     with transaction(hub.engine) as s:
         set_language(s, "max@example.ru", "ru")
     responses.post("https://api.telegram.org/bot1234567890:AAtoken/sendMessage", json={"ok": True, "result": {}})
@@ -204,7 +204,7 @@ def test_mango_routes_a_known_client_with_its_route_command(write_config, tmp_pa
     from urllib.parse import parse_qs
     from hub.config import load_config
     from hub.runtime import Hub
-    from hub.web import create_app
+    from hub.web.app import create_app
 
     hub = Hub(load_config(write_config(config_text() + MANGO)))
     client = create_app(hub=hub).test_client()

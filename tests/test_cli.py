@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import fixture_bytes
-from hub.worker import Worker
+from hub.pipeline.worker import Worker
 
 LANDING = fixture_bytes("site_form", "landing_json.json")
 
@@ -58,6 +58,6 @@ def test_json_log_lines():
 
     from hub.cli import JsonLogFormatter
 
-    record = logging.LogRecord("hub.worker", logging.INFO, __file__, 1, "event=%s processed lead=%s", (7, 3), None)
+    record = logging.LogRecord("hub.pipeline.worker", logging.INFO, __file__, 1, "event=%s processed lead=%s", (7, 3), None)
     line = json.loads(JsonLogFormatter().format(record))
-    assert line["message"] == "event=7 processed lead=3" and line["level"] == "INFO" and line["logger"] == "hub.worker"
+    assert line["message"] == "event=7 processed lead=3" and line["level"] == "INFO" and line["logger"] == "hub.pipeline.worker"

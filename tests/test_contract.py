@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.config import parse_config
-from hub.db import transaction
-from hub.models import InboundEvent, Lead
+from hub.store.db import transaction
+from hub.store.models import InboundEvent, Lead
 from hub.runtime import Hub
-from hub.serialize import lead_to_dict
-from hub.web import create_app
-from hub.worker import Worker
+from hub.store.serialize import lead_to_dict
+from hub.web.app import create_app
+from hub.pipeline.worker import Worker
 from tests.conftest import FIXTURES
 
 SUITES = sorted(p.parent.name for p in FIXTURES.glob("*/cases.toml"))
@@ -200,7 +200,7 @@ def test_a_recording_that_arrives_before_its_call_waits_for_it(contract_hub):
 
     from sqlalchemy import update
 
-    from hub.models import utcnow
+    from hub.store.models import utcnow
 
     hub = contract_hub("mango")
     hub.config.worker.backoff_base_seconds = 60

@@ -11,7 +11,7 @@ from imap_tools import MailBoxUnencrypted
 
 from hub.config import load_config
 from hub.runtime import Hub
-from hub.worker import Worker
+from hub.pipeline.worker import Worker
 from tests.conftest import FIXTURES
 from tests.helpers.db import events
 
@@ -94,8 +94,8 @@ def test_a_crash_before_marking_refetches_but_stores_once(mail_hub, dovecot, ima
     assert "1 fetched, 1 new" in runner("poll").output
     assert seen_flags(imap_account) == [()]                      # not marked …
     monkeypatch.undo()
-    from hub.db import transaction
-    from hub.models import PollState
+    from hub.store.db import transaction
+    from hub.store.models import PollState
     with transaction(hub.engine) as s:                          # … and, worst case, the cursor lost too
         s.get(PollState, "mail").state = {}
     assert "1 fetched, 0 new" in runner("poll").output           # fetched again, stored once
@@ -115,7 +115,7 @@ def test_a_wrong_password_is_reported_not_fatal(write_config, imap_account, runn
 def test_the_scheduler_leader_polls_when_due(mail_hub, dovecot, imap_account):
     from datetime import timedelta
 
-    from hub.models import utcnow
+    from hub.store.models import utcnow
     from hub.scheduler import Scheduler
 
     hub = mail_hub(poll_seconds=60)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hub.connector import InboundRequest, WebhookConnector, available_connectors
 from hub.errors import PayloadError, SignatureError
 from hub.mapping import apply_mapping, load_mapping
-from hub.normalise import normalise_email, normalise_phone, parse_when
+from hub.pipeline.normalise import normalise_email, normalise_phone, parse_when
 
 MAPPINGS = sorted(p.name[:-5] for p in files("mappings").iterdir() if p.name.endswith(".toml"))
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
@@ -88,7 +88,7 @@ def test_every_webhook_connector_refuses_garbage_cleanly(name, body, mimetype, m
 def _map_or_reject(connector_name: str, payload) -> None:
     """What a worker does with a stored payload of a source of this connector: map it, or PayloadError."""
     from hub.config import SourceConfig
-    from hub.pipeline import map_event
+    from hub.pipeline.process import map_event
     from hub.runtime import Source
 
     connector = _connector(connector_name)

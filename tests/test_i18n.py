@@ -17,10 +17,10 @@ from sqlalchemy import select
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from hub.auth import set_language
-from hub.db import transaction
-from hub.models import Lead
-from hub.notify import Notifier
+from hub.desk.access import set_language
+from hub.store.db import transaction
+from hub.store.models import Lead
+from hub.outbox.notify import Notifier
 from tests.helpers.web import WEB_CONFIG, deliver, make_users, post_form, sign_in, with_manager
 
 ROOT = Path(__file__).parent.parent
@@ -197,7 +197,7 @@ bot_token = "1234567890:AAtoken"
 def test_a_telegram_notification_in_russian_keeps_the_cyrillic_name(write_config, tmp_path):
     from hub.config import load_config
     from hub.runtime import Hub
-    from hub.web import create_app
+    from hub.web.app import create_app
 
     config = with_manager(WEB_CONFIG, "Max", telegram_chat_id="100500", language="ru",
                           timezone="Europe/Moscow") + NOTIFY
@@ -214,7 +214,7 @@ def test_a_telegram_notification_in_russian_keeps_the_cyrillic_name(write_config
 
 def test_notification_templates_can_be_replaced_per_deployment(write_config, tmp_path):
     from hub.config import load_config
-    from hub.messages import render
+    from hub.outbox.messages import render
 
     folder = tmp_path / "my_templates"
     folder.mkdir()
@@ -252,7 +252,7 @@ def test_the_cli_shows_cyrillic_data_as_is(app, hub, client, runner):
 
 def test_notifications_are_plain_text_not_html_escaped(write_config):
     from hub.config import load_config
-    from hub.messages import render
+    from hub.outbox.messages import render
     config = load_config(write_config(""))
     subject, text = render(config, "new_lead", "en", "UTC", lead_id=3, about="O'Brien <vip> & co", link="x")
     assert text.splitlines()[0] == "O'Brien <vip> & co"

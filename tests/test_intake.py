@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from hub.models import EventStatus, InboundEvent, Lead
+from hub.store.models import EventStatus, InboundEvent, Lead
 from tests.conftest import SITE_TOKEN, fixture_bytes
 from tests.helpers.db import count, event, events
 
@@ -140,7 +140,7 @@ def test_healthz(client):
 
 
 def test_metrics_in_prometheus_text(client, hub):
-    from hub.worker import Worker
+    from hub.pipeline.worker import Worker
 
     client.post("/hooks/site", data=LANDING, headers=JSON)
     client.post("/hooks/site", json={"name": "no contact"})
@@ -161,7 +161,7 @@ def test_metrics_in_prometheus_text(client, hub):
 def test_per_source_rate_limit_and_body_cap(write_config):
     from hub.config import load_config
     from hub.runtime import Hub
-    from hub.web import create_app
+    from hub.web.app import create_app
 
     hub = Hub(load_config(write_config('[[sources]]\nname = "limited"\nconnector = "site_form"\n'
                                        'rate_limit_per_minute = 3\nmax_body_bytes = 300\n')))

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from sqlalchemy import func, select
 
-from hub.db import transaction
-from hub.models import InboundEvent, Lead, Touch, utcnow
+from hub.store.db import transaction
+from hub.store.models import InboundEvent, Lead, Touch, utcnow
 from tests.helpers import procs
 from tests.helpers.db import wait_until_processed
 

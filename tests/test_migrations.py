@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from hub.db import make_engine
-from hub.models import Base
+from hub.store.db import make_engine
+from hub.store.models import Base
 
 
 def test_migrations_match_the_models(database_url):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.normalise import mask_email, mask_phone, normalise_email, normalise_phone
+from hub.pipeline.normalise import mask_email, mask_phone, normalise_email, normalise_phone
 
 
 @pytest.mark.parametrize("raw", ["8 (912) 345-67-89", "+7 912 3456789", "89123456789", "+7(912)345-67-89",

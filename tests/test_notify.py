@@ -13,12 +13,12 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from hub.config import load_config
-from hub.db import transaction
-from hub.models import EventStatus, InboundEvent, Lead, Notification, utcnow
-from hub.notify import Notifier
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent, Lead, Notification, utcnow
+from hub.outbox.notify import Notifier
 from hub.runtime import Hub
 from hub.scheduler import Scheduler
-from hub.worker import Worker
+from hub.pipeline.worker import Worker
 from tests.helpers.procs import free_port
 
 TOKEN = "123456789:AAF-test-token-not-real"
@@ -77,7 +77,7 @@ def hub_with_notify(write_config, smtp):
 
 
 def deliver(hub: Hub, payload: dict) -> None:
-    from hub.web import create_app
+    from hub.web.app import create_app
 
     with create_app(hub=hub).test_client() as c:
         assert c.post("/hooks/site", json=payload).status_code == 200

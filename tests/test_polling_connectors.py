@@ -9,7 +9,7 @@ from responses import matchers
 
 from hub.config import load_config
 from hub.runtime import Hub
-from hub.worker import Worker
+from hub.pipeline.worker import Worker
 from tests.conftest import FIXTURES
 from tests.helpers.db import events
 

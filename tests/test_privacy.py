@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from hub.models import utcnow
-from hub.worker import Worker
+from hub.store.models import utcnow
+from hub.pipeline.worker import Worker
 from tests.conftest import fixture_bytes
 
 
@@ -42,11 +42,11 @@ def test_raw_payloads_are_erased_after_the_retention_period(write_config):
     from sqlalchemy import select
 
     from hub.config import load_config
-    from hub.db import transaction
-    from hub.models import InboundEvent, utcnow
+    from hub.store.db import transaction
+    from hub.store.models import InboundEvent, utcnow
     from hub.runtime import Hub
     from hub.scheduler import Scheduler
-    from hub.web import create_app
+    from hub.web.app import create_app
 
     hub = Hub(load_config(write_config("[privacy]\nretention_days = 30\n")))
     client = create_app(hub=hub).test_client()

@@ -6,9 +6,9 @@ import json
 
 from sqlalchemy import delete
 
-from hub.db import transaction
-from hub.models import Touch, utcnow
-from hub.worker import Worker
+from hub.store.db import transaction
+from hub.store.models import Touch, utcnow
+from hub.pipeline.worker import Worker
 from tests.conftest import fixture_bytes
 
 
@@ -45,7 +45,7 @@ def test_a_calls_recording_balances_without_a_touch_of_its_own(write_config, run
 
     from hub.config import load_config
     from hub.runtime import Hub
-    from hub.web import create_app
+    from hub.web.app import create_app
     from tests.conftest import FIXTURES
 
     hub = Hub(load_config(write_config('[[sources]]\nname = "mango"\nconnector = "mango"\n'

@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from hub.config import load_config, parse_config
-from hub.db import transaction
-from hub.models import InboundEvent, Lead, LeadHistory, RoutingPosition, utcnow
-from hub.routing import availability, sweep_sla
+from hub.store.db import transaction
+from hub.store.models import InboundEvent, Lead, LeadHistory, RoutingPosition, utcnow
+from hub.pipeline.routing import availability, sweep_sla
 from hub.runtime import Hub
-from hub.worker import Worker
+from hub.pipeline.worker import Worker
 from tests.helpers.db import wait_until_processed
 
 ROOT = Path(__file__).parent.parent
@@ -138,7 +138,7 @@ def test_a_manager_off_duty_mid_stream_receives_nothing_after(write_config, runn
 
 
 def test_a_failed_attempt_or_replay_does_not_move_the_round_robin(write_config, monkeypatch):
-    import hub.routing as routing
+    import hub.pipeline.routing as routing
 
     hub = Hub(load_config(write_config(team_config({"A": 1, "B": 1, "C": 1}))))
     store_events(hub, 6)
@@ -170,7 +170,7 @@ def test_hot_to_seniors_cold_to_juniors_with_the_example_rules(tmp_path, databas
     for manager in data["managers"]:            # the example's people, at work whenever this test runs
         manager.update(working_hours="00:00-24:00", working_days=ALL_DAYS_LIST)
     hub = Hub(parse_config(data, tmp_path))
-    from hub.web import create_app
+    from hub.web.app import create_app
     with create_app(hub=hub).test_client() as c:
         c.post("/hooks/site", json={"phone": "+79120000001", "message": "Где оплатить годовой тариф?"})
         c.post("/hooks/site", json={"phone": "+79120000002", "message": "Хочу консультацию"})
@@ -322,7 +322,7 @@ max_open_leads = 1
 
 
 def test_a_dead_event_replayed_moves_the_round_robin_once(write_config, runner, monkeypatch):
-    import hub.routing as routing
+    import hub.pipeline.routing as routing
 
     config_path = write_config(team_config({"A": 1, "B": 1}))
     hub = Hub(load_config(config_path))

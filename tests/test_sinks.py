@@ -18,13 +18,13 @@ import responses
 from sqlalchemy import select
 
 from hub.config import load_config
-from hub.db import transaction
-from hub.forwarding import Forwarder
-from hub.models import DeliveryStatus, Lead, SinkDelivery, SinkLink, SinkState, utcnow
-from hub.routing import set_status, take
+from hub.store.db import transaction
+from hub.outbox.forwarding import Forwarder
+from hub.store.models import DeliveryStatus, Lead, SinkDelivery, SinkLink, SinkState, utcnow
+from hub.pipeline.routing import set_status, take
 from hub.runtime import Hub
-from hub.web import create_app
-from hub.worker import Worker
+from hub.web.app import create_app
+from hub.pipeline.worker import Worker
 from tests.helpers.web import WEB_CONFIG
 
 BITRIX = "https://example.bitrix24.ru/rest/1/s3cr3tw3bh00k/"
@@ -424,7 +424,7 @@ def test_amocrm_a_lost_answer_is_found_by_its_marker_not_created_twice(hub, clie
 def test_a_change_during_a_lost_create_does_not_make_a_second_lead(hub, client):
     """The lead changes while its create is in flight (a new pending delivery is queued); the create's
     answer is lost. The newer delivery must find the lead, not create it again."""
-    from hub.forwarding import queue_forwarding
+    from hub.outbox.forwarding import queue_forwarding
     only(hub, "b24")
 
     def lead_changes():
@@ -443,7 +443,7 @@ def test_a_change_during_a_lost_create_does_not_make_a_second_lead(hub, client):
 
 
 def test_an_sla_escalation_is_forwarded_too(hub, client):
-    from hub.routing import sweep_sla
+    from hub.pipeline.routing import sweep_sla
     only(hub, "hook")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add(responses.POST, HOOK, status=200)

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from hub.auth import PUBLIC_ENDPOINTS, roles_of
-from hub.db import transaction
-from hub.models import EventStatus, InboundEvent, Lead, utcnow
-from hub.worker import Worker
+from hub.desk.access import PUBLIC_ENDPOINTS, roles_of
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent, Lead, utcnow
+from hub.pipeline.worker import Worker
 from tests.helpers.web import (PASSWORD, WEB_CONFIG, csrf_token, deliver, make_users, post_form, sign_in,
                                token_for)
 
@@ -235,7 +235,7 @@ def test_sign_in_failures_csrf_and_sessions(app, hub, client, team):
     assert r.headers["Location"] == "/"                  # never an open redirect
     assert client.post(f"/leads/{team['Max']}/take").status_code == 400
     # A password change signs out every open session.
-    from hub.auth import set_password
+    from hub.desk.access import set_password
     with transaction(hub.engine) as s:
         set_password(s, "max@example.ru", "a brand new password")
     assert client.get("/leads").status_code == 302
@@ -255,8 +255,8 @@ def test_revoked_and_unknown_tokens_are_refused(app, hub, team):
     h = token_for(hub, "admin@example.ru")
     assert client.get("/api/v1/me", headers=h).json == {"login": "admin@example.ru", "role": "admin",
                                                         "manager": None}
-    from hub.auth import revoke_token
-    from hub.models import ApiToken
+    from hub.desk.access import revoke_token
+    from hub.store.models import ApiToken
     with transaction(hub.engine) as s:
         for token in s.scalars(select(ApiToken)):
             revoke_token(s, token.id)
@@ -397,7 +397,7 @@ def test_users_cli(runner, hub):
 
 def test_the_web_app_on_an_unmigrated_database_says_to_run_the_migrations(tmp_path):
     from hub.errors import ConfigError
-    from hub.web import create_app
+    from hub.web.app import create_app
     config = tmp_path / "config.toml"
     config.write_text('[database]\nurl = "sqlite:///fresh.db"\n[[sources]]\nname = "site"\nconnector = "site_form"\n')
     with pytest.raises(ConfigError, match="hub db upgrade"):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from hub.db import transaction
-from hub.models import EventStatus, InboundEvent, Lead, Touch, utcnow
-from hub.worker import Worker, backoff_seconds
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent, Lead, Touch, utcnow
+from hub.pipeline.worker import Worker, backoff_seconds
 from tests.conftest import fixture_bytes
 from tests.helpers.db import count, event, events, touches_per_event, wait_until_processed
 
@@ -63,7 +63,7 @@ def test_invalid_contacts_are_kept_and_flagged(client, hub, runner):
 
 
 def test_a_failing_event_retries_then_ends_dead_and_replays(client, hub, runner, monkeypatch):
-    import hub.pipeline as pipeline
+    import hub.pipeline.process as pipeline
 
     event_id = post(client, LANDING)
     calls = []
@@ -90,7 +90,7 @@ def test_a_failing_event_retries_then_ends_dead_and_replays(client, hub, runner,
 
 
 def test_retriable_failure_backs_off(client, hub, monkeypatch):
-    import hub.pipeline as pipeline
+    import hub.pipeline.process as pipeline
 
     hub.config.worker.backoff_base_seconds = 30
     event_id = post(client, LANDING)

@@ -6,8 +6,8 @@ import time
 
 from sqlalchemy import func, select
 
-from hub.db import transaction
-from hub.models import InboundEvent, Touch
+from hub.store.db import transaction
+from hub.store.models import InboundEvent, Touch
 
 
 def count(hub, model) -> int:

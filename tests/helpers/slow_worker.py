@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import hub.pipeline as pipeline
+import hub.pipeline.process as pipeline
 from hub.cli import main
 
 config, marker = sys.argv[1], Path(sys.argv[2])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-from hub.auth import add_token, add_user
-from hub.db import transaction
-from hub.worker import Worker
+from hub.desk.access import add_token, add_user
+from hub.store.db import transaction
+from hub.pipeline.worker import Worker
 
 PASSWORD = "correct horse battery"
 ALL_DAYS = json.dumps(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])

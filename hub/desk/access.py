@@ -1,0 +1,316 @@
+"""Who may do what: users and their roles, passwords, API tokens, and the one access rule per route.
+
+Every route states the roles it admits with ``@allow(...)`` (or is named in ``PUBLIC_ENDPOINTS``); a route
+with neither is refused to everyone, so a new route cannot be reachable by accident. What a role sees of
+the leads is one query clause, ``lead_scope``: a manager their own, a team lead their teams' and the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, or_, select, true, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from hub.config import Config
+from hub.store.db import insert_ignoring_conflicts, transaction
+from hub.errors import ConfigError, HubError
+from hub.store.models import ApiToken, HubSecret, Lead, Role, User, utcnow
+
+MIN_PASSWORD_LENGTH = 10
+TOKEN_PREFIX = "lh_"
+# Endpoints anyone may call: the sign-in page, provider webhooks (they carry their own secrets), health,
+# Prometheus metrics (counts only, no personal data), the OpenAPI document, static files.
+PUBLIC_ENDPOINTS = frozenset({"pages.login", "hooks.webhook", "health.healthz", "health.metrics",
+                              "api.openapi", "static"})
+
+# A hash to check a password against when the login is unknown, so that the answer takes as long as for a
+# known login and does not tell which logins exist.
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(HubError):
+    """A user or token operation was refused (unknown login, weak password, unknown role …)."""
+
+
+def allow(*roles: str) -> Callable[[F], F]:
+    """Declare which roles may call this view. Checked before the view runs (see hub.web.app)."""
+    unknown = set(roles) - set(Role.ALL)
+    if unknown or not roles:
+        raise ValueError(f"allow(): unknown roles {sorted(unknown)}" if unknown else "allow(): name a role")
+
+    def mark(view: F) -> F:
+        view.hub_roles = frozenset(roles)  # type: ignore[attr-defined]
+        return view
+    return mark
+
+
+def roles_of(view: Callable[..., Any] | None) -> frozenset[str] | None:
+    return getattr(view, "hub_roles", None)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The signed-in user (or the user of an API token) as the request sees them."""
+
+    id: int
+    login: str
+    role: str
+    manager: str | None          # their [[managers]] name, for managers and team leads
+    language: str | None = None  # their own choice; None: the browser's
+
+    @property
+    def name(self) -> str:
+        """What the lead history records as the actor."""
+        return self.manager or self.login
+
+    def teams_led(self, config: Config) -> list[str]:
+        return [t.name for t in config.teams if self.manager and t.lead == self.manager]
+
+    def managers_visible(self, config: Config) -> list[str] | None:
+        """Owners whose leads this actor sees; None: everyone's."""
+        if self.role == Role.ADMIN:
+            return None
+        if self.role == Role.LEAD:
+            teams = set(self.teams_led(config))
+            names = {m.name for m in config.managers if m.team in teams}
+            return sorted(names | ({self.manager} if self.manager else set()))
+        if self.role == Role.MANAGER:
+            return [self.manager] if self.manager else []
+        return []
+
+
+def actor_of(user: User) -> Actor:
+    return Actor(id=user.id, login=user.login, role=user.role, manager=user.manager, language=user.language)
+
+
+def timezone_of(actor: Actor | None, config: Config) -> str:
+    """Managers see times in their own zone; everyone else in [ui] timezone."""
+    manager = config.manager(actor.manager) if actor and actor.manager else None
+    return manager.timezone if manager else config.ui.timezone
+
+
+def lead_scope(actor: Actor, config: Config):
+    """The WHERE clause of the leads this actor may see. Team leads also see the unassigned queue."""
+    owners = actor.managers_visible(config)
+    if owners is None:
+        return true()
+    if actor.role == Role.LEAD:
+        return or_(Lead.owner.in_(owners), Lead.owner.is_(None))
+    return Lead.owner.in_(owners)
+
+
+# -- users ----------------------------------------------------------------------------------------------
+
+def normalise_login(login: str) -> str:
+    login = login.strip().casefold()
+    if not login or len(login) > 320 or any(c.isspace() for c in login):
+        raise UserError(f"login {login!r}: give an e-mail address or a name without spaces")
+    return login
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _check_role(config: Config, role: str, manager: str | None) -> None:
+    if role not in Role.ALL:
+        raise UserError(f"unknown role {role!r} (known: {', '.join(Role.ALL)})")
+    if role in (Role.MANAGER, Role.LEAD):
+        known = ", ".join(m.name for m in config.managers) or "none configured"
+        if not manager:
+            raise UserError(f"a {role} must be linked to a [[managers]] name with --manager (known: {known})")
+        if config.manager(manager) is None:
+            raise UserError(f"no manager named {manager!r} in the config (known: {known})")
+        if role == Role.LEAD and not any(t.lead == manager for t in config.teams):
+            raise UserError(f"{manager!r} leads no team: set lead = {manager!r} in a [[teams]] entry")
+
+
+def default_manager(config: Config, login: str) -> str | None:
+    """The [[managers]] entry whose e-mail is this login, if any."""
+    return next((m.name for m in config.managers if m.email and m.email.casefold() == login), None)
+
+
+def add_user(session: Session, config: Config, login: str, password: str, role: str,
+             manager: str | None = None, language: str | None = None) -> User:
+    login = normalise_login(login)
+    manager = manager or (default_manager(config, login) if role in (Role.MANAGER, Role.LEAD) else None)
+    _check_role(config, role, manager)
+    _check_password(password)
+    from hub.i18n import LANGUAGES
+    if language is not None and language not in LANGUAGES:
+        raise UserError(f"language {language!r}: one of {', '.join(LANGUAGES)}")
+    new_id = insert_ignoring_conflicts(session, User.__table__, ["login"], dict(
+        login=login, password_hash=generate_password_hash(password), role=role, manager=manager, language=language,
+        session_version=1, disabled=False, created_at=utcnow()))
+    if new_id is None:
+        raise UserError(f"user {login!r} exists already (change it with `hub users passwd|role`)")
+    return session.get(User, new_id)
+
+
+def get_user(session: Session, login: str) -> User:
+    user = session.execute(select(User).where(User.login == normalise_login(login))).scalar_one_or_none()
+    if user is None:
+        raise UserError(f"no user {login!r} (see `hub users list`)")
+    return user
+
+
+def set_password(session: Session, login: str, password: str) -> User:
+    _check_password(password)
+    user = get_user(session, login)
+    user.password_hash = generate_password_hash(password)
+    user.session_version += 1          # signs out every session of the old password
+    return user
+
+
+def set_role(session: Session, config: Config, login: str, role: str, manager: str | None = None) -> User:
+    user = get_user(session, login)
+    manager = manager or (user.manager if role in (Role.MANAGER, Role.LEAD) else None) \
+        or (default_manager(config, user.login) if role in (Role.MANAGER, Role.LEAD) else None)
+    _check_role(config, role, manager)
+    user.role, user.manager = role, manager
+    user.session_version += 1
+    return user
+
+
+def set_language(session: Session, login: str, language: str | None) -> User:
+    from hub.i18n import LANGUAGES
+    if language is not None and language not in LANGUAGES:
+        raise UserError(f"language {language!r}: one of {', '.join(LANGUAGES)}, or none for the browser's")
+    user = get_user(session, login)
+    user.language = language
+    return user
+
+
+def set_disabled(session: Session, login: str, disabled: bool) -> User:
+    user = get_user(session, login)
+    user.disabled = disabled
+    user.session_version += 1
+    if disabled:
+        session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                        .values(revoked_at=utcnow()))
+    return user
+
+
+def authenticate(session: Session, login: str, password: str) -> User | None:
+    """The user these credentials belong to, or None. Takes as long for an unknown login as for a known one."""
+    try:
+        login = normalise_login(login)
+    except UserError:
+        login = ""
+    user = session.execute(select(User).where(User.login == login)).scalar_one_or_none() if login else None
+    ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not ok or user.disabled:
+        return None
+    user.last_login_at = utcnow()
+    return user
+
+
+def session_user(session: Session, session_id: str) -> User | None:
+    """The user of a session cookie's id ``"<user id>:<session_version>"``, if it is still valid."""
+    user_id, _, version = session_id.partition(":")
+    if not user_id.isdigit() or not version.isdigit():
+        return None
+    user = session.get(User, int(user_id))
+    if user is None or user.disabled or user.session_version != int(version):
+        return None
+    return user
+
+
+# -- API tokens -----------------------------------------------------------------------------------------
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_token(session: Session, login: str, name: str) -> tuple[ApiToken, str]:
+    """A new token for this user; the plain token is returned once and never stored."""
+    user = get_user(session, login)
+    if user.disabled:
+        raise UserError(f"user {user.login!r} is disabled")
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, token_sha256=_sha256(plain), prefix=plain[:10],
+                     created_at=utcnow())
+    session.add(token)
+    session.flush()
+    return token, plain
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise UserError(f"no token {token_id} (see `hub users tokens`)")
+    token.revoked_at = token.revoked_at or utcnow()
+    return token
+
+
+def user_for_token(engine: Engine, plain: str) -> User | None:
+    """The user a bearer token acts for, or None (unknown, revoked, or its user disabled)."""
+    digest = _sha256(plain)
+    with transaction(engine, read_only=True) as session:
+        row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                              .where(ApiToken.token_sha256 == digest)).first()
+    # The lookup is by hash; compare again in constant time so no branch depends on the secret's bytes.
+    if row is None or not hmac.compare_digest(row.ApiToken.token_sha256, digest):
+        return None
+    token, user = row
+    if token.revoked_at is not None or user.disabled:
+        return None
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):
+        # Written at most every five minutes: a busy script must not turn every read into a write.
+        with transaction(engine) as session:
+            session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+    return user
+
+
+# -- the hub's own secrets ------------------------------------------------------------------------------
+
+def session_secret(engine: Engine, config: Config) -> str:
+    """The key that signs session cookies: the configured one, else one made once and kept in the
+    database so that every web process (and every restart) signs alike."""
+    if config.web.secret_key:
+        return config.web.secret_key
+    try:
+        with transaction(engine) as session:
+            insert_ignoring_conflicts(session, HubSecret.__table__, ["name"],
+                                      {"name": "session_key", "value": secrets.token_hex(32)})
+            return session.execute(select(HubSecret.value).where(HubSecret.name == "session_key")).scalar_one()
+    except DBAPIError as exc:
+        # The web app is often started by gunicorn, before anyone ran the migrations: say what to do.
+        raise ConfigError([f"database: cannot read the hub's tables ({type(exc.orig).__name__}): run "
+                           "`hub db upgrade --config …` first"]) from None
+
+
+class LoginThrottle:
+    """Failed sign-ins per login in a sliding window, in this process: slows password guessing."""
+
+    WINDOW = timedelta(minutes=15)
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._failures: dict[str, list[datetime]] = {}
+
+    def blocked(self, login: str, now: datetime) -> bool:
+        recent = [t for t in self._failures.get(login, []) if now - t < self.WINDOW]
+        self._failures[login] = recent
+        return len(recent) >= self.limit
+
+    def failed(self, login: str, now: datetime) -> None:
+        self._failures.setdefault(login, []).append(now)
+        if len(self._failures) > 10_000:        # bounded: forget the oldest logins first
+            self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, login: str) -> None:
+        self._failures.pop(login, None)

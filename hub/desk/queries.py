@@ -1,0 +1,285 @@
+"""What the web pages and the API read: the inbox, one lead, the channel report, channel health, managers.
+
+Pages and /api/v1 call the same functions, so a number on a page and in the API cannot disagree. Every
+query here is bounded (a page of leads, a date range) and served by an index on 100k+ leads.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+from sqlalchemy import Date, and_, case, cast, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from hub.desk.access import Actor, lead_scope
+from hub.config import Config
+from hub.connector import WebhookConnector
+from hub.store.models import (EventStatus, InboundEvent, Lead, LeadStatus, ManagerState, Person, PollState, SourceSpend,
+                        utcnow)
+from hub.pipeline.routing import OPEN_LEADS_OF, availability
+from hub.runtime import Hub
+
+WARMTHS = ("hot", "warm", "cold")
+NO_WARMTH = "none"
+
+
+# -- the inbox --------------------------------------------------------------------------------------------
+
+@dataclass
+class LeadFilter:
+    status: str | None = None
+    warmth: str | None = None
+    source: str | None = None
+    owner: str | None = None          # a manager's name, or "-" for the unassigned queue
+    date_from: date | None = None     # created on or after (UTC day)
+    date_to: date | None = None       # created on or before (UTC day)
+    overdue: bool = False             # new, assigned, SLA passed
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def _after_day(day: date) -> datetime:
+    """The first instant after this UTC day (the last representable one for date.max)."""
+    return _day_start(day + timedelta(days=1)) if day < date.max else datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _filtered(query, f: LeadFilter, now: datetime):
+    if f.status:
+        query = query.where(Lead.status == f.status)
+    if f.warmth:
+        query = query.where(Lead.warmth.is_(None) if f.warmth == NO_WARMTH else Lead.warmth == f.warmth)
+    if f.source:
+        query = query.where(Lead.source == f.source)
+    if f.owner:
+        query = query.where(Lead.owner.is_(None) if f.owner == "-" else Lead.owner == f.owner)
+    if f.date_from:
+        query = query.where(Lead.created_at >= _day_start(f.date_from))
+    if f.date_to:
+        query = query.where(Lead.created_at < _after_day(f.date_to))
+    if f.overdue:
+        query = query.where(Lead.status == LeadStatus.NEW, Lead.sla_due_at < now)
+    return query
+
+
+# Counting every match of a broad filter would cost as much as reading them; past this, "10000+".
+TOTAL_CAP = 10_000
+
+
+@dataclass
+class LeadPage:
+    leads: list[Lead]
+    total: int                        # matches, counted up to TOTAL_CAP
+    next_before: int | None           # pass as ``before`` for the next (older) page
+
+    @property
+    def total_is_exact(self) -> bool:
+        return self.total <= TOTAL_CAP
+
+
+def list_leads(session: Session, config: Config, actor: Actor, f: LeadFilter, limit: int = 50,
+               before: int | None = None, with_touches: bool = False) -> LeadPage:
+    """Newest first, ``limit`` at a time (keyset on the id: page 2000 costs what page 1 does)."""
+    now = utcnow()
+    where = [lead_scope(actor, config), Lead.merged_into_id.is_(None)]
+    base = _filtered(select(Lead).where(*where), f, now)
+    query = base.options(selectinload(Lead.person).selectinload(Person.keys))
+    if with_touches:
+        query = query.options(selectinload(Lead.touches))
+    if before is not None:
+        query = query.where(Lead.id < before)
+    leads = list(session.scalars(query.order_by(Lead.id.desc()).limit(limit + 1)))
+    matching = _filtered(select(Lead.id).where(*where), f, now).limit(TOTAL_CAP + 1).subquery()
+    total = session.scalar(select(func.count()).select_from(matching))
+    more = len(leads) > limit
+    leads = leads[:limit]
+    return LeadPage(leads, total or 0, leads[-1].id if more else None)
+
+
+def get_lead(session: Session, config: Config, actor: Actor, lead_id: int) -> Lead | None:
+    """The lead with its person, touches and history, if this actor may see it."""
+    return session.scalars(select(Lead).where(Lead.id == lead_id, lead_scope(actor, config)).options(
+        selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.touches),
+        selectinload(Lead.history))).one_or_none()
+
+
+def is_overdue(lead: Lead, now: datetime) -> bool:
+    return lead.status == LeadStatus.NEW and lead.sla_due_at is not None and lead.sla_due_at < now
+
+
+# -- the channel report -----------------------------------------------------------------------------------
+
+def _utc_day(session: Session):
+    """The UTC calendar day of lead.created_at, in the database's own dialect."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.date(Lead.created_at)          # stored as naive UTC text
+    return cast(func.timezone("UTC", Lead.created_at), Date)
+
+
+@dataclass
+class GroupRow:
+    key: str
+    leads: int = 0
+    by_warmth: dict[str, dict[str, int]] = field(default_factory=dict)   # warmth -> {leads, converted, refused}
+
+    def conversion(self, warmth: str | None = None) -> float | None:
+        cells = [self.by_warmth.get(warmth, {})] if warmth else list(self.by_warmth.values())
+        total = sum(c.get("leads", 0) for c in cells)
+        return round(100 * sum(c.get("converted", 0) for c in cells) / total, 1) if total else None
+
+
+def channel_report(session: Session, date_from: date, date_to: date, group_by: str = "source") -> dict[str, Any]:
+    """Leads per day, and conversion per warmth group, per source or per first-touch utm_campaign, for the
+    leads created from ``date_from`` to ``date_to`` (UTC days, both included); cost per lead by month."""
+    if group_by not in ("source", "utm_campaign"):
+        raise ValueError("group_by is source or utm_campaign")
+    group_col = Lead.source if group_by == "source" else func.coalesce(Lead.utm_campaign, "(none)")
+    in_range = and_(Lead.created_at >= _day_start(date_from),
+                    Lead.created_at < _day_start(date_to + timedelta(days=1)), Lead.merged_into_id.is_(None))
+    day = _utc_day(session)
+    per_day: dict[str, dict[str, int]] = defaultdict(dict)
+    for d, key, n in session.execute(select(day, group_col, func.count()).where(in_range).group_by(day, group_col)):
+        per_day[str(d)][key] = n
+    groups: dict[str, GroupRow] = {}
+    converted = func.sum(case((Lead.status == LeadStatus.CONVERTED, 1), else_=0))
+    refused = func.sum(case((Lead.status == LeadStatus.REFUSED, 1), else_=0))
+    for key, warmth, n, conv, ref in session.execute(
+            select(group_col, Lead.warmth, func.count(), converted, refused).where(in_range)
+            .group_by(group_col, Lead.warmth)):
+        row = groups.setdefault(key, GroupRow(key))
+        row.leads += n
+        row.by_warmth[warmth or NO_WARMTH] = {"leads": n, "converted": int(conv or 0), "refused": int(ref or 0)}
+    days = [date_from + timedelta(days=i) for i in range((date_to - date_from).days + 1)]
+    ordered = sorted(groups.values(), key=lambda g: (-g.leads, g.key))
+    return {
+        "date_from": date_from.isoformat(), "date_to": date_to.isoformat(), "group_by": group_by,
+        "days": [{"day": d.isoformat(), "counts": per_day.get(d.isoformat(), {}),
+                  "total": sum(per_day.get(d.isoformat(), {}).values())} for d in days],
+        "groups": [{"key": g.key, "leads": g.leads, "conversion": g.conversion(),
+                    "warmth": {w: {**g.by_warmth.get(w, {"leads": 0, "converted": 0, "refused": 0}),
+                                   "conversion": g.conversion(w)} for w in (*WARMTHS, NO_WARMTH)}}
+                   for g in ordered],
+        "cost": cost_per_lead(session, date_from, date_to) if group_by == "source" else [],
+    }
+
+
+def _months(date_from: date, date_to: date) -> list[str]:
+    out, y, m = [], date_from.year, date_from.month
+    while (y, m) <= (date_to.year, date_to.month):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def cost_per_lead(session: Session, date_from: date, date_to: date) -> list[dict[str, Any]]:
+    """Per source and calendar month touched by the range: the spend entered, the leads of that whole
+    month, and their ratio. Whole months, because spend is entered per month."""
+    months = _months(date_from, date_to)
+    spend = {(s.source, s.month): s.amount for s in
+             session.scalars(select(SourceSpend).where(SourceSpend.month.in_(months)))}
+    if not spend:
+        return []
+    first = date(int(months[0][:4]), int(months[0][5:]), 1)
+    last_y, last_m = int(months[-1][:4]), int(months[-1][5:])
+    end = date(last_y + (last_m == 12), 1 if last_m == 12 else last_m + 1, 1)
+    month = func.substr(cast(_utc_day(session), Lead.source.type), 1, 7)
+    counts = {(src, m): n for src, m, n in session.execute(
+        select(Lead.source, month, func.count()).where(
+            Lead.created_at >= _day_start(first), Lead.created_at < _day_start(end), Lead.merged_into_id.is_(None),
+            Lead.source.in_({s for s, _ in spend})).group_by(Lead.source, month))}
+    rows = []
+    for (src, m), amount in sorted(spend.items()):
+        leads = counts.get((src, m), 0)
+        amount = Decimal(amount)
+        rows.append({"source": src, "month": m, "spend": float(amount), "leads": leads,
+                     "cost_per_lead": float((amount / leads).quantize(Decimal("0.01"))) if leads else None})
+    return rows
+
+
+def set_spend(session: Session, source: str, month: str, amount: Decimal, actor: str) -> None:
+    row = session.get(SourceSpend, (source, month), with_for_update=True)
+    if row is None:
+        session.add(SourceSpend(source=source, month=month, amount=amount, updated_at=utcnow(), updated_by=actor))
+    else:
+        row.amount, row.updated_at, row.updated_by = amount, utcnow(), actor
+
+
+# -- channel health ---------------------------------------------------------------------------------------
+
+def channel_health(session: Session, hub: Hub) -> list[dict[str, Any]]:
+    """Per configured source: its URL, last delivery, today's deliveries and rejections, the queue, dead
+    letters, and for polling sources the last poll."""
+    now = utcnow()
+    today = _day_start(now.date())
+    names = list(hub.sources)
+    today_counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for src, status, n in session.execute(
+            select(InboundEvent.source, InboundEvent.status, func.count())
+            .where(InboundEvent.received_at >= today).group_by(InboundEvent.source, InboundEvent.status)):
+        today_counts[src][status] = n
+    waiting = {(src, st): n for src, st, n in session.execute(
+        select(InboundEvent.source, InboundEvent.status, func.count())
+        .where(InboundEvent.status.in_([EventStatus.DEAD, EventStatus.PENDING, EventStatus.PROCESSING]))
+        .group_by(InboundEvent.source, InboundEvent.status))}
+    polls = {p.source: p for p in session.scalars(select(PollState))}
+    base = hub.config.notify.base_url.rstrip("/")
+    rows = []
+    for name in names:
+        source = hub.sources[name]
+        last = session.scalar(select(func.max(InboundEvent.received_at)).where(InboundEvent.source == name))
+        counts = today_counts.get(name, {})
+        poll = polls.get(name)
+        webhook = isinstance(source.connector, WebhookConnector)
+        rows.append({
+            "name": name, "connector": source.connector.name, "enabled": source.config.enabled,
+            "kind": "webhook" if webhook else "polling",
+            "url": f"{base}/hooks/{name}" if webhook else None,
+            "needs_token": bool(getattr(source.connector.settings, "token", None)) if webhook else False,
+            "last_event_at": last.isoformat() if last else None,
+            "events_today": sum(counts.values()),
+            "rejected_today": counts.get(EventStatus.REJECTED, 0),
+            "pending": waiting.get((name, EventStatus.PENDING), 0) + waiting.get((name, EventStatus.PROCESSING), 0),
+            "dead": waiting.get((name, EventStatus.DEAD), 0),
+            "last_poll_at": poll.polled_at.isoformat() if poll and poll.polled_at else None,
+            "last_poll_error": poll.last_error if poll else None,
+        })
+    return rows
+
+
+def recent_events(session: Session, source: str, status: str | None = None, limit: int = 20) -> list[InboundEvent]:
+    query = select(InboundEvent).where(InboundEvent.source == source)
+    if status:
+        query = query.where(InboundEvent.status == status)
+    return list(session.scalars(query.order_by(InboundEvent.id.desc()).limit(limit)))
+
+
+# -- managers ---------------------------------------------------------------------------------------------
+
+def managers_overview(session: Session, config: Config, names: list[str] | None = None,
+                      translate: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """Every manager (or those named) with team, state, open leads and whether they can take a lead now
+    (why not: in English, or through ``translate`` for a page)."""
+    managers = [m for m in config.managers if names is None or m.name in names]
+    all_names = [m.name for m in managers]
+    if not all_names:
+        return []
+    now = utcnow()
+    free = availability(session, config, all_names, now)
+    states = {s.name: s for s in session.scalars(select(ManagerState).where(ManagerState.name.in_(all_names)))}
+    open_counts = dict(session.execute(OPEN_LEADS_OF, {"owners": all_names}).all())
+    rows = []
+    for m in managers:
+        state = states.get(m.name)
+        rows.append({"name": m.name, "team": m.team, "weight": m.weight, "active": m.active,
+                     "on_duty": state.on_duty if state else True,
+                     "vacation_until": state.vacation_until.isoformat() if state and state.vacation_until else None,
+                     "open_leads": open_counts.get(m.name, 0), "max_open_leads": m.max_open_leads,
+                     "available": free[m.name] is None,
+                     "unavailable_because": (free[m.name].translate(translate) if translate else str(free[m.name]))
+                     if free[m.name] else None})
+    return rows

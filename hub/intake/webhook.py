@@ -1,0 +1,157 @@
+"""Intake: verify → store the raw event idempotently → commit → answer. Nothing else happens here, so
+the provider gets its answer fast and an acknowledged delivery is never lost.
+
+Every readable delivery is stored, good or bad: a bad one as ``rejected`` with its reason, so nothing a
+provider sent us disappears without a trace (`hub events list --status rejected`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from hub.pipeline.calls import CALL_ROUTE, alert as call_alert, decide_safely, send_route_command
+from hub.connector import InboundRequest, RawEvent, WebhookReply
+from hub.store.db import insert_ignoring_conflicts, transaction
+from hub.pipeline.history import history
+from hub.errors import PayloadError
+from hub.mapping import apply_mapping
+from hub.store.models import EventStatus, InboundEvent, utcnow
+from hub.runtime import Hub, Source
+
+log = logging.getLogger("hub.intake.webhook")
+
+# Request headers worth keeping with the raw event (for debugging and signature re-checks). Never
+# authorisation, cookies or our own token header.
+KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "x-real-ip", "x-retry-counter", "referer",
+                "signature")
+# Without an id of its own, a delivery is identified by its content: the same fields again within this
+# window are taken for a retry. A person who really sends the same form twice reaches the same lead anyway.
+CONTENT_ID_WINDOW_SECONDS = 24 * 3600
+
+
+@dataclass
+class StoredEvent:
+    id: int
+    duplicate: bool
+    status: str
+
+
+def _content_id(payload: dict[str, Any], received_at: datetime) -> str:
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()
+    window = int(received_at.timestamp()) // CONTENT_ID_WINDOW_SECONDS
+    return f"sha256:{hashlib.sha256(canonical).hexdigest()[:40]}:{window}"
+
+
+def _json_reply(http_status: int, **body: Any) -> WebhookReply:
+    return WebhookReply(status=http_status, body=json.dumps(body, ensure_ascii=False),
+                        content_type="application/json; charset=utf-8")
+
+
+def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datetime,
+           rows: list[dict[str, Any]], also=None) -> list[StoredEvent]:
+    """Insert each row unless (source, external_id) exists; one transaction; returns what is stored.
+    ``also(session)`` runs in the same transaction (a call alert for a new, ringing call)."""
+    headers = {k: v for k, v in request.headers.items() if k in KEPT_HEADERS}
+    stored: list[StoredEvent] = []
+    with transaction(hub.engine) as session:
+        for row in rows:
+            values = dict(source=source.name, received_at=received_at, method=request.method,
+                          content_type=request.headers.get("content-type"), headers=headers, body=request.body,
+                          attempts=0, next_attempt_at=received_at, **row)
+            new_id = insert_ignoring_conflicts(session, InboundEvent.__table__, ["source", "external_id"], values)
+            if new_id is not None:
+                stored.append(StoredEvent(new_id, False, row["status"]))
+            else:
+                old = session.execute(select(InboundEvent.id, InboundEvent.status).where(
+                    InboundEvent.source == source.name, InboundEvent.external_id == row["external_id"])).one()
+                stored.append(StoredEvent(old.id, True, old.status))
+        if also is not None and any(not s.duplicate for s in stored):
+            also(session)
+    if any(s.status == EventStatus.PENDING and not s.duplicate for s in stored):
+        hub.event_stored.set()
+    return stored
+
+
+def _rejected_row(body: bytes, reason: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    # Keyed by the body's hash, so a provider re-sending the same bad body stores it once.
+    return dict(external_id=f"rejected:{hashlib.sha256(body).hexdigest()[:40]}", payload=payload,
+                status=EventStatus.REJECTED, reject_reason=reason)
+
+
+def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dict[str, Any]:
+    """Check the event can become a lead (the mapping is pure and cheap) and give it its external id."""
+    if event.payload.get("_annotates"):            # adds to another event's touch: nothing to map
+        return dict(external_id=event.external_id[:255], payload=event.payload, status=EventStatus.PENDING)
+    try:
+        draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
+    except PayloadError as exc:
+        return dict(external_id=event.external_id or _content_id(event.payload, received_at),
+                    payload=event.payload, status=EventStatus.REJECTED, reject_reason=str(exc))
+    external_id = event.external_id or (f"id:{draft.external_id}" if draft.external_id
+                                        else _content_id(event.payload, received_at))
+    return dict(external_id=external_id[:255], payload=event.payload, status=EventStatus.PENDING)
+
+
+def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> WebhookReply:
+    """Everything between a provider's HTTP request and our answer. Raises SignatureError (not stored)."""
+    connector = source.connector
+    received_at = utcnow()
+    try:
+        connector.verify(request)
+    except PayloadError as exc:
+        # Too malformed to check its signature: refused, and not stored, since nothing vouches for it.
+        return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc))
+    try:
+        result = connector.receive(request, received_at)
+    except PayloadError as exc:
+        [event] = _store(hub, source, request, received_at, [_rejected_row(request.body, str(exc))])
+        log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, exc)
+        return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc), event_id=event.id)
+
+    # A ringing call: who it is and where it should go, decided now from the store, before the answer
+    # (hub/calls.py); the manager is alerted, and a PBX that reads our answer puts the call through.
+    decision, also = None, None
+    live = connector.live_call(request)
+    if live is not None:
+        decision = decide_safely(hub.engine, hub.config, source.name, live.phone, source.region)
+        if decision is not None:
+            if live.routable and decision.extension:      # put through: the worker writes it on the lead
+                for event in result.events:
+                    event.payload = {**event.payload, CALL_ROUTE: decision.to_json()}
+            also = lambda session: call_alert(session, hub.config, decision, source.name, received_at)  # noqa: E731
+    rows = [prepare_event(source, e, received_at) for e in result.events]
+    stored = _store(hub, source, request, received_at, rows, also) if rows else []
+    if also is not None:
+        if not rows:              # a call-state event: nothing stored but the alert (and where the call went)
+            with transaction(hub.engine) as session:
+                also(session)
+                if live.routable and decision.extension and decision.caller and decision.caller.lead:
+                    route = decision.to_json()
+                    history(session, decision.caller.lead.id, "call_routed", to=route["manager"],
+                            extension=route["extension"], why=route["why"], why_msg=route["why_msg"])
+        hub.notification_queued.set()
+    for row, event in zip(rows, stored):
+        log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event" if event.duplicate
+                 else row["status"], f": {row.get('reject_reason')}" if row.get("reject_reason") else "")
+    if decision is not None and decision.extension and live.routable:
+        routed = connector.route_reply(decision.extension)
+        if routed is not None:
+            return routed
+        command = connector.route_request(live, decision.extension)
+        if command is not None:
+            send_route_command(source.name, command, live.call_id, hub.routed_calls)
+    if result.reply is not None:
+        return result.reply
+    if stored and all(s.status == EventStatus.REJECTED for s in stored):
+        reasons = "; ".join(r["reject_reason"] for r in rows if r.get("reject_reason")) or "rejected earlier"
+        return _json_reply(422, status="rejected", error="bad_payload", message=reasons,
+                           event_ids=[s.id for s in stored])
+    return _json_reply(200, status="duplicate" if stored and all(s.duplicate for s in stored) else "accepted",
+                       event_ids=[s.id for s in stored])

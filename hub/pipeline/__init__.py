@@ -1,0 +1,1 @@
+"""Processing: a stored event becomes a lead — map, normalise, identify, touch, route — in the worker."""

@@ -1,0 +1,26 @@
+"""Alembic environment: run by `hub db upgrade` (and by `hub run` for an embedded database)."""
+
+from alembic import context
+
+from hub.store.db import make_engine
+from hub.store.models import Base
+
+config = context.config
+connection = config.attributes.get("connection")
+
+
+def _run(conn) -> None:
+    context.configure(connection=conn, target_metadata=Base.metadata,
+                      # SQLite cannot ALTER most things in place; batch mode rebuilds tables for it.
+                      render_as_batch=conn.dialect.name == "sqlite")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if connection is not None:
+    _run(connection)
+else:
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as conn:
+        _run(conn)
+    engine.dispose()

@@ -1,0 +1,65 @@
+"""The public JSON shapes of leads and events (CLI --json, and the API to come)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hub.mapping import UTM_KEYS
+from hub.store.models import InboundEvent, KeyKind, Lead, LeadHistory, Touch
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def touch_to_dict(touch: Touch) -> dict[str, Any]:
+    return {"id": touch.id, "event_id": touch.event_id, "source": touch.source, "channel": touch.channel,
+            **{key: getattr(touch, key) for key in UTM_KEYS}, "click_ids": touch.click_ids,
+            "referrer": touch.referrer, "landing_page": touch.landing_page, "message": touch.message,
+            "recording": touch.recording, "contacts": touch.contacts, "flags": touch.flags, "at": _iso(touch.at)}
+
+
+def history_to_dict(entry: LeadHistory) -> dict[str, Any]:
+    return {"at": _iso(entry.at), "kind": entry.kind, "actor": entry.actor, "event_id": entry.event_id,
+            **entry.data}
+
+
+def lead_to_dict(lead: Lead, with_touches: bool = True) -> dict[str, Any]:
+    keys = lead.person.keys
+    touches = [touch_to_dict(t) for t in lead.touches]
+    out = {
+        "id": lead.id, "status": lead.status, "refuse_reason": lead.refuse_reason, "name": lead.person.name,
+        "person_id": lead.person_id,
+        "phones": [k.value for k in keys if k.kind == KeyKind.PHONE],
+        "emails": [k.value for k in keys if k.kind == KeyKind.EMAIL],
+        "messengers": {k.kind: k.value for k in keys if k.kind not in (KeyKind.PHONE, KeyKind.EMAIL)},
+        "invalid_contacts": [{"kind": c["kind"], "raw": c["raw"], "problem": c.get("problem")}
+                             for t in lead.touches for c in t.contacts if c.get("value") is None],
+        "source": lead.source,
+        "first_touch": touches[0] if touches else None, "last_touch": touches[-1] if touches else None,
+        "touch_count": len(touches), "reopened_count": lead.reopened_count,
+        "warmth": lead.warmth, "score": lead.score, "warmth_rule": lead.warmth_rule, "owner": lead.owner,
+        "routing_rule": lead.routing_rule, "assigned_at": _iso(lead.assigned_at), "taken_at": _iso(lead.taken_at),
+        "sla_due_at": _iso(lead.sla_due_at), "reassign_count": lead.reassign_count,
+        "contact_attempts": lead.contact_attempts, "tags": lead.tags,
+        "created_at": _iso(lead.created_at), "updated_at": _iso(lead.updated_at),
+    }
+    if with_touches:
+        out["touches"] = touches
+        out["history"] = [history_to_dict(h) for h in lead.history]
+    return out
+
+
+def event_to_dict(event: InboundEvent, with_body: bool = False) -> dict[str, Any]:
+    out = {"id": event.id, "source": event.source, "external_id": event.external_id,
+           "received_at": _iso(event.received_at), "status": event.status, "attempts": event.attempts,
+           "next_attempt_at": _iso(event.next_attempt_at), "claimed_by": event.claimed_by,
+           "reject_reason": event.reject_reason, "last_error": event.last_error,
+           "processed_at": _iso(event.processed_at), "lead_id": event.lead_id,
+           "content_type": event.content_type, "size": len(event.body or b"")}
+    if with_body:
+        out["headers"] = event.headers
+        out["payload"] = event.payload
+        out["body"] = (event.body or b"").decode("utf-8", "replace")
+    return out

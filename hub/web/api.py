@@ -1,0 +1,606 @@
+"""REST API ``/api/v1``: Bearer tokens (``hub users token add``), JSON in and out, errors as
+``{"error": code, "message": text}``. The OpenAPI document at ``/openapi.json`` is generated from the
+pydantic models and routes below by spectree; nothing of it is written by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from flask import Blueprint, Response, g, jsonify, request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from spectree import Response as Resp, SecurityScheme, SpecTree
+from spectree.models import SecuritySchemeData
+
+from hub.desk.access import Actor, allow
+from hub.store.db import transaction
+from hub.intake.dryrun import try_payload
+from hub.errors import PayloadError
+from hub.store.models import EventStatus, InboundEvent, LeadStatus, Role, utcnow
+from hub.desk.queries import (NO_WARMTH, WARMTHS, LeadFilter, channel_health, channel_report, get_lead, list_leads,
+                         managers_overview, set_spend)
+from hub.intake.replay import replay_events
+from hub.pipeline.routing import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
+from hub.store.serialize import event_to_dict, lead_to_dict
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+# Text a person or a script types: bounded, and no control characters (PostgreSQL refuses NUL in text).
+Text = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso(kind: type[date] | type[datetime]):
+    """Dates and times only as ISO text: pydantic would otherwise read a number as a Unix timestamp."""
+    def parse(value: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        if not isinstance(value, str) or not ISO_DAY.match(value):
+            raise ValueError("write it as ISO text, e.g. 2026-12-31" + ("" if kind is date else "T18:00:00Z"))
+        return kind.fromisoformat(value)
+    return BeforeValidator(parse)
+
+
+Day = Annotated[date, _iso(date)]
+Moment = Annotated[datetime, _iso(datetime)]
+# Ids beyond a signed 64-bit integer cannot exist in either database.
+MAX_ID = 2**63 - 1
+
+
+class Error(BaseModel):
+    error: str = Field(description="a stable code, e.g. not_found, invalid_request, conflict")
+    message: str = Field(description="what went wrong and what to do, for a person")
+    details: list[dict[str, Any]] | None = None
+
+
+def _validation_error(req: Any, resp: Any, req_error: Any, _instance: Any, _adapter: Any) -> None:
+    """spectree's hook: turn its list of pydantic errors into our error shape."""
+    if req_error is None or resp is None:
+        return
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in req_error.errors()]
+    first = details[0] if details else {"loc": [], "msg": "invalid"}
+    message = f"{'.'.join(map(str, first['loc'])) or 'request'}: {first['msg']}"
+    resp.set_data(json.dumps({"error": "invalid_request", "message": message, "details": details}))
+
+
+spec = SpecTree(
+    "flask", title="lead hub API", version="1", mode="strict", annotations=True,
+    validation_error_status=422, validation_error_model=Error,
+    security_schemes=[SecurityScheme(name="bearer", data=SecuritySchemeData(type="http", scheme="bearer"))],
+    security={"bearer": []}, before=_validation_error,
+    description="Leads, events, channel report and health, managers. Authenticate with "
+                "`Authorization: Bearer <token>` (create one with `hub users token add LOGIN`); a token acts with "
+                "its user's role: a manager sees only their own leads.")
+
+
+
+
+def error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify(error=code, message=message), status
+
+
+def _not_found(what: str) -> tuple[Response, int]:
+    return error(404, "not_found", f"no {what} here (or not yours to see)")
+
+
+def actor() -> Actor:
+    return g.actor
+
+
+# -- models -------------------------------------------------------------------------------------------------
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TouchOut(_Out):
+    id: int
+    event_id: int
+    source: str
+    channel: str
+    at: str
+    utm_source: str | None
+    utm_medium: str | None
+    utm_campaign: str | None
+    utm_content: str | None
+    utm_term: str | None
+    message: str | None
+    recording: str | None
+
+
+class HistoryOut(_Out):
+    at: str
+    kind: str
+    actor: str
+
+
+class LeadOut(_Out):
+    id: int
+    status: Literal["new", "in_work", "converted", "refused"]
+    refuse_reason: str | None
+    name: str | None
+    phones: list[str] = Field(description="E.164")
+    emails: list[str]
+    source: str = Field(description="the first touch's source")
+    first_touch: TouchOut | None
+    last_touch: TouchOut | None
+    warmth: Literal["cold", "warm", "hot"] | None
+    score: int | None
+    owner: str | None
+    tags: list[str]
+    sla_due_at: str | None
+    contact_attempts: int
+    created_at: str
+    updated_at: str
+
+
+class LeadFull(LeadOut):
+    touches: list[TouchOut]
+    history: list[HistoryOut]
+
+
+class LeadList(BaseModel):
+    items: list[LeadOut]
+    total: int = Field(description="leads matching the filters, counted up to 10001")
+    total_is_exact: bool = Field(description="false: more than 10000 match")
+    next_before: int | None = Field(description="pass as `before` for the next (older) page; null: no more")
+
+
+class LeadQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["new", "in_work", "converted", "refused"] | None = None
+    warmth: Literal["cold", "warm", "hot", "none"] | None = None
+    source: SourceName | None = None
+    owner: Text | None = Field(None, description='a manager\'s name, or "-" for the unassigned queue')
+    date_from: Day | None = Field(None, description="created on or after this UTC day")
+    date_to: Day | None = Field(None, description="created on or before this UTC day")
+    overdue: bool = False
+    limit: int = Field(50, ge=1, le=200)
+    before: int | None = Field(None, ge=1, le=MAX_ID, description="the `next_before` of the previous page")
+
+
+class StatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    status: Literal["in_work", "converted", "refused"] = Field(description="in_work: take it (managers)")
+    reason: Text | None = Field(None, description="refused: a refusal reason code")
+
+
+class OwnerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    owner: Text
+    why: Text = "reassigned by hand"
+
+
+class EventOut(_Out):
+    id: int
+    source: str
+    external_id: str
+    received_at: str
+    status: str
+    attempts: int
+    reject_reason: str | None
+    last_error: str | None
+    lead_id: int | None
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+    next_before: int | None
+
+
+class EventQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal[EventStatus.ALL] | None = None  # type: ignore[valid-type]
+    source: SourceName | None = None
+    limit: int = Field(50, ge=1, le=200)
+    before: int | None = Field(None, ge=1, le=MAX_ID)
+
+
+class ReplayOut(BaseModel):
+    replayed: list[int]
+    refused: list[dict[str, Any]]
+
+
+class ReportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    date_to: Day | None = Field(None, description="the last UTC day of the report; default: today")
+    days: int = Field(30, ge=1, le=367, description="how many days up to date_to, date_to included")
+    group_by: Literal["source", "utm_campaign"] = "source"
+
+
+class WarmthCell(BaseModel):
+    leads: int
+    converted: int
+    refused: int
+    conversion: float | None = Field(description="percent converted; null when no leads")
+
+
+class ReportGroup(BaseModel):
+    key: str
+    leads: int
+    conversion: float | None
+    warmth: dict[str, WarmthCell]
+
+
+class ReportDay(BaseModel):
+    day: str
+    counts: dict[str, int]
+    total: int
+
+
+class CostRow(BaseModel):
+    source: str
+    month: str
+    spend: float
+    leads: int
+    cost_per_lead: float | None
+
+
+class Report(BaseModel):
+    date_from: str
+    date_to: str
+    group_by: str
+    days: list[ReportDay]
+    groups: list[ReportGroup]
+    cost: list[CostRow]
+
+
+class SourceHealth(_Out):
+    name: str
+    connector: str
+    kind: Literal["webhook", "polling"]
+    url: str | None
+    last_event_at: str | None
+    events_today: int
+    rejected_today: int
+    pending: int
+    dead: int
+
+
+class SourceList(BaseModel):
+    items: list[SourceHealth]
+
+
+class SpendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    month: Annotated[str, StringConstraints(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$")] = Field(
+        description="YYYY-MM")
+    amount: float = Field(ge=0, le=999_999_999_999, allow_inf_nan=False, description="in [web] currency")
+
+
+class TryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    payload: str = Field(max_length=1_048_576, description="the body as the provider sends it")
+    content_type: Text | None = Field(None, description="default: JSON if it parses as JSON, else a form")
+    path: Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_/.-]*$")] = ""
+
+
+class TryOut(BaseModel):
+    events: list[dict[str, Any]]
+    reply: str | None
+    refused: str | None = Field(None, description="why the connector refuses the whole payload, if it does")
+
+
+class ManagerOut(_Out):
+    name: str
+    team: str | None
+    on_duty: bool
+    vacation_until: str | None
+    open_leads: int
+    available: bool
+    unavailable_because: str | None
+
+
+class ManagerList(BaseModel):
+    items: list[ManagerOut]
+
+
+class ManagerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+    on_duty: bool | None = None
+    vacation_until: Moment | None = Field(None, description="no new leads until then (UTC if no offset)")
+    clear_vacation: bool = Field(False, description="back from vacation now")
+
+
+class Me(BaseModel):
+    login: str
+    role: Literal["admin", "marketer", "manager", "lead", "telephony"]
+    manager: str | None
+
+
+# -- routes -------------------------------------------------------------------------------------------------
+
+def _hub():
+    from hub.web.app import current_hub
+    return current_hub()
+
+
+def _lead_json(lead_id: int) -> dict[str, Any] | None:
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        lead = get_lead(session, hub.config, actor(), lead_id)
+        return lead_to_dict(lead) if lead is not None else None
+
+
+@api.get("/me")
+@allow(*Role.ALL)
+@spec.validate(resp=Resp(HTTP_200=Me, HTTP_401=Error), tags=["session"])
+def me():
+    """Who this token acts as."""
+    a = actor()
+    return jsonify(login=a.login, role=a.role, manager=a.manager)
+
+
+@api.get("/leads")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(query=LeadQuery, resp=Resp(HTTP_200=LeadList, HTTP_401=Error, HTTP_403=Error, HTTP_422=Error),
+               tags=["leads"])
+def leads_list(query: LeadQuery):
+    """Leads this user may see, newest first. A manager sees their own; a team lead their teams' and the
+    unassigned queue."""
+    hub = _hub()
+    f = LeadFilter(status=query.status, warmth=query.warmth, source=query.source, owner=query.owner,
+                   date_from=query.date_from, date_to=query.date_to, overdue=query.overdue)
+    with transaction(hub.engine, read_only=True) as session:
+        page = list_leads(session, hub.config, actor(), f, query.limit, query.before, with_touches=True)
+        items = [lead_to_dict(lead, with_touches=False) for lead in page.leads]
+    return jsonify(items=items, total=page.total, total_is_exact=page.total_is_exact, next_before=page.next_before)
+
+
+@api.get("/leads/<int:lead_id>")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error), tags=["leads"])
+def leads_show(lead_id: int):
+    """One lead with every touch (UTM marks included) and its timeline."""
+    data = _lead_json(lead_id) if lead_id <= MAX_ID else None
+    return jsonify(data) if data else _not_found(f"lead {lead_id}")
+
+
+def _lead_action(lead_id: int, action) -> tuple[Response, int] | Response:
+    """Run ``action(session, config, now)`` on a lead this user may see; 404 if not, 409 if refused."""
+    hub = _hub()
+    if lead_id > MAX_ID or _lead_json(lead_id) is None:
+        return _not_found(f"lead {lead_id}")
+    try:
+        with transaction(hub.engine) as session:
+            action(session, hub.config, utcnow())
+    except RoutingError as exc:
+        return error(409, "conflict", str(exc))
+    hub.notification_queued.set()
+    return jsonify(_lead_json(lead_id))
+
+
+@api.post("/leads/<int:lead_id>/status")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(json=StatusIn, resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                        HTTP_409=Error, HTTP_422=Error), tags=["leads"])
+def leads_status(lead_id: int, json: StatusIn):
+    """Take a lead into work (in_work), or close it: converted, or refused with a reason code. Nothing is
+    deleted; every change lands in the lead's history."""
+    a = actor()
+    if json.status == LeadStatus.IN_WORK:
+        if not a.manager:
+            return error(409, "conflict", "only a manager takes a lead; reassign it to one instead")
+        return _lead_action(lead_id, lambda s, c, now: take(s, c, lead_id, a.manager, now))
+    return _lead_action(lead_id, lambda s, c, now: set_status(s, c, lead_id, json.status, json.reason, a.name, now))
+
+
+@api.post("/leads/<int:lead_id>/attempts")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error, HTTP_409=Error),
+               tags=["leads"])
+def leads_attempt(lead_id: int):
+    """Count one contact attempt (some refusal reasons need several)."""
+    return _lead_action(lead_id, lambda s, c, now: count_attempt(s, lead_id, actor().name, now))
+
+
+@api.post("/leads/<int:lead_id>/owner")
+@allow(Role.ADMIN, Role.LEAD)
+@spec.validate(json=OwnerIn, resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                       HTTP_409=Error, HTTP_422=Error), tags=["leads"])
+def leads_reassign(lead_id: int, json: OwnerIn):
+    """Hand the lead to another manager (logged as a handover). A team lead hands over within their teams."""
+    a, config = actor(), _hub().config
+    visible = a.managers_visible(config)
+    if visible is not None and json.owner not in visible:
+        return error(409, "conflict", f"{json.owner!r} is not in your teams")
+    return _lead_action(lead_id, lambda s, c, now: reassign(s, c, lead_id, json.owner, json.why, a.name, now))
+
+
+@api.get("/events")
+@allow(Role.ADMIN, Role.MARKETER)
+@spec.validate(query=EventQuery, resp=Resp(HTTP_200=EventList, HTTP_401=Error, HTTP_403=Error, HTTP_422=Error),
+               tags=["events"])
+def events_list(query: EventQuery):
+    """Raw deliveries, newest first: what each became (lead, touch), or why it was rejected or died."""
+    from sqlalchemy import select
+    hub = _hub()
+    q = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(query.limit + 1)
+    if query.status:
+        q = q.where(InboundEvent.status == query.status)
+    if query.source:
+        q = q.where(InboundEvent.source == query.source)
+    if query.before:
+        q = q.where(InboundEvent.id < query.before)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = list(session.scalars(q))
+        items = [event_to_dict(e) for e in rows[:query.limit]]
+    return jsonify(items=items, next_before=items[-1]["id"] if len(rows) > query.limit else None)
+
+
+@api.get("/events/<int:event_id>")
+@allow(Role.ADMIN, Role.MARKETER)
+@spec.validate(resp=Resp(HTTP_200=EventOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error), tags=["events"])
+def events_show(event_id: int):
+    """One delivery with its headers, parsed payload and raw body."""
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        event = session.get(InboundEvent, event_id) if event_id <= MAX_ID else None
+        return jsonify(event_to_dict(event, with_body=True)) if event else _not_found(f"event {event_id}")
+
+
+@api.post("/events/<int:event_id>/replay")
+@allow(Role.ADMIN, Role.MARKETER)
+@spec.validate(resp=Resp(HTTP_200=ReplayOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error, HTTP_409=Error),
+               tags=["events"])
+def events_replay(event_id: int):
+    """Queue a dead or rejected delivery again; it is mapped with today's mapping."""
+    hub = _hub()
+    if event_id > MAX_ID:
+        return _not_found(f"event {event_id}")
+    with transaction(hub.engine) as session:
+        replayed, refused = replay_events(session, [event_id])
+    if not replayed:
+        reason = refused[0]["reason"]
+        return _not_found(f"event {event_id}") if reason == "no such event" else error(409, "conflict", reason)
+    hub.event_stored.set()
+    return jsonify(replayed=replayed, refused=refused)
+
+
+@api.get("/reports/channels")
+@allow(Role.ADMIN, Role.MARKETER, Role.LEAD)
+@spec.validate(query=ReportQuery, resp=Resp(HTTP_200=Report, HTTP_401=Error, HTTP_403=Error, HTTP_422=Error),
+               tags=["reports"])
+def report_channels(query: ReportQuery):
+    """Leads per day per source (or per first-touch utm_campaign), conversion per warmth group, and cost
+    per lead by month from the spend entered per source."""
+    hub = _hub()
+    date_to = query.date_to or utcnow().date()
+    if date_to.toordinal() < query.days:
+        return error(422, "invalid_request", "date_to: too early for that many days")
+    date_from = date.fromordinal(date_to.toordinal() - query.days + 1)
+    with transaction(hub.engine, read_only=True) as session:
+        return jsonify(channel_report(session, date_from, date_to, query.group_by))
+
+
+@api.get("/sources")
+@allow(Role.ADMIN, Role.MARKETER)
+@spec.validate(resp=Resp(HTTP_200=SourceList, HTTP_401=Error, HTTP_403=Error), tags=["sources"])
+def sources_list():
+    """Channel health: per source its URL, last delivery, today's deliveries and rejections, queue, dead."""
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        return jsonify(items=channel_health(session, hub))
+
+
+@api.put("/sources/<source_name>/spend")
+@allow(Role.ADMIN, Role.MARKETER)
+@spec.validate(json=SpendIn, resp=Resp(HTTP_200=CostRow, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                       HTTP_422=Error), tags=["sources"])
+def sources_spend(source_name: str, json: SpendIn):
+    """Enter what a source cost in a month; the report divides it by that month's leads."""
+    hub = _hub()
+    if source_name not in hub.sources:
+        return _not_found(f"source {source_name!r}")
+    with transaction(hub.engine) as session:
+        set_spend(session, source_name, json.month, Decimal(str(json.amount)).quantize(Decimal("0.01")),
+                  actor().name)
+    first = date(int(json.month[:4]), int(json.month[5:]), 1)
+    with transaction(hub.engine, read_only=True) as session:
+        rows = channel_report(session, first, first, "source")["cost"]
+    return jsonify(next(r for r in rows if r["source"] == source_name and r["month"] == json.month))
+
+
+@api.post("/sources/<source_name>/try")
+@allow(Role.ADMIN, Role.MARKETER)
+@spec.validate(json=TryIn, resp=Resp(HTTP_200=TryOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                     HTTP_422=Error), tags=["sources"])
+def sources_try(source_name: str, json: TryIn):
+    """The mapping tester: what this payload would become. Stores nothing, checks no signature."""
+    hub = _hub()
+    source = hub.sources.get(source_name)
+    if source is None:
+        return _not_found(f"source {source_name!r}")
+    try:
+        result = try_payload(hub, source, json.payload.encode(), json.content_type, json.path)
+    except ValueError as exc:
+        return error(422, "invalid_request", str(exc))
+    except PayloadError as exc:
+        # The dry run worked: its answer is that this payload would be refused (and with which status).
+        return jsonify(events=[], reply=None, refused=f"{exc} (answered {exc.status})")
+    return jsonify(result)
+
+
+@api.get("/managers")
+@allow(Role.ADMIN, Role.LEAD)
+@spec.validate(resp=Resp(HTTP_200=ManagerList, HTTP_401=Error, HTTP_403=Error), tags=["managers"])
+def managers_list():
+    """Managers (a team lead: their teams') with state, open leads and whether they can take a lead now."""
+    hub = _hub()
+    with transaction(hub.engine, read_only=True) as session:
+        return jsonify(items=managers_overview(session, hub.config, actor().managers_visible(hub.config)))
+
+
+@api.patch("/managers/<name>")
+@allow(Role.ADMIN, Role.LEAD)
+@spec.validate(json=ManagerIn, resp=Resp(HTTP_200=ManagerOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                         HTTP_422=Error), tags=["managers"])
+def managers_update(name: str, json: ManagerIn):
+    """Put a manager on or off duty, or on vacation until a date (or back)."""
+    hub = _hub()
+    if not request.get_json(silent=True):
+        return error(422, "invalid_request", "give on_duty, vacation_until or clear_vacation")
+    visible = actor().managers_visible(hub.config)
+    if hub.config.manager(name) is None or (visible is not None and name not in visible):
+        return _not_found(f"manager {name!r}")
+    until = json.vacation_until
+    if until is not None:
+        until = until.replace(tzinfo=timezone.utc) if until.tzinfo is None else until.astimezone(timezone.utc)
+    with transaction(hub.engine) as session:
+        set_manager_state(session, hub.config, name, actor().name, utcnow(), on_duty=json.on_duty,
+                          vacation_until=until, clear_vacation=json.clear_vacation)
+    with transaction(hub.engine, read_only=True) as session:
+        return jsonify(managers_overview(session, hub.config, [name])[0])
+
+
+class LookupQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phone: Annotated[str, StringConstraints(min_length=3, max_length=40, pattern=r"^[0-9+()\- .]+$")] = Field(
+        description='any spelling: "8 (912) 345-67-89", "+7 912 3456789", "79123456789"')
+    source: SourceName | None = Field(None, description="the PBX source, for its phone region")
+
+
+class LookupLead(_Out):
+    id: int
+    status: str
+    warmth: str | None
+    owner: str | None
+    owner_extension: str | None
+    link: str
+
+
+class LookupOut(BaseModel):
+    phone: str = Field(description="E.164")
+    person: dict[str, Any]
+    lead: LookupLead | None
+    last_touches: list[dict[str, Any]]
+
+
+@api.get("/lookup")
+@allow(Role.ADMIN, Role.TELEPHONY)
+@spec.validate(query=LookupQuery, resp=Resp(HTTP_200=LookupOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                            HTTP_422=Error), tags=["calls"])
+def lookup_caller(query: LookupQuery):
+    """Who is calling: the person, their open lead, its owner and extension, the last touches. Unknown
+    numbers answer 404. Answered from the identity index, in a few milliseconds."""
+    from hub.pipeline.calls import lookup
+    hub = _hub()
+    source = hub.sources.get(query.source) if query.source else None
+    region = source.region if source else hub.config.default_region
+    with transaction(hub.engine, read_only=True) as session:
+        found = lookup(session, hub.config, query.phone, region)
+    return jsonify(found) if found else error(404, "not_found", "no person with this phone number")
+
+
+def openapi():
+    """The OpenAPI document of /api/v1, served at /openapi.json (public: it holds no data)."""
+    return jsonify(spec.spec)
+
+
+__all__ = ["api", "spec", "NO_WARMTH", "WARMTHS"]
