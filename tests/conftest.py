@@ -1,8 +1,9 @@
 """Fixtures: a real SQLite file and a real PostgreSQL database for every store test.
 
 PostgreSQL: $HUB_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test) is used only to
-create a fresh database for this run, dropped at the end. If it is unreachable the PostgreSQL half of the
-suite is skipped with the reason, unless HUB_TEST_REQUIRE_POSTGRES=1 (as in .ci/run), which makes it fail.
+create a fresh database for this run, dropped at the end; the database it names is created when the server
+answers without it. If it is unreachable the PostgreSQL half of the suite is skipped with the reason, unless
+HUB_TEST_REQUIRE_POSTGRES=1 (as in .ci/run), which makes it fail. More: tests/README.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import text
 
 from hub.store import schema as store
@@ -39,15 +42,53 @@ def fixture_bytes(connector: str, name: str) -> bytes:
     return (FIXTURES / connector / name).read_bytes()
 
 
+class PostgresUnavailable(Exception):
+    """Why this run cannot have a PostgreSQL database, said so that the reader can fix it."""
+
+
+def connect_admin() -> psycopg.Connection:
+    """The connection that creates and drops this run's database.
+
+    A fresh cluster has only `postgres`: when the server answers but lacks the database the URL names, it is
+    created from the `postgres` maintenance database, so a first run does not skip the PostgreSQL half for
+    want of one `createdb`. (A connection error carries no SQLSTATE and its text follows the server's
+    language, so pg_database is asked whether the database is there, not the message.)"""
+    url = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        unreachable = PostgresUnavailable(
+            f"PostgreSQL unreachable at {PG_ADMIN_URL} (set HUB_TEST_POSTGRES_URL): {exc}")
+    target = conninfo_to_dict(url)
+    dbname, host, port = target.get("dbname"), target.get("host", "localhost"), target.get("port", "5432")
+    try:
+        maintenance = psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError:
+        raise unreachable from None
+    with maintenance:
+        if not dbname or maintenance.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            raise unreachable                 # the database is there: the first error was something else
+        try:
+            maintenance.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        except psycopg.errors.DuplicateDatabase:
+            pass                              # another run created it meanwhile
+        except psycopg.Error as exc:
+            options = f"-h {host}" + ("" if port == "5432" else f" -p {port}") + (
+                f" -U {target['user']}" if "user" in target else "")
+            raise PostgresUnavailable(
+                f"database '{dbname}' does not exist on {host}:{port} and could not be created ({exc}): create it "
+                f"with `createdb {options} {dbname}` or set HUB_TEST_POSTGRES_URL") from None
+    return psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     try:
-        admin = psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"),
-                                autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
+        admin = connect_admin()
+    except PostgresUnavailable as exc:
         if REQUIRE_PG:
-            pytest.fail(f"PostgreSQL required but unreachable at {PG_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL} (set HUB_TEST_POSTGRES_URL): {exc}")
+            pytest.fail(f"PostgreSQL required (HUB_TEST_REQUIRE_POSTGRES=1): {exc}")
+        pytest.skip(str(exc))
     name = f"hubtest_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
@@ -152,8 +193,8 @@ def dovecot():
 
     if not os.path.exists(DOVECOT):
         if REQUIRE_IMAP:
-            pytest.fail("dovecot-imapd is required (HUB_TEST_REQUIRE_IMAP=1) but not installed")
-        pytest.skip("dovecot-imapd is not installed (apt-get install dovecot-imapd)")
+            pytest.fail("dovecot-imapd is required (HUB_TEST_REQUIRE_IMAP=1) but not installed (see tests/README.md)")
+        pytest.skip("dovecot-imapd is not installed (apt-get install dovecot-imapd; see tests/README.md)")
     server = Dovecot().start()
     yield server
     server.cleanup()

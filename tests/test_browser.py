@@ -1,5 +1,5 @@
 """Browser tests: Debian's Chromium, headless, driven by Playwright against the real web app on a real
-SQLite store. Nothing is fetched from the internet (see ../shared/recipes/browser-tests.md). Every page
+SQLite store. Nothing is fetched from the internet (how, and what to install: tests/README.md). Every page
 is saved as a screenshot under test-artifacts/browser/ (BROWSER_ARTIFACTS moves them)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def database_url(tmp_path):
 @pytest.fixture(scope="session")
 def browser():
     if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} missing: apt-get install -y chromium (or set CHROMIUM_PATH)"
+        message = f"{CHROMIUM} missing: apt-get install -y chromium (or set CHROMIUM_PATH; see tests/README.md)"
         if REQUIRE_BROWSER:
             pytest.fail(message)
         pytest.skip(message)

@@ -1,5 +1,5 @@
 """A real Dovecot IMAP server in a temp dir for the email_imap tests (no systemd; as root it runs as nobody).
-Follows ../shared/recipes/imap-test-server.md."""
+How to install it: tests/README.md."""
 
 from __future__ import annotations
 
