@@ -9,14 +9,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import PollingConnector, PollResult, RawEvent
+from hub.connector import FileConnector, PollResult, RawEvent
 from hub.errors import PayloadError
 
 
@@ -33,7 +33,7 @@ def row_external_id(row: dict[str, Any]) -> str:
     return "csv:" + hashlib.sha256(canonical).hexdigest()[:40]
 
 
-class CsvImportConnector(PollingConnector):
+class CsvImportConnector(FileConnector[CsvImportSettings]):
     name = "csv_import"
     config_schema = CsvImportSettings
     default_mapping = "csv_import"

@@ -74,7 +74,7 @@ def labelled_fields(text: str) -> dict[str, str]:
     return fields
 
 
-class EmailImapConnector(PollingConnector):
+class EmailImapConnector(PollingConnector[EmailImapSettings]):
     name = "email_imap"
     config_schema = EmailImapSettings
     default_mapping = "email"

@@ -14,13 +14,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import (InboundRequest, LiveCall, OutboundRequest, RawEvent, WebhookConnector, WebhookReply,
-                           WebhookResult, form_fields)
+from hub.connector import (
+    InboundRequest,
+    LiveCall,
+    OutboundRequest,
+    RawEvent,
+    WebhookConnector,
+    WebhookReply,
+    WebhookResult,
+    form_fields,
+)
 from hub.errors import PayloadError, SignatureError
 
 EMPTY = WebhookReply(200, "")
@@ -49,7 +57,7 @@ def _form(request: InboundRequest) -> dict[str, str]:
     return form_fields(request, "Mango event")
 
 
-class MangoConnector(WebhookConnector):
+class MangoConnector(WebhookConnector[MangoSettings]):
     name = "mango"
     config_schema = MangoSettings
     default_mapping = "mango"
@@ -98,7 +106,7 @@ class MangoConnector(WebhookConnector):
             return None
         if not isinstance(event, dict) or event.get("call_state") != "Appeared" or not event.get("call_id"):
             return None
-        caller = event.get("from") if isinstance(event.get("from"), dict) else {}
+        caller = found if isinstance(found := event.get("from"), dict) else {}
         if not caller.get("number") or caller.get("extension"):
             return None                                   # an internal or outgoing call
         return LiveCall(phone=str(caller["number"]), call_id=str(event["call_id"]), routable=self.settings.route_calls)
@@ -113,7 +121,7 @@ class MangoConnector(WebhookConnector):
         if payload.get("recording_id"):
             # Fetch it by API: /vpbx/queries/recording/post with this recording_id
             return {"recording": f"mango:{payload['recording_id']}"}
-        caller = payload.get("from") if isinstance(payload.get("from"), dict) else {}
+        caller = found if isinstance(found := payload.get("from"), dict) else {}
         answered = payload.get("entry_result") == 1
         talk, end = payload.get("talk_time"), payload.get("end_time")   # unix times, 0 when never reached
         talked = end - talk if isinstance(talk, int) and isinstance(end, int) and talk > 0 and end >= talk else None
@@ -126,7 +134,7 @@ class MangoConnector(WebhookConnector):
         created = payload.get("create_time")
         if isinstance(created, (int, float)) and not isinstance(created, bool):
             try:
-                out["occurred_at"] = datetime.fromtimestamp(created, timezone.utc).isoformat()
+                out["occurred_at"] = datetime.fromtimestamp(created, UTC).isoformat()
             except (OverflowError, OSError, ValueError):
                 raise PayloadError(f"create_time {created!r} is not a time") from None
         return out

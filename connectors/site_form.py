@@ -13,6 +13,7 @@ import json
 from datetime import datetime
 from email.parser import BytesParser
 from email.policy import HTTP
+from email.utils import collapse_rfc2231_value
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -74,12 +75,14 @@ def _parse_json(body: bytes, charset: str | None) -> dict[str, Any]:
 
 
 def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
     if not message.is_multipart():
         raise PayloadError("multipart body without a valid boundary", status=400)
     pairs: dict[str, list[str]] = {}
     for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
+        param = part.get_param("name", header="content-disposition")
+        name = collapse_rfc2231_value(param) if param else None
         if not name or part.get_filename():
             continue        # unnamed parts and uploaded files are not lead fields
         try:
@@ -90,7 +93,40 @@ def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
     return _flatten_form(pairs)
 
 
-class SiteFormConnector(WebhookConnector):
+def given_token(request: InboundRequest) -> str:
+    return request.headers.get(TOKEN_HEADER) or (request.query.get(TOKEN_PARAM) or [""])[0]
+
+
+def check_token(given: str, token: str) -> None:
+    """SignatureError unless ``given`` is the source's ``token``."""
+    if not given:
+        raise SignatureError("this source needs its token: add ?token=... to the URL or an X-Hub-Token header",
+                             status=401)
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise SignatureError("wrong token for this source", status=403)
+
+
+def submitted_fields(request: InboundRequest) -> dict[str, Any]:
+    """The form's fields, from the query of a GET or from a JSON, urlencoded or multipart body, the token
+    left out; PayloadError when there are none or they cannot be read."""
+    if request.method == "GET":
+        fields = _flatten_form(request.query)
+        if not fields:
+            raise PayloadError("GET without form fields: send the form as query parameters or POST it", status=400)
+        return fields
+    if not request.body.strip():
+        raise PayloadError("empty body: the form sent no fields", status=400)
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        return _parse_json(request.body, request.charset)
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return _parse_urlencoded(request.body, request.charset)
+    if request.mimetype == "multipart/form-data":
+        return _parse_multipart(request.body, request.headers.get("content-type", ""))
+    raise PayloadError(f"unsupported Content-Type {request.mimetype or '(none)'!r}: send application/json, "
+                       "application/x-www-form-urlencoded or multipart/form-data", status=415)
+
+
+class SiteFormConnector(WebhookConnector[SiteFormSettings]):
     name = "site_form"
     config_schema = SiteFormSettings
     default_mapping = "site_form"
@@ -98,33 +134,7 @@ class SiteFormConnector(WebhookConnector):
 
     def verify(self, request: InboundRequest) -> None:
         if self.settings.token is not None:
-            self._check_token(self._given_token(request))
-
-    @staticmethod
-    def _given_token(request: InboundRequest) -> str:
-        return request.headers.get(TOKEN_HEADER) or (request.query.get(TOKEN_PARAM) or [""])[0]
-
-    def _check_token(self, given: str) -> None:
-        if not given:
-            raise SignatureError("this source needs its token: add ?token=... to the URL or an X-Hub-Token header",
-                                 status=401)
-        if not hmac.compare_digest(given.encode(), self.settings.token.encode()):
-            raise SignatureError("wrong token for this source", status=403)
+            check_token(given_token(request), self.settings.token)
 
     def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
-        if request.method == "GET":
-            fields = _flatten_form(request.query)
-            if not fields:
-                raise PayloadError("GET without form fields: send the form as query parameters or POST it", status=400)
-        elif not request.body.strip():
-            raise PayloadError("empty body: the form sent no fields", status=400)
-        elif request.mimetype == "application/json" or request.mimetype.endswith("+json"):
-            fields = _parse_json(request.body, request.charset)
-        elif request.mimetype == "application/x-www-form-urlencoded":
-            fields = _parse_urlencoded(request.body, request.charset)
-        elif request.mimetype == "multipart/form-data":
-            fields = _parse_multipart(request.body, request.headers.get("content-type", ""))
-        else:
-            raise PayloadError(f"unsupported Content-Type {request.mimetype or '(none)'!r}: send application/json, "
-                               "application/x-www-form-urlencoded or multipart/form-data", status=415)
-        return WebhookResult(events=[RawEvent(external_id=None, payload=fields)])
+        return WebhookResult(events=[RawEvent(external_id=None, payload=submitted_fields(request))])

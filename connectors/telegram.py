@@ -25,16 +25,23 @@ SECRET_HEADER = "x-telegram-bot-api-secret-token"
 EMPTY = WebhookReply(200, "")
 
 
-class TelegramSettings(BaseModel):
+class BotTexts(BaseModel):
+    """What the bot says; the webhook and the polling connector hold the same conversation."""
+
     model_config = ConfigDict(extra="forbid")
-    secret_token: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$",
-                              description="the secret_token given to setWebhook")
     ask_phone: str = "Здравствуйте! Поделитесь, пожалуйста, номером телефона — менеджер свяжется с вами."
     share_button: str = "📱 Поделиться номером"
     thanks: str = "Спасибо! Менеджер скоро свяжется с вами."
 
 
-def _message(update: dict[str, Any]) -> dict[str, Any] | None:
+class TelegramSettings(BotTexts):
+    secret_token: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$",
+                              description="the secret_token given to setWebhook")
+
+
+def message_of(update: dict[str, Any]) -> dict[str, Any] | None:
+    """The update's message from a user (the webhook and the polling connector read updates alike); None
+    for any other update."""
     message = update.get("message")
     return message if isinstance(message, dict) and isinstance(message.get("from"), dict) else None
 
@@ -46,7 +53,46 @@ def _start_payload(text: str) -> str | None:
     return parts[1].strip()[:64] if len(parts) == 2 and parts[0] in ("/start",) else None
 
 
-class TelegramConnector(WebhookConnector):
+def _own_contact(message: dict[str, Any]) -> dict[str, Any] | None:
+    contact = message.get("contact")
+    if isinstance(contact, dict) and contact.get("user_id") == message["from"].get("id"):
+        return contact
+    return None
+
+
+def conversation_reply(message: dict[str, Any], texts: BotTexts) -> dict[str, Any]:
+    """The bot's next line as a Bot API sendMessage call: ask for the phone, or thank for it."""
+    own_contact = _own_contact(message) is not None
+    return {"method": "sendMessage", "chat_id": (message.get("chat") or {}).get("id"),
+            "text": texts.thanks if own_contact else texts.ask_phone,
+            "reply_markup": {"remove_keyboard": True} if own_contact else {
+                "keyboard": [[{"text": texts.share_button, "request_contact": True}]],
+                "resize_keyboard": True, "one_time_keyboard": True}}
+
+
+def update_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored Update's fields for the mapping."""
+    message = message_of(payload) or {}
+    sender = message.get("from") or {}
+    text = str(message.get("text") or "")
+    contact = _own_contact(message) if message else None
+    out: dict[str, Any] = {
+        "telegram_user_id": sender.get("id"),
+        "name": " ".join(str(n) for n in (sender.get("first_name"), sender.get("last_name"))
+                         if isinstance(n, str) and n) or None,
+        "username": sender.get("username"),
+        "start_payload": _start_payload(text),
+        "message": None if text.startswith("/start") else (text or None),
+    }
+    if contact:
+        phone = str(contact.get("phone_number") or "")
+        out["phone"] = phone if phone.startswith("+") else f"+{phone}"    # Telegram omits the "+"
+    elif isinstance(message.get("contact"), dict):
+        out["message"] = "shared someone else's contact card (not taken as the sender's phone)"
+    return out
+
+
+class TelegramConnector(WebhookConnector[TelegramSettings]):
     name = "telegram"
     config_schema = TelegramSettings
     default_mapping = "telegram"
@@ -58,15 +104,6 @@ class TelegramConnector(WebhookConnector):
         if not hmac.compare_digest(given.encode(), self.settings.secret_token.encode()):
             raise SignatureError("wrong Telegram secret token", status=403)
 
-    def conversation_reply(self, message: dict[str, Any]) -> dict[str, Any]:
-        """The bot's next line as a Bot API sendMessage call: ask for the phone, or thank for it."""
-        own_contact = self._own_contact(message) is not None
-        return {"method": "sendMessage", "chat_id": (message.get("chat") or {}).get("id"),
-                "text": self.settings.thanks if own_contact else self.settings.ask_phone,
-                "reply_markup": {"remove_keyboard": True} if own_contact else {
-                    "keyboard": [[{"text": self.settings.share_button, "request_contact": True}]],
-                    "resize_keyboard": True, "one_time_keyboard": True}}
-
     def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
         try:
             update = json.loads(request.body.decode("utf-8"))
@@ -74,37 +111,13 @@ class TelegramConnector(WebhookConnector):
             raise PayloadError(f"not a Telegram Update: {exc}", status=400) from None
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             raise PayloadError("not a Telegram Update: no update_id", status=400)
-        message = _message(update)
+        message = message_of(update)
         if message is None or (message.get("chat") or {}).get("type", "private") != "private":
             return WebhookResult(reply=EMPTY)       # edits, button presses, group chatter: not leads
-        reply = WebhookReply(200, json.dumps(self.conversation_reply(message), ensure_ascii=False),
+        reply = WebhookReply(200, json.dumps(conversation_reply(message, self.settings), ensure_ascii=False),
                              "application/json; charset=utf-8")
         return WebhookResult(events=[RawEvent(external_id=f"update:{update['update_id']}", payload=update)],
                              reply=reply)
 
-    @staticmethod
-    def _own_contact(message: dict[str, Any]) -> dict[str, Any] | None:
-        contact = message.get("contact")
-        if isinstance(contact, dict) and contact.get("user_id") == message["from"].get("id"):
-            return contact
-        return None
-
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
-        message = _message(payload) or {}
-        sender = message.get("from") or {}
-        text = str(message.get("text") or "")
-        contact = self._own_contact(message) if message else None
-        out: dict[str, Any] = {
-            "telegram_user_id": sender.get("id"),
-            "name": " ".join(str(n) for n in (sender.get("first_name"), sender.get("last_name"))
-                             if isinstance(n, str) and n) or None,
-            "username": sender.get("username"),
-            "start_payload": _start_payload(text),
-            "message": None if text.startswith("/start") else (text or None),
-        }
-        if contact:
-            phone = str(contact.get("phone_number") or "")
-            out["phone"] = phone if phone.startswith("+") else f"+{phone}"    # Telegram omits the "+"
-        elif isinstance(message.get("contact"), dict):
-            out["message"] = "shared someone else's contact card (not taken as the sender's phone)"
-        return out
+        return update_fields(payload)

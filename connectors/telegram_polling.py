@@ -12,34 +12,27 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from connectors.telegram import TelegramConnector, TelegramSettings, _message
+from connectors.telegram import BotTexts, conversation_reply, message_of, update_fields
 from hub.connector import PollingConnector, PollResult, RawEvent
 from hub.errors import RetriableError
 
 
-class TelegramPollingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TelegramPollingSettings(BotTexts):
     bot_token: str = Field(min_length=10)
     api_url: str = "https://api.telegram.org"
     poll_seconds: float = Field(5, ge=1)
     timeout_seconds: float = Field(10, gt=0)
-    ask_phone: str = TelegramSettings.model_fields["ask_phone"].default
-    share_button: str = TelegramSettings.model_fields["share_button"].default
-    thanks: str = TelegramSettings.model_fields["thanks"].default
 
 
-class TelegramPollingConnector(PollingConnector):
+class TelegramPollingConnector(PollingConnector[TelegramPollingSettings]):
     name = "telegram_polling"
     config_schema = TelegramPollingSettings
     default_mapping = "telegram"
 
     def __init__(self, source: str, settings: TelegramPollingSettings):
         super().__init__(source, settings)
-        # The webhook connector's conversation and fields, without its secret (polling has none to check).
-        self._conversation = TelegramConnector(source, TelegramSettings.model_construct(
-            ask_phone=settings.ask_phone, share_button=settings.share_button, thanks=settings.thanks))
         self.http = requests.Session()
 
     def _call(self, method: str, payload: dict[str, Any]) -> Any:
@@ -62,7 +55,7 @@ class TelegramPollingConnector(PollingConnector):
         events = []
         for update in updates:
             offset = max(offset, int(update["update_id"]) + 1)
-            message = _message(update)
+            message = message_of(update)
             if message is None or (message.get("chat") or {}).get("type", "private") != "private":
                 continue
             events.append(RawEvent(external_id=f"update:{update['update_id']}", payload=update))
@@ -70,9 +63,9 @@ class TelegramPollingConnector(PollingConnector):
 
     def acknowledge(self, events: list[RawEvent]) -> None:
         for event in events:
-            call = self._conversation.conversation_reply(_message(event.payload) or {})
+            call = conversation_reply(message_of(event.payload) or {}, self.settings)
             del call["method"]
             self._call("sendMessage", call)
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._conversation.fields(payload)
+        return update_fields(payload)

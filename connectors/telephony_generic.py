@@ -71,12 +71,15 @@ def at_path(data: Any, path: str) -> Any:
     return data
 
 
-class GenericTelephonyConnector(WebhookConnector):
+class GenericTelephonyConnector(WebhookConnector[GenericTelephonySettings]):
     name = "telephony_generic"
     config_schema = GenericTelephonySettings
     default_mapping = "telephony_generic"
 
     def signature(self, body: bytes, timestamp: str | None) -> str:
+        """What the PBX signs this body with; only a source with a ``secret`` has one."""
+        if self.settings.secret is None:
+            raise ValueError(f"source {self.source!r} has no secret: its deliveries are not signed")
         signed = (timestamp.encode() + b"." + body) if timestamp is not None else body
         algo = hashlib.sha256 if self.settings.algorithm == "hmac-sha256" else hashlib.sha1
         digest = hmac.new(self.settings.secret.encode(), signed, algo).digest()

@@ -49,7 +49,29 @@ def phones_in_text(text: str, region: str) -> list[str]:
     return [m.raw_string for m in phonenumbers.PhoneNumberMatcher(text, region)]
 
 
-class VkConnector(WebhookConnector):
+def event_fields(payload: dict[str, Any], region: str) -> dict[str, Any]:
+    """An event's fields for the mapping (the Callback API and the long poll send events alike); ``region``
+    reads phones written in a message."""
+    obj = found if isinstance(found := payload.get("object"), dict) else {}
+    out: dict[str, Any] = {"vk_event": payload.get("type")}
+    if payload.get("type") == "lead_forms_new":
+        out.update(vk_user_id=obj.get("user_id"), form_name=obj.get("form_name"), form_id=obj.get("form_id"),
+                   ad_id=obj.get("ad_id"))
+        answers = obj.get("answers")
+        for answer in answers if isinstance(answers, list) else []:
+            if isinstance(answer, dict):
+                for name in (answer.get("key"), answer.get("question")):
+                    if name:
+                        out.setdefault(str(name), answer.get("answer"))
+    elif payload.get("type") == "message_new":
+        message = found if isinstance(found := obj.get("message"), dict) else {}
+        text = str(message.get("text") or "")
+        out.update(vk_user_id=message.get("from_id"), message=text,
+                   phone_in_text=phones_in_text(text, region))
+    return out
+
+
+class VkConnector(WebhookConnector[VkSettings]):
     name = "vk"
     config_schema = VkSettings
     default_mapping = "vk"
@@ -82,20 +104,4 @@ class VkConnector(WebhookConnector):
         return WebhookResult(events=[RawEvent(external_id=f"event:{event_id}", payload=payload)], reply=OK)
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
-        obj = payload.get("object") if isinstance(payload.get("object"), dict) else {}
-        out: dict[str, Any] = {"vk_event": payload.get("type")}
-        if payload.get("type") == "lead_forms_new":
-            out.update(vk_user_id=obj.get("user_id"), form_name=obj.get("form_name"), form_id=obj.get("form_id"),
-                       ad_id=obj.get("ad_id"))
-            answers = obj.get("answers")
-            for answer in answers if isinstance(answers, list) else []:
-                if isinstance(answer, dict):
-                    for name in (answer.get("key"), answer.get("question")):
-                        if name:
-                            out.setdefault(str(name), answer.get("answer"))
-        elif payload.get("type") == "message_new":
-            message = obj.get("message") if isinstance(obj.get("message"), dict) else {}
-            text = str(message.get("text") or "")
-            out.update(vk_user_id=message.get("from_id"), message=text,
-                       phone_in_text=phones_in_text(text, self.settings.region))
-        return out
+        return event_fields(payload, self.settings.region)

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.vk import LEAD_EVENTS, VkConnector, VkSettings
+from connectors.vk import LEAD_EVENTS, event_fields
 from hub.connector import PollingConnector, PollResult, RawEvent
 from hub.errors import RetriableError
 
@@ -29,15 +29,13 @@ class VkLongPollSettings(BaseModel):
     region: str = "RU"
 
 
-class VkLongPollConnector(PollingConnector):
+class VkLongPollConnector(PollingConnector[VkLongPollSettings]):
     name = "vk_longpoll"
     config_schema = VkLongPollSettings
     default_mapping = "vk"
 
     def __init__(self, source: str, settings: VkLongPollSettings):
         super().__init__(source, settings)
-        # The Callback API connector's fields, without its secret (long poll has none to check).
-        self._callback = VkConnector(source, VkSettings.model_construct(region=settings.region))
         self.http = requests.Session()
 
     def _get(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +54,8 @@ class VkLongPollConnector(PollingConnector):
         return body["response"]
 
     def poll(self, state: dict[str, Any]) -> PollResult:
-        server = {k: state[k] for k in ("server", "key", "ts") if k in state} if "key" in state else self._server()
+        server: dict[str, Any] = ({k: state[k] for k in ("server", "key", "ts") if k in state} if "key" in state
+                                  else self._server())
         body = self._get(server["server"], {"act": "a_check", "key": server["key"], "ts": server["ts"],
                                             "wait": self.settings.wait_seconds})
         failed = body.get("failed")
@@ -70,4 +69,4 @@ class VkLongPollConnector(PollingConnector):
         return PollResult(events=events, state={**server, "ts": body.get("ts", server["ts"])})
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._callback.fields(payload)
+        return event_fields(payload, self.settings.region)

@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import (InboundRequest, LiveCall, RawEvent, WebhookConnector, WebhookReply, WebhookResult,
-                           form_fields)
+from hub.connector import InboundRequest, LiveCall, RawEvent, WebhookConnector, WebhookReply, WebhookResult, form_fields
 from hub.errors import PayloadError, SignatureError
 
 # The fields each event's signature covers, in order.
@@ -60,7 +59,7 @@ def signature(secret: str, fields: dict[str, str]) -> str | None:
     return base64.b64encode(digest.hexdigest().encode()).decode()
 
 
-class ZadarmaConnector(WebhookConnector):
+class ZadarmaConnector(WebhookConnector[ZadarmaSettings]):
     name = "zadarma"
     config_schema = ZadarmaSettings
     default_mapping = "zadarma"

@@ -3,16 +3,18 @@
 A connector is pure: it turns what a provider sends (or what a poll returns) into ``RawEvent``s and says
 what to answer. It never touches the database, the web framework or the scheduler; the hub does that.
 Built-in connectors are registered exactly like third-party ones, in the ``leadhub.connectors``
-entry-point group of their package's metadata.
+entry-point group of their package's metadata; the entry point's key is the connector's name, and the
+class says the same name in ``name`` (checked when the connectors are loaded).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,9 +43,10 @@ class InboundRequest:
 @dataclass
 class RawEvent:
     """One delivery that may become a lead. ``external_id`` is the provider's own id (or a content hash):
-    the store keeps one event per (source, external_id), so a provider's retry is a no-op."""
+    the store keeps one event per (source, external_id), so a provider's retry is a no-op. None leaves it to
+    the hub: the id field the mapping names, else a hash of the content."""
 
-    external_id: str
+    external_id: str | None
     payload: dict[str, Any]
 
 
@@ -103,15 +106,20 @@ def form_fields(request: InboundRequest, what: str = "form") -> dict[str, str]:
     return {k: v[0] for k, v in pairs.items()}
 
 
-class Connector:
-    """Base of every connector. Subclasses set ``name`` and may declare ``config_schema``: a pydantic model
-    for the connector's own settings in a ``[[sources]]`` table, validated when the hub starts."""
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+class Connector(Generic[SettingsT]):
+    """Base of every connector, generic in its settings model: ``class VkConnector(WebhookConnector[VkSettings])``.
+    Subclasses set ``name`` (their entry point's key) and may declare ``config_schema``: that same pydantic
+    model, for the connector's own settings in a ``[[sources]]`` table, validated when the hub starts.
+    ``default_mapping`` names the mapping a source gets when it names none (None: it must name one)."""
 
     name: ClassVar[str]
     config_schema: ClassVar[type[BaseModel]] = NoSettings
     default_mapping: ClassVar[str | None] = None
 
-    def __init__(self, source: str, settings: BaseModel):
+    def __init__(self, source: str, settings: SettingsT):
         self.source = source
         self.settings = settings
 
@@ -120,7 +128,7 @@ class Connector:
         return payload
 
 
-class WebhookConnector(Connector):
+class WebhookConnector(Connector[SettingsT]):
     methods: ClassVar[tuple[str, ...]] = ("POST",)
 
     def verify(self, request: InboundRequest) -> None:
@@ -131,7 +139,7 @@ class WebhookConnector(Connector):
 
     def live_call(self, request: InboundRequest) -> LiveCall | None:
         """An incoming call still ringing: the manager sees who calls, and, if ``routable``, the hub's answer
-        may put it through (hub/calls.py decides where). None: not a ringing call."""
+        may put it through (hub/pipeline/calls.py decides where). None: not a ringing call."""
         return None
 
     def route_reply(self, extension: str) -> WebhookReply | None:
@@ -143,7 +151,7 @@ class WebhookConnector(Connector):
         return None
 
 
-class PollingConnector(Connector):
+class PollingConnector(Connector[SettingsT]):
     #: seconds between polls when the source does not say (``poll_seconds`` in its settings)
     default_poll_seconds: ClassVar[float] = 60
 
@@ -156,13 +164,36 @@ class PollingConnector(Connector):
         them at the provider. A failure here only means they are fetched again, and stored once."""
 
 
+class FileConnector(PollingConnector[SettingsT]):
+    """A polling connector that reads a file of rows: polled a batch at a time, or imported whole by
+    `hub import`, which checks the header and counts the rows first."""
+
+    def header(self) -> list[str]:
+        """The file's column names; PayloadError for a file that cannot be read or has no header."""
+        raise NotImplementedError
+
+    def count_rows(self) -> int:
+        raise NotImplementedError
+
+    def events(self, start: int = 0) -> Iterator[RawEvent]:
+        """Every row from data row ``start`` on, read once, as an event."""
+        raise NotImplementedError
+
+
 @cache
 def available_connectors() -> dict[str, type[Connector]]:
-    """Every connector installed in this Python environment, by name."""
+    """Every connector installed in this Python environment, by name. TypeError for an entry point that is
+    not a connector, or whose connector calls itself by another name (the name a source's ``connector =``
+    gives and the name its touches record as their channel must be one)."""
     found: dict[str, type[Connector]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         cls = ep.load()
         if not (isinstance(cls, type) and issubclass(cls, Connector)):
             raise TypeError(f"entry point {ep.name!r} = {ep.value!r} is not a hub Connector subclass")
+        name = getattr(cls, "name", None)
+        if name != ep.name:
+            said = f"calls itself {name!r}" if name is not None else "sets no name"
+            raise TypeError(f"connector entry point {ep.name!r} = {ep.value!r}: the class {said}; its name "
+                            f"must be the entry point's key, {ep.name!r}")
         found[ep.name] = cls
     return found

@@ -2,17 +2,19 @@
 
 Like a connector, a sink is pure: it turns the lead (its public JSON, hub.store.serialize.lead_to_dict) into an
 HTTP request and reads the answer; the hub makes the request, limits its rate across processes, retries
-and keeps dead letters (hub/forwarding.py). It never imports Flask, SQLAlchemy or an HTTP client.
+and keeps dead letters (hub/outbox/forwarding.py). It never imports Flask, SQLAlchemy or an HTTP client.
 
-A sink registers in the ``leadhub.sinks`` entry-point group, built-in ones included (see pyproject.toml).
+A sink registers in the ``leadhub.sinks`` entry-point group, built-in ones included (see pyproject.toml);
+the entry point's key is its name, the ``type`` of a ``[[sinks]]`` table, and the class does not repeat it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -85,18 +87,22 @@ class Step:
     then: Callable[[SinkResponse, dict[str, Any]], Step]
 
 
-class Sink:
-    """Base of every sink. ``rate_per_second`` and ``burst`` are the provider's documented limits (a
-    deployment may lower them). A delivery is a small conversation: ``start`` gives the first Step; each
-    answer goes to the step's ``then`` (a lookup before a retried create, a token refresh before a retry).
-    ``retrying`` is true when an earlier attempt may have reached the sink without us hearing back."""
+SinkSettingsT = TypeVar("SinkSettingsT", bound=SinkSettings)
 
-    name: ClassVar[str]
+
+class Sink(Generic[SinkSettingsT]):
+    """Base of every sink, generic in its settings model, which it also names in ``config_schema``
+    (``class WebhookSink(Sink[WebhookSettings])``). ``rate_per_second`` and ``burst`` are the provider's
+    documented limits (a deployment may lower them). A delivery is a small conversation: ``start`` gives the
+    first Step; each answer goes to the step's ``then`` (a lookup before a retried create, a token refresh
+    before a retry). ``retrying`` is true when an earlier attempt may have reached the sink without us
+    hearing back."""
+
     config_schema: ClassVar[type[SinkSettings]] = SinkSettings
     rate_per_second: ClassVar[float] = 5.0
     burst: ClassVar[int] = 5
 
-    def __init__(self, sink_name: str, settings: SinkSettings):
+    def __init__(self, sink_name: str, settings: SinkSettingsT):
         self.sink_name = sink_name
         self.settings = settings
 

@@ -74,12 +74,10 @@ def _lead_body(lead: dict[str, Any], settings: AmoCrmSettings) -> dict[str, Any]
     return {k: v for k, v in body.items() if v is not None}
 
 
-class AmoCrmSink(Sink):
-    name = "amocrm"
+class AmoCrmSink(Sink[AmoCrmSettings]):
     config_schema = AmoCrmSettings
     rate_per_second = 7.0
     burst = 7
-    settings: AmoCrmSettings
 
     def secrets(self) -> list[str]:
         s = self.settings

@@ -70,12 +70,10 @@ def _check(resp: SinkResponse) -> Any:
     raise Refused(f"Bitrix24 answered {resp.status} {error}: {description}".strip())
 
 
-class Bitrix24Sink(Sink):
-    name = "bitrix24"
+class Bitrix24Sink(Sink[Bitrix24Settings]):
     config_schema = Bitrix24Settings
     rate_per_second = 2.0
     burst = 50
-    settings: Bitrix24Settings
 
     def secrets(self) -> list[str]:
         return [self.settings.webhook_url.rstrip("/").rsplit("/", 1)[-1]]

@@ -40,12 +40,10 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-class WebhookSink(Sink):
-    name = "webhook"
+class WebhookSink(Sink[WebhookSettings]):
     config_schema = WebhookSettings
     rate_per_second = 10.0
     burst = 10
-    settings: WebhookSettings
 
     def secrets(self) -> list[str]:
         return [self.settings.secret]

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from connectors.zadarma import signature
 from hub.store.db import transaction
 from hub.store.models import CallAlert, InboundEvent, Lead, LeadHistory, Notification
-from hub.pipeline.routing import set_manager_state
+from hub.pipeline.routing.lifecycle import set_manager_state
 from hub.store.models import utcnow
 from hub.pipeline.worker import Worker
 from tests.helpers.web import WEB_CONFIG, deliver, make_users, sign_in, token_for, with_manager

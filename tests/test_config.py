@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import hub.connector as connector
 from hub.cli import main as hub_cli
 from hub.config import load_config
 from hub.errors import ConfigError
@@ -140,3 +143,21 @@ def test_a_mapping_next_to_the_config_overrides_the_builtin(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert exc.value.problems == ["sources[1].mapping: mapping 'broken': fields.phone: Input should be a valid list"]
+
+
+@pytest.mark.parametrize("target, said", [("connectors.site_form:SiteFormConnector", "calls itself 'site_form'"),
+                                          ("hub.connector:WebhookConnector", "sets no name")])
+def test_a_connector_is_named_once_by_its_entry_point(monkeypatch, target, said):
+    """A connector's name is its entry point's key; a class that says another name is refused at load."""
+    registered = EntryPoint(name="web_form", value=target, group=connector.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(connector, "entry_points", lambda group: [registered])
+    connector.available_connectors.cache_clear()
+    try:
+        with pytest.raises(TypeError, match=re.escape(
+                f"connector entry point 'web_form' = '{target}': the class {said}; its name must be the entry "
+                "point's key, 'web_form'")):
+            connector.available_connectors()
+    finally:
+        monkeypatch.undo()
+        connector.available_connectors.cache_clear()
+    assert connector.available_connectors()["site_form"].name == "site_form"

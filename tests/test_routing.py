@@ -16,7 +16,8 @@ from sqlalchemy import func, insert, select
 from hub.config import load_config, parse_config
 from hub.store.db import transaction
 from hub.store.models import InboundEvent, Lead, LeadHistory, RoutingPosition, utcnow
-from hub.pipeline.routing import availability, sweep_sla
+from hub.pipeline.routing.rules import availability
+from hub.pipeline.routing.sla import sweep_sla
 from hub.runtime import Hub
 from hub.pipeline.worker import Worker
 from tests.helpers.db import wait_until_processed
@@ -138,7 +139,7 @@ def test_a_manager_off_duty_mid_stream_receives_nothing_after(write_config, runn
 
 
 def test_a_failed_attempt_or_replay_does_not_move_the_round_robin(write_config, monkeypatch):
-    import hub.pipeline.routing as routing
+    import hub.pipeline.routing.assignment as routing
 
     hub = Hub(load_config(write_config(team_config({"A": 1, "B": 1, "C": 1}))))
     store_events(hub, 6)
@@ -322,7 +323,7 @@ max_open_leads = 1
 
 
 def test_a_dead_event_replayed_moves_the_round_robin_once(write_config, runner, monkeypatch):
-    import hub.pipeline.routing as routing
+    import hub.pipeline.routing.assignment as routing
 
     config_path = write_config(team_config({"A": 1, "B": 1}))
     hub = Hub(load_config(config_path))

@@ -21,7 +21,7 @@ from hub.config import load_config
 from hub.store.db import transaction
 from hub.outbox.forwarding import Forwarder
 from hub.store.models import DeliveryStatus, Lead, SinkDelivery, SinkLink, SinkState, utcnow
-from hub.pipeline.routing import set_status, take
+from hub.pipeline.routing.lifecycle import set_status, take
 from hub.runtime import Hub
 from hub.web.app import create_app
 from hub.pipeline.worker import Worker
@@ -443,7 +443,7 @@ def test_a_change_during_a_lost_create_does_not_make_a_second_lead(hub, client):
 
 
 def test_an_sla_escalation_is_forwarded_too(hub, client):
-    from hub.pipeline.routing import sweep_sla
+    from hub.pipeline.routing.sla import sweep_sla
     only(hub, "hook")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add(responses.POST, HOOK, status=200)

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from hub.store.db import transaction
+from hub.desk.queries import LeadFilter
 from hub.mapping import UTM_KEYS
-from hub.store.models import Lead, Person
-from hub.desk.queries import LeadFilter, _filtered
 from hub.runtime import Hub
+from hub.store.db import transaction
+from hub.store.models import Lead, Person, utcnow
 from hub.store.serialize import lead_to_dict
 
 COLUMNS = ["id", "created_at", "status", "refuse_reason", "warmth", "score", "owner", "source", "name", "phones",
@@ -22,11 +22,10 @@ BATCH = 1000
 
 
 def rows(hub: Hub, f: LeadFilter) -> Iterator[list[Any]]:
-    from hub.store.models import utcnow
     last = 0
     while True:
         with transaction(hub.engine, read_only=True) as session:
-            query = _filtered(select(Lead).where(Lead.merged_into_id.is_(None), Lead.id > last), f, utcnow())
+            query = f.apply(select(Lead).where(Lead.merged_into_id.is_(None), Lead.id > last), utcnow())
             batch = list(session.scalars(query.order_by(Lead.id).limit(BATCH).options(
                 selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.touches))))
             dicts = [lead_to_dict(lead, with_touches=False) for lead in batch]

@@ -13,17 +13,17 @@ from itertools import islice
 from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
-from connectors.csv_import import CsvImportConnector, CsvImportSettings
 from hub.config import SourceConfig
-from hub.connector import RawEvent
-from hub.store.db import execute, insert_ignoring_conflicts, transaction
+from hub.connector import FileConnector, RawEvent, available_connectors
 from hub.errors import ConfigError, PayloadError
 from hub.mapping import load_mapping
-from hub.store.models import EventStatus, InboundEvent, utcnow
 from hub.pipeline.process import DeferredWrites, EventRef, map_event, occurred_at, process_draft
 from hub.runtime import Hub, Source
+from hub.store.db import execute, insert_ignoring_conflicts, transaction
+from hub.store.models import EventStatus, InboundEvent, utcnow
 
-
+# The connector that reads the file, found like any other: by its entry-point name.
+CSV_CONNECTOR = "csv_import"
 _EVENTS = InboundEvent.__table__
 FINISH_EVENT = update(_EVENTS).where(_EVENTS.c.id == bindparam("event_id")).values(
     status=bindparam("status"), lead_id=bindparam("lead_id"), processed_at=bindparam("now"))
@@ -54,15 +54,16 @@ def import_source(hub: Hub, source_name: str, path: str, mapping_name: str, colu
                            for name in unknown])
     fields = mapping.fields.model_copy(update={k: [v, *getattr(mapping.fields, k)] for k, v in columns.items()})
     mapping = mapping.model_copy(update={"fields": fields})
-    settings = CsvImportSettings(path=path, encoding=encoding, delimiter=delimiter)
-    config = SourceConfig(name=source_name, connector=CsvImportConnector.name, tags=tags, timezone=timezone)
-    return Source(config=config, connector=CsvImportConnector(source_name, settings), mapping=mapping,
+    connector = available_connectors()[CSV_CONNECTOR]
+    settings = connector.config_schema(path=path, encoding=encoding, delimiter=delimiter)
+    config = SourceConfig(name=source_name, connector=CSV_CONNECTOR, tags=tags, timezone=timezone)
+    return Source(config=config, connector=connector(source_name, settings), mapping=mapping,
                   region=hub.config.default_region)
 
 
 def check_header(source: Source) -> list[str]:
     """Refuse a file none of whose columns can give a contact, before importing anything."""
-    header = source.connector.header()
+    header = source.connector_as(FileConnector).header()
     lowered = {h.strip().lower() for h in header}
     names = source.mapping.fields
     contact_columns = names.phone + names.email + names.telegram_id + names.vk_id
@@ -73,7 +74,7 @@ def check_header(source: Source) -> list[str]:
 
 
 def _import_one(session: Session, hub: Hub, source: Source, raw: RawEvent, report: ImportReport,
-                deferred: DeferredWrites) -> None:
+                writes: _ImportWrites) -> None:
     now = utcnow()
     line = raw.payload.get("_row")
     values = dict(source=source.name, external_id=raw.external_id, received_at=now, method="IMPORT",
@@ -98,8 +99,8 @@ def _import_one(session: Session, hub: Hub, source: Source, raw: RawEvent, repor
     if event_id is None:
         report.already_imported += 1
         return
-    outcome, _ = process_draft(session, source, EventRef(event_id, now), draft, hub.config.identity, deferred)
-    deferred.finished_events.append({"event_id": event_id, "status": outcome.status, "lead_id": outcome.lead_id,
+    outcome, _ = process_draft(session, source, EventRef(event_id, now), draft, hub.config.identity, writes)
+    writes.finished_events.append({"event_id": event_id, "status": outcome.status, "lead_id": outcome.lead_id,
                                      "now": now})
     if outcome.status == EventStatus.PROCESSED:
         report.created += 1
@@ -129,7 +130,7 @@ def run_import(hub: Hub, source: Source, dry_run: bool = False, batch_rows: int 
                progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import every row; commits every ``batch_rows`` (a dry run keeps one transaction and rolls it back)."""
     report = ImportReport(dry_run=dry_run)
-    rows = source.connector.events()
+    rows = source.connector_as(FileConnector).events()
     if dry_run:
         try:
             with transaction(hub.engine) as session:

@@ -1,5 +1,6 @@
 """Intake: verify → store the raw event idempotently → commit → answer. Nothing else happens here, so
-the provider gets its answer fast and an acknowledged delivery is never lost.
+the provider gets its answer fast and an acknowledged delivery is never lost. (A ringing call is routed
+before the answer, by hub/pipeline/calls.py, around the store.)
 
 Every readable delivery is stored, good or bad: a bad one as ``rejected`` with its reason, so nothing a
 provider sent us disappears without a trace (`hub events list --status rejected`).
@@ -10,20 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from hub.pipeline.calls import CALL_ROUTE, alert as call_alert, decide_safely, send_route_command
-from hub.connector import InboundRequest, RawEvent, WebhookReply
-from hub.store.db import insert_ignoring_conflicts, transaction
-from hub.pipeline.history import history
+from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply
 from hub.errors import PayloadError
 from hub.mapping import apply_mapping
-from hub.store.models import EventStatus, InboundEvent, utcnow
+from hub.pipeline.calls import route_live_call
 from hub.runtime import Hub, Source
+from hub.store.db import insert_ignoring_conflicts, transaction
+from hub.store.models import EventStatus, InboundEvent, utcnow
 
 log = logging.getLogger("hub.intake.webhook")
 
@@ -55,7 +57,7 @@ def _json_reply(http_status: int, **body: Any) -> WebhookReply:
 
 
 def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datetime,
-           rows: list[dict[str, Any]], also=None) -> list[StoredEvent]:
+           rows: list[dict[str, Any]], also: Callable[[Session], None] | None = None) -> list[StoredEvent]:
     """Insert each row unless (source, external_id) exists; one transaction; returns what is stored.
     ``also(session)`` runs in the same transaction (a call alert for a new, ringing call)."""
     headers = {k: v for k, v in request.headers.items() if k in KEPT_HEADERS}
@@ -88,7 +90,8 @@ def _rejected_row(body: bytes, reason: str, payload: dict[str, Any] | None = Non
 def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dict[str, Any]:
     """Check the event can become a lead (the mapping is pure and cheap) and give it its external id."""
     if event.payload.get("_annotates"):            # adds to another event's touch: nothing to map
-        return dict(external_id=event.external_id[:255], payload=event.payload, status=EventStatus.PENDING)
+        external_id = event.external_id or _content_id(event.payload, received_at)
+        return dict(external_id=external_id[:255], payload=event.payload, status=EventStatus.PENDING)
     try:
         draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
     except PayloadError as exc:
@@ -101,7 +104,7 @@ def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dic
 
 def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> WebhookReply:
     """Everything between a provider's HTTP request and our answer. Raises SignatureError (not stored)."""
-    connector = source.connector
+    connector = source.connector_as(WebhookConnector)
     received_at = utcnow()
     try:
         connector.verify(request)
@@ -115,38 +118,18 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
         log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, exc)
         return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc), event_id=event.id)
 
-    # A ringing call: who it is and where it should go, decided now from the store, before the answer
-    # (hub/calls.py); the manager is alerted, and a PBX that reads our answer puts the call through.
-    decision, also = None, None
-    live = connector.live_call(request)
-    if live is not None:
-        decision = decide_safely(hub.engine, hub.config, source.name, live.phone, source.region)
-        if decision is not None:
-            if live.routable and decision.extension:      # put through: the worker writes it on the lead
-                for event in result.events:
-                    event.payload = {**event.payload, CALL_ROUTE: decision.to_json()}
-            also = lambda session: call_alert(session, hub.config, decision, source.name, received_at)  # noqa: E731
-    rows = [prepare_event(source, e, received_at) for e in result.events]
-    stored = _store(hub, source, request, received_at, rows, also) if rows else []
-    if also is not None:
-        if not rows:              # a call-state event: nothing stored but the alert (and where the call went)
-            with transaction(hub.engine) as session:
-                also(session)
-                if live.routable and decision.extension and decision.caller and decision.caller.lead:
-                    route = decision.to_json()
-                    history(session, decision.caller.lead.id, "call_routed", to=route["manager"],
-                            extension=route["extension"], why=route["why"], why_msg=route["why_msg"])
-        hub.notification_queued.set()
-    for row, event in zip(rows, stored):
-        log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event" if event.duplicate
-                 else row["status"], f": {row.get('reject_reason')}" if row.get("reject_reason") else "")
-    if decision is not None and decision.extension and live.routable:
-        routed = connector.route_reply(decision.extension)
-        if routed is not None:
-            return routed
-        command = connector.route_request(live, decision.extension)
-        if command is not None:
-            send_route_command(source.name, command, live.call_id, hub.routed_calls)
+    def store(alert: Callable[[Session], None] | None) -> tuple[list[dict[str, Any]], list[StoredEvent]]:
+        rows = [prepare_event(source, e, received_at) for e in result.events]
+        stored = _store(hub, source, request, received_at, rows, alert) if rows else []
+        for row, event in zip(rows, stored, strict=True):
+            log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event"
+                     if event.duplicate else row["status"],
+                     f": {row.get('reject_reason')}" if row.get("reject_reason") else "")
+        return rows, stored
+
+    (rows, stored), put_through = route_live_call(hub, source, request, result.events, received_at, store)
+    if put_through is not None:
+        return put_through
     if result.reply is not None:
         return result.reply
     if stored and all(s.status == EventStatus.REJECTED for s in stored):

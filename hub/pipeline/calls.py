@@ -5,7 +5,8 @@ network), with reads only (no lock to wait for), and any error means "no redirec
 scenario stands and the call is never dropped. Order: the client's owner, if available and reachable on
 this PBX; else the least loaded available manager of the routing rule that matches the client's lead;
 else nothing. The decision travels with the stored event, and the worker writes it into the lead's
-history like any routing decision.
+history like any routing decision. The webhook door hands every delivery to ``route_live_call``, which
+stores it through the door and adds what a ringing call needs.
 """
 
 from __future__ import annotations
@@ -13,20 +14,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.config import Config
+from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply
 from hub.i18n import Msg
+from hub.pipeline.history import history
 from hub.pipeline.normalise import normalise_phone
-from hub.store.models import (CallAlert, IdentityKey, KeyKind, Lead, LeadStatus, Person, Touch, WebPresence,
-                        utcnow)
-from hub.pipeline.routing import OPEN_LEADS_OF, TouchFacts, availability, matching_rule, phone_region, team_members
+from hub.pipeline.routing.assignment import queue_notifications
+from hub.pipeline.routing.rules import (
+    OPEN_LEADS_OF,
+    TouchFacts,
+    availability,
+    matching_rule,
+    phone_region,
+    team_members,
+)
+from hub.runtime import Hub, Source
+from hub.store.db import transaction
+from hub.store.models import CallAlert, IdentityKey, KeyKind, Lead, LeadStatus, Person, Touch, WebPresence, utcnow
 
 log = logging.getLogger("hub.pipeline.calls")
 CALL_ROUTE = "_call_route"            # payload key: the decision, written to the lead's history by the worker
@@ -97,7 +110,7 @@ def decide(session: Session, config: Config, source: str, phone_raw: str, region
     available = [m for m in members if free.get(m.name) is None]
     if not available:
         return CallDecision(caller, None, None, Msg.join(*reasons, Msg("nobody available")))
-    load = dict(session.execute(OPEN_LEADS_OF, {"owners": [m.name for m in available]}).all())
+    load: dict[str, int] = dict(session.execute(OPEN_LEADS_OF, {"owners": [m.name for m in available]}).all())
     chosen = min(available, key=lambda m: load.get(m.name, 0))    # read-only: no round-robin step for a call
     return CallDecision(caller, chosen.name, chosen.extension_for(source),
                         Msg.join(*reasons, Msg("call: rule %(rule)r, least loaded available", rule=rule.name)))
@@ -105,13 +118,11 @@ def decide(session: Session, config: Config, source: str, phone_raw: str, region
 
 def decide_safely(engine, config: Config, source: str, phone_raw: str, region: str) -> CallDecision | None:
     """``decide`` in a read-only transaction; None on any error (the call then goes its usual way)."""
-    from hub.store.db import transaction
-
     started = time.perf_counter()
     try:
         with transaction(engine, read_only=True) as session:
             decision = decide(session, config, source, phone_raw, region, utcnow())
-    except Exception:  # noqa: BLE001 — a call must never be dropped for our sake
+    except Exception:  # a call must never be dropped for our sake
         log.exception("source=%s: call routing failed; no redirect", source)
         return None
     log.info("source=%s call routed to %s in %.1f ms", source, decision.manager or "-",
@@ -163,9 +174,53 @@ def alert(session: Session, config: Config, decision: CallDecision, source: str,
                           created_at=now))
     seen = session.scalar(select(WebPresence.seen_at).where(WebPresence.manager == target))
     if seen is None or now - seen > timedelta(seconds=ONLINE_SECONDS):
-        from hub.pipeline.routing import queue_notifications
         queue_notifications(session, config, target, lead_id, "calling", name=caller.name or caller.phone,
                             phone=caller.phone)
+
+
+Stored = TypeVar("Stored")
+
+
+def route_live_call(hub: Hub, source: Source, request: InboundRequest, events: list[RawEvent],
+                    received_at: datetime, store: Callable[[Callable[[Session], None] | None], Stored]
+                    ) -> tuple[Stored, WebhookReply | None]:
+    """Store a webhook delivery through ``store`` and, when it reports a ringing call, decide who calls and
+    where the call should go, now, from the store, before the answer: the manager is alerted, and a PBX
+    that reads our answer (or takes a command) puts the call through.
+
+    ``store(alert)`` stores the delivery's events (the decision already in their payloads) and runs
+    ``alert(session)`` in the same transaction when one of them is new; its result comes back with the
+    PBX's routing answer (None: the door answers as usual)."""
+    connector = source.connector_as(WebhookConnector)
+    live = connector.live_call(request)
+    decision = decide_safely(hub.engine, hub.config, source.name, live.phone, source.region) if live else None
+    if live is None or decision is None:
+        return store(None), None
+    extension = decision.extension if live.routable else None     # where we put the call through, if we do
+    if extension:                     # the worker writes it on the lead
+        for event in events:
+            event.payload = {**event.payload, CALL_ROUTE: decision.to_json()}
+
+    def alert_manager(session: Session) -> None:
+        alert(session, hub.config, decision, source.name, received_at)
+
+    stored = store(alert_manager)
+    if not events:                    # a call-state event: nothing stored but the alert (and where the call went)
+        with transaction(hub.engine) as session:
+            alert_manager(session)
+            if extension and decision.caller and decision.caller.lead:
+                route = decision.to_json()
+                history(session, decision.caller.lead.id, "call_routed", to=route["manager"],
+                        extension=route["extension"], why=route["why"], why_msg=route["why_msg"])
+    hub.notification_queued.set()
+    if not extension:
+        return stored, None
+    reply = connector.route_reply(extension)
+    if reply is None:
+        command = connector.route_request(live, extension)
+        if command is not None:
+            send_route_command(source.name, command, live.call_id, hub.routed_calls)
+    return stored, reply
 
 
 def alerts_for(session: Session, manager: str, after: int, now: datetime) -> list[dict[str, Any]]:

@@ -1,0 +1,128 @@
+"""The lead's state machine under operators' commands — take, converted or refused, a contact attempt,
+reassign — and a manager's duty and vacation. Each command locks the lead, refuses what cannot be done
+with a RoutingError that says why, and logs what it did."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.config import Config
+from hub.errors import HubError
+from hub.i18n import Msg
+from hub.outbox.forwarding import queue_forwarding
+from hub.pipeline.history import from_to, history
+from hub.pipeline.routing.assignment import UPDATE_LEAD, assign, why_fields
+from hub.pipeline.routing.rules import forget_manager_states
+from hub.store.db import execute, insert_ignoring_conflicts
+from hub.store.models import Lead, LeadStatus, ManagerState
+
+
+class RoutingError(HubError):
+    """An operator's lead or manager command that cannot be done as asked; the message says why (in
+    English as ``str()``, in the reader's language through ``msg.translate``)."""
+
+    def __init__(self, msg: Msg):
+        self.msg = msg
+        super().__init__(str(msg))
+
+
+def _lock_lead(session: Session, lead_id: int) -> Lead:
+    lead = session.execute(select(Lead).where(Lead.id == lead_id).with_for_update()).scalar_one_or_none()
+    if lead is None or lead.merged_into_id is not None:
+        raise RoutingError(Msg("no lead %(id)s", id=lead_id) if lead is None else
+                           Msg("lead %(id)s was merged into lead %(into)s", id=lead_id, into=lead.merged_into_id))
+    return lead
+
+
+def take(session: Session, config: Config, lead_id: int, manager: str, now: datetime) -> Lead:
+    if config.manager(manager) is None:
+        raise RoutingError(Msg("no manager named %(name)r", name=manager))
+    lead = _lock_lead(session, lead_id)
+    if lead.status != LeadStatus.NEW:
+        raise RoutingError(Msg("lead %(id)s is %(status)s; only a new lead can be taken", id=lead_id,
+                               status=lead.status))
+    if lead.owner not in (None, manager):
+        raise RoutingError(Msg("lead %(id)s belongs to %(owner)s; reassign it first", id=lead_id, owner=lead.owner))
+    previous = lead.owner
+    lead.status, lead.owner, lead.taken_at, lead.sla_due_at, lead.updated_at = \
+        LeadStatus.IN_WORK, manager, now, None, now
+    history(session, lead_id, "taken", actor=manager, at=now, **from_to(previous, manager),
+            **why_fields(Msg("taken into work")))
+    queue_forwarding(session, config, lead_id, lead.source)
+    return lead
+
+
+def set_status(session: Session, config: Config, lead_id: int, status: str, reason: str | None, actor: str,
+               now: datetime) -> Lead:
+    lead = _lock_lead(session, lead_id)
+    if status not in (LeadStatus.CONVERTED, LeadStatus.REFUSED):
+        raise RoutingError(Msg("status %(status)r: set converted or refused (new → in_work is `take`)",
+                               status=status))
+    if lead.status not in LeadStatus.OPEN:
+        raise RoutingError(Msg("lead %(id)s is already %(status)s", id=lead_id, status=lead.status))
+    if status == LeadStatus.REFUSED:
+        known = ", ".join(r.code for r in config.refuse_reasons)
+        if reason is None:
+            raise RoutingError(Msg("a refusal needs a reason: one of %(known)s", known=known))
+        rr = config.refuse_reason(reason)
+        if rr is None:
+            raise RoutingError(Msg("unknown refusal reason %(reason)r (known: %(known)s)", reason=reason, known=known))
+        if lead.contact_attempts < rr.min_attempts:
+            raise RoutingError(Msg('"%(reason)s" needs %(needed)s contact attempts; lead %(id)s has %(has)s',
+                                   reason=Msg(rr.label), needed=rr.min_attempts, id=lead_id,
+                                   has=lead.contact_attempts))
+    elif reason is not None:
+        raise RoutingError(Msg("--reason goes with refused only"))
+    previous = lead.status
+    lead.status, lead.refuse_reason, lead.sla_due_at, lead.updated_at = status, reason, None, now
+    history(session, lead_id, "status", actor=actor, at=now, **from_to(previous, status), reason=reason)
+    queue_forwarding(session, config, lead_id, lead.source)
+    return lead
+
+
+def count_attempt(session: Session, lead_id: int, actor: str, now: datetime) -> Lead:
+    lead = _lock_lead(session, lead_id)
+    if lead.status not in LeadStatus.OPEN:
+        raise RoutingError(Msg("lead %(id)s is %(status)s", id=lead_id, status=lead.status))
+    lead.contact_attempts += 1
+    lead.updated_at = now
+    history(session, lead_id, "attempt", actor=actor, at=now, number=lead.contact_attempts)
+    return lead
+
+
+def reassign(session: Session, config: Config, lead_id: int, to: str, why: str | Msg, actor: str,
+             now: datetime) -> Lead:
+    if config.manager(to) is None:
+        raise RoutingError(Msg("no manager named %(name)r", name=to))
+    lead = _lock_lead(session, lead_id)
+    if lead.status not in LeadStatus.OPEN:
+        raise RoutingError(Msg("lead %(id)s is %(status)s; only open leads are reassigned", id=lead_id,
+                               status=lead.status))
+    rule = next((r for r in config.routing.rules if r.name == lead.routing_rule), None)
+    assign(session, config, lead_id, to, lead.owner, why, rule, now, kind="reassigned", actor=actor)
+    queue_forwarding(session, config, lead_id, lead.source)
+    if lead.status == LeadStatus.IN_WORK:       # already taken: the new owner works on, no SLA clock
+        execute(session, UPDATE_LEAD, {"b_lead_id": lead_id, "sla_due_at": None})
+    session.expire(lead)
+    return lead
+
+
+def set_manager_state(session: Session, config: Config, name: str, actor: str, now: datetime,
+                      on_duty: bool | None = None, vacation_until: datetime | None = None,
+                      clear_vacation: bool = False) -> ManagerState:
+    if config.manager(name) is None:
+        raise RoutingError(Msg("no manager named %(name)r (known: %(known)s)", name=name,
+                               known=", ".join(m.name for m in config.managers)))
+    forget_manager_states(session)
+    insert_ignoring_conflicts(session, ManagerState.__table__, ["name"],
+                              {"name": name, "on_duty": True, "updated_at": now})
+    state = session.execute(select(ManagerState).where(ManagerState.name == name).with_for_update()).scalar_one()
+    if on_duty is not None:
+        state.on_duty = on_duty
+    if vacation_until is not None or clear_vacation:
+        state.vacation_until = vacation_until
+    state.updated_at, state.updated_by = now, actor
+    return state
