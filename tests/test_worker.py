@@ -15,7 +15,8 @@ from sqlalchemy import insert
 
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent, Lead, Touch, utcnow
-from hub.pipeline.worker import Worker, backoff_seconds
+from hub.outbox.queue import backoff_seconds
+from hub.pipeline.worker import Worker
 from tests.conftest import fixture_bytes
 from tests.helpers.db import count, event, events, touches_per_event, wait_until_processed
 

@@ -11,6 +11,7 @@
    Retry-After. A final refusal, or ``max_attempts``: dead, listed by ``hub sinks status``, replayed by
    ``hub sinks replay``. A retried create first asks the sink whether the lead is already there (the
    answer to the first try may have been lost), so a lead is created once per sink.
+The claim, the lease and the backoff are the leased queue's (hub.outbox.queue).
 """
 
 from __future__ import annotations
@@ -20,25 +21,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
-from datetime import datetime, timedelta
 from typing import Any
 
 import requests
 from sqlalchemy import and_, bindparam, exists, func, select, text, update
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from hub.config import Config, SinkConfig
+from hub.outbox.queue import LeasedQueue, Retries, run_loop
+from hub.runtime import Hub
+from hub.sink import Delivered, Refused, SendAgain, Sink, SinkRequest, SinkResponse, Step, available_sinks
 from hub.store.db import dialect_insert_for, insert_ignoring_conflicts, mark_queued, transaction
 from hub.store.models import DeliveryStatus, Lead, Person, SinkDelivery, SinkLink, SinkState, utcnow
-from hub.runtime import Hub
 from hub.store.serialize import lead_to_dict
-from hub.sink import Delivered, Refused, SendAgain, Sink, SinkRequest, SinkResponse, Step, available_sinks
 
 log = logging.getLogger("hub.outbox.forwarding")
 LEASE_SECONDS = 120
 MAX_STEPS = 4                     # lookup, create, refresh a token, create again
 MAX_WAIT_FOR_TOKEN = 5.0          # longer than this: put the delivery back, let others run
+# A failed delivery is tried again after about 5 s, then twice as long each time, at most 10 minutes apart
+# (with [[sinks]] max_attempts = 50, about 7 hours of outage).
+BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS = 5, 600
 
 
 # -- queueing (inside the lead's transaction) -------------------------------------------------------------
@@ -65,11 +70,6 @@ def queue_forwarding(session: Session, config: Config, lead_id: int, source: str
     return added
 
 
-DUE_DELIVERY = (select(SinkDelivery.__table__.c.id)
-                .where(SinkDelivery.__table__.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
-                       SinkDelivery.__table__.c.next_attempt_at <= bindparam("now")).limit(1))
-
-
 @cache
 def _queue_stmt(dialect: str):
     # At most one pending delivery per sink and lead: a lead that changes again before it is sent is sent once.
@@ -93,6 +93,27 @@ def take_token(session: Session, sink: str, rate: float, burst: int, now: float)
 
 
 # -- sending ----------------------------------------------------------------------------------------------
+
+_DELIVERIES = SinkDelivery.__table__
+_OTHER = _DELIVERIES.alias("other")
+_SAME_SINK_AND_LEAD = and_(_OTHER.c.sink == _DELIVERIES.c.sink, _OTHER.c.lead_id == _DELIVERIES.c.lead_id)
+# A claimed delivery is ``sending`` until its lease (its next_attempt_at) runs out: then it is due again.
+DELIVERIES = LeasedQueue(
+    _DELIVERIES, waiting=DeliveryStatus.PENDING, dead=DeliveryStatus.DEAD,
+    due=(_DELIVERIES.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+         _DELIVERIES.c.next_attempt_at <= bindparam("now")),
+    # To a configured sink, and one delivery of a lead to a sink at a time, so that an update never races
+    # its create: none while another is in flight, and of two due, the older first.
+    ready=(_DELIVERIES.c.sink.in_(bindparam("sinks", expanding=True)),
+           ~exists().where(_SAME_SINK_AND_LEAD, _OTHER.c.id != _DELIVERIES.c.id,
+                           _OTHER.c.status == DeliveryStatus.SENDING, _OTHER.c.next_attempt_at > bindparam("now")),
+           ~exists().where(_SAME_SINK_AND_LEAD, _OTHER.c.id < _DELIVERIES.c.id,
+                           _OTHER.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+                           _OTHER.c.next_attempt_at <= bindparam("now"))),
+    order_by=(_DELIVERIES.c.id,), lease=_DELIVERIES.c.next_attempt_at, claimed={"status": DeliveryStatus.SENDING},
+    returning=(_DELIVERIES.c.id, _DELIVERIES.c.sink, _DELIVERIES.c.lead_id, _DELIVERIES.c.attempts),
+    peek=True)
+
 
 @dataclass
 class Claimed:
@@ -136,29 +157,8 @@ class Forwarder:
         return text[:2000]
 
     def _claim(self, now: datetime, limit: int) -> list[Claimed]:
-        other = aliased(SinkDelivery)
-        busy = exists().where(and_(other.sink == SinkDelivery.sink, other.lead_id == SinkDelivery.lead_id,
-                                   other.id != SinkDelivery.id, other.status == DeliveryStatus.SENDING,
-                                   other.next_attempt_at > now))
-        # Look before taking the write lock (most polls find nothing; see Notifier._claim).
-        with transaction(self.hub.engine, read_only=True) as s:
-            if s.execute(DUE_DELIVERY, {"now": now}).first() is None:
-                return []
-        with transaction(self.hub.engine) as s:
-            rows = list(s.scalars(
-                select(SinkDelivery).where(
-                    SinkDelivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
-                    SinkDelivery.next_attempt_at <= now, SinkDelivery.sink.in_(list(self.sinks)), ~busy)
-                .order_by(SinkDelivery.id).limit(limit).with_for_update(skip_locked=True)))
-            claimed, seen = [], set()
-            for d in rows:
-                if (d.sink, d.lead_id) in seen:        # one delivery of a lead to a sink at a time
-                    continue
-                seen.add((d.sink, d.lead_id))
-                d.status, d.attempts = DeliveryStatus.SENDING, d.attempts + 1
-                d.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)   # the lease
-                claimed.append(Claimed(d.id, d.sink, d.lead_id, d.attempts))
-            return claimed
+        taken = DELIVERIES.claim(self.hub.engine, now, limit, LEASE_SECONDS, sinks=list(self.sinks))
+        return [Claimed(d.id, d.sink, d.lead_id, d.attempts) for d in taken.rows]
 
     def _lead(self, lead_id: int, sink: str) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:
         with transaction(self.hub.engine, read_only=True) as s:
@@ -191,11 +191,12 @@ class Forwarder:
         cs = self.sinks[d.sink]
         lead, remote_id, state = self._lead(d.lead_id, d.sink)
         before = dict(state)
-        outcome, values = "sent", {}
+        outcome = "sent"
+        values: dict[str, Any] = {}
         try:
             if lead is None:
                 raise Refused(f"no lead {d.lead_id}")
-            step: Step | None = cs.sink.start(lead, remote_id, d.id, d.attempts > 1, state)
+            step: Step = cs.sink.start(lead, remote_id, d.id, d.attempts > 1, state)
             for _ in range(MAX_STEPS):
                 response = self._request(cs, step.request)
                 step = step.then(response, state)
@@ -206,25 +207,23 @@ class Forwarder:
                     sink=d.sink, lead_id=d.lead_id, remote_id=done.remote_id, created_at=utcnow()))
                 s.execute(update(SinkLink).where(SinkLink.sink == d.sink, SinkLink.lead_id == d.lead_id)
                           .values(remote_id=done.remote_id or remote_id))
-                s.execute(update(SinkDelivery).where(SinkDelivery.id == d.id).values(
-                    status=DeliveryStatus.SENT, sent_at=utcnow(), last_error=None))
+                DELIVERIES.write(s, d.id, {"status": DeliveryStatus.SENT, "sent_at": utcnow(), "last_error": None})
             log.info("sink=%s lead=%s delivered (remote id %s)", d.sink, d.lead_id, done.remote_id)
         except SendAgain as exc:
-            from hub.pipeline.worker import backoff_seconds      # (hub.pipeline.worker imports the pipeline, which queues here)
             error = self._scrub(str(exc), cs)
-            if d.attempts >= cs.config.max_attempts:
-                outcome, values = "dead", {"status": DeliveryStatus.DEAD, "last_error": error}
+            values, delay = DELIVERIES.failed(d.attempts, error, self._retries(cs), self.now(),
+                                              retry_after=exc.retry_after)
+            if delay is None:
+                outcome = "dead"
                 log.error("sink=%s lead=%s dead after %s attempts: %s", d.sink, d.lead_id, d.attempts, error)
             else:
-                delay = exc.retry_after if exc.retry_after is not None else backoff_seconds(d.attempts, 5, 600)
                 outcome = "retried"
-                values = {"status": DeliveryStatus.PENDING, "last_error": error,
-                          "next_attempt_at": self.now() + timedelta(seconds=delay)}
                 log.warning("sink=%s lead=%s attempt %s failed, retry in %.0fs: %s", d.sink, d.lead_id,
                             d.attempts, delay, error)
         except Refused as exc:
             error = self._scrub(str(exc), cs)
-            outcome, values = "dead", {"status": DeliveryStatus.DEAD, "last_error": error}
+            values, _ = DELIVERIES.failed(d.attempts, error, self._retries(cs), self.now(), final=True)
+            outcome = "dead"
             log.error("sink=%s lead=%s refused: %s", d.sink, d.lead_id, error)
         if values and self._settle(d, values) == DeliveryStatus.SENT:
             outcome = "sent"                                # superseded: a newer delivery carries it
@@ -232,6 +231,10 @@ class Forwarder:
             with transaction(self.hub.engine) as s:
                 s.execute(update(SinkState).where(SinkState.sink == d.sink).values(data=state))
         return outcome
+
+    @staticmethod
+    def _retries(cs: ConfiguredSink) -> Retries:
+        return Retries(cs.config.max_attempts, BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS)
 
     def _settle(self, d: Claimed, values: dict[str, Any]) -> str:
         """Write a failed attempt's outcome; returns the status it ends in."""
@@ -249,7 +252,7 @@ class Forwarder:
                     s.execute(update(SinkDelivery).where(SinkDelivery.id == newer).values(
                         next_attempt_at=self.now(), attempts=func.max(SinkDelivery.attempts, d.attempts)
                         if s.get_bind().dialect.name == "sqlite" else func.greatest(SinkDelivery.attempts, d.attempts)))
-            s.execute(update(SinkDelivery).where(SinkDelivery.id == d.id).values(**values))
+            DELIVERIES.write(s, d.id, values)
         return values["status"]
 
     def send_due(self, now: datetime | None = None, limit: int = 50) -> dict[str, int]:
@@ -261,21 +264,13 @@ class Forwarder:
         return counts
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                busy = sum(self.send_due().values())
-            except Exception:  # noqa: BLE001 — the store may be away for a moment; keep going
-                log.exception("forwarder: sending failed; retrying")
-                busy = 0
-            if not busy:
-                self.hub.forward_queued.wait(poll_seconds)
-                self.hub.forward_queued.clear()
+        run_loop(lambda: sum(self.send_due().values()), stop, self.hub.forward_queued, poll_seconds,
+                 pause_after_error=poll_seconds, what="forwarder: sending")
 
 
 # -- operators ----------------------------------------------------------------------------------------------
 
 def sink_status(session: Session) -> list[dict[str, Any]]:
-    from sqlalchemy import func
     rows = session.execute(select(SinkDelivery.sink, SinkDelivery.status, func.count())
                            .group_by(SinkDelivery.sink, SinkDelivery.status)).all()
     out: dict[str, dict[str, Any]] = {}

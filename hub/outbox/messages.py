@@ -5,6 +5,7 @@ file of the same name in ``[ui] notification_templates``). A template's first li
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def _environment(lang: str, override_dir: str | None) -> Environment:
                       extensions=["jinja2.ext.i18n"], undefined=StrictUndefined,
                       autoescape=select_autoescape(enabled_extensions=("html", "htm"), default=False),
                       keep_trailing_newline=False)
-    env.install_gettext_translations(translations(lang), newstyle=True)
+    env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]  # by ext.i18n
     return env
 
 
@@ -49,7 +50,7 @@ def render(config: Config, template: str, lang: str, tz: str, **context: Any) ->
         if config.ui.notification_templates else None
     env = _environment(lang, override)
     gettext = translations(lang).gettext
-    helpers = {
+    helpers: dict[str, Callable[..., str]] = {
         "moment": lambda value, fmt="short": format_moment(value, lang, tz, fmt),
         "day": lambda value, fmt="medium": format_day(value, lang, fmt),
         "status_label": lambda code: label("status", code, gettext),

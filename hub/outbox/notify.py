@@ -3,7 +3,8 @@
 A notification is claimed with a lease in a short transaction, sent with no transaction open (a slow
 Telegram must never hold the store's write lock or delay a lead), then marked sent — or retried with
 backoff, or ``dead`` after ``[notify] max_attempts`` or at once on an answer that will never change
-(chat not found, bot blocked). Tokens never appear in logs or stored errors.
+(chat not found, bot blocked). Tokens never appear in logs or stored errors. The claim, the lease and
+the backoff are the leased queue's (hub.outbox.queue).
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from __future__ import annotations
 import logging
 import smtplib
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 
 import requests
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam
 
+from hub.outbox.queue import LeasedQueue, Retries, run_loop
+from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import Notification, NotificationStatus, utcnow
-from hub.runtime import Hub
-from hub.pipeline.worker import backoff_seconds
 
 log = logging.getLogger("hub.outbox.notify")
 LEASE_SECONDS = 120
+# A failed send is tried again after about 5 s, then twice as long each time, at most half an hour apart.
+BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS = 5, 1800
 
 
 class SendFailed(Exception):
@@ -32,15 +35,23 @@ class SendFailed(Exception):
         self.retriable, self.retry_after = retriable, retry_after
 
 
-DUE_NOTIFICATION = (select(Notification.__table__.c.id)
-                    .where(Notification.__table__.c.status == NotificationStatus.PENDING,
-                           Notification.__table__.c.next_attempt_at <= bindparam("now")).limit(1))
+_NOTIFICATIONS = Notification.__table__
+# A claimed notification stays pending: its lease is its next_attempt_at, so if we die mid-send it is due
+# again, and sent again, after the lease.
+NOTIFICATIONS = LeasedQueue(
+    _NOTIFICATIONS, waiting=NotificationStatus.PENDING, dead=NotificationStatus.DEAD,
+    due=(_NOTIFICATIONS.c.status == NotificationStatus.PENDING, _NOTIFICATIONS.c.next_attempt_at <= bindparam("now")),
+    order_by=(_NOTIFICATIONS.c.id,), lease=_NOTIFICATIONS.c.next_attempt_at, claimed={},
+    returning=(_NOTIFICATIONS.c.id, _NOTIFICATIONS.c.lead_id, _NOTIFICATIONS.c.channel, _NOTIFICATIONS.c.recipient,
+               _NOTIFICATIONS.c.subject, _NOTIFICATIONS.c.text, _NOTIFICATIONS.c.attempts),
+    peek=True)
 
 
 class Notifier:
     def __init__(self, hub: Hub):
         self.hub = hub
         self.config = hub.config.notify
+        self.retries = Retries(self.config.max_attempts, BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS)
         self.http = requests.Session()
 
     def _scrub(self, text: str) -> str:
@@ -91,25 +102,10 @@ class Notifier:
         except (OSError, smtplib.SMTPException) as exc:
             raise SendFailed(f"SMTP: {type(exc).__name__}: {exc}") from None
 
-    def _claim(self, now: datetime, limit: int) -> list[Notification]:
-        # Look before taking the write lock: most polls find nothing, and on SQLite a write transaction
-        # for nothing still queues behind every worker's.
-        with transaction(self.hub.engine, read_only=True) as s:
-            if s.execute(DUE_NOTIFICATION, {"now": now}).first() is None:
-                return []
-        with transaction(self.hub.engine) as s:
-            rows = list(s.scalars(select(Notification).where(
-                Notification.status == NotificationStatus.PENDING, Notification.next_attempt_at <= now)
-                .order_by(Notification.id).limit(limit).with_for_update(skip_locked=True)))
-            for n in rows:       # the lease: if we die mid-send, it is sent again after this
-                n.attempts += 1
-                n.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
-            return rows
-
     def send_due(self, now: datetime | None = None, limit: int = 50) -> dict[str, int]:
         """Send what is due; returns counts of sent / retried / dead."""
         counts = {"sent": 0, "retried": 0, "dead": 0}
-        for n in self._claim(now or utcnow(), limit):
+        for n in NOTIFICATIONS.claim(self.hub.engine, now or utcnow(), limit, LEASE_SECONDS).rows:
             values: dict[str, object]
             try:
                 if n.channel == "telegram":
@@ -118,12 +114,13 @@ class Notifier:
                     self.send_email(n.recipient, n.subject, n.text)
             except SendFailed as exc:
                 error = self._scrub(str(exc))
-                if not exc.retriable or n.attempts >= self.config.max_attempts:
-                    values, outcome = {"status": NotificationStatus.DEAD, "last_error": error}, "dead"
+                # A Retry-After of 0 (or none) leaves the wait to the backoff.
+                values, delay = NOTIFICATIONS.failed(n.attempts, error, self.retries, utcnow(),
+                                                     retry_after=exc.retry_after or None, final=not exc.retriable)
+                if delay is None:
+                    outcome = "dead"
                     log.error("notification=%s lead=%s %s dead: %s", n.id, n.lead_id, n.channel, error)
                 else:
-                    delay = exc.retry_after or backoff_seconds(n.attempts, 5, 1800)
-                    values = {"next_attempt_at": utcnow() + timedelta(seconds=delay), "last_error": error}
                     outcome = "retried"
                     log.warning("notification=%s lead=%s %s failed (attempt %s), retry in %.0fs: %s",
                                 n.id, n.lead_id, n.channel, n.attempts, delay, error)
@@ -132,14 +129,9 @@ class Notifier:
                 log.info("notification=%s lead=%s sent by %s", n.id, n.lead_id, n.channel)
             counts[outcome] += 1
             with transaction(self.hub.engine) as s:
-                s.execute(update(Notification).where(Notification.id == n.id).values(**values))
+                NOTIFICATIONS.write(s, n.id, values)
         return counts
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                self.send_due()
-            except Exception:  # noqa: BLE001 — the store may be away for a moment; keep going
-                log.exception("notifier: sending failed; retrying")
-            self.hub.notification_queued.wait(poll_seconds)
-            self.hub.notification_queued.clear()
+        run_loop(lambda: sum(self.send_due().values()), stop, self.hub.notification_queued, poll_seconds,
+                 pause_after_error=poll_seconds, what="notifier: sending")

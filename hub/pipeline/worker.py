@@ -9,30 +9,30 @@ Claiming is two short steps so that a worker killed at any point loses nothing a
    the event) the whole transaction rolls back. Pipeline writes and the outcome commit together or not at all.
 A worker that dies between or during these leaves a ``processing`` row whose lease runs out; the next
 worker reclaims it. Its attempt was already counted, so an event that kills workers ends ``dead``.
+The claim, the lease, the attempts and the backoff are the leased queue's (hub.outbox.queue).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import traceback
 import uuid
 from dataclasses import dataclass
-from functools import cache
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import String, bindparam, cast, update
 
-from hub.store.db import execute, queued, transaction
 from hub.errors import PayloadError
-from hub.store.models import EventStatus, InboundEvent, utcnow
+from hub.outbox.queue import LeasedQueue, Retries, run_loop
 from hub.pipeline.process import DeferredWrites, EventRef, Outcome, attach, process_event, settle
-from hub.pipeline.routing import LeadState
+from hub.pipeline.routing.assignment import LeadState
 from hub.runtime import Hub, Source
+from hub.store.db import execute, queued, transaction
+from hub.store.models import EventStatus, InboundEvent, utcnow
 
 log = logging.getLogger("hub.pipeline.worker")
 
@@ -42,9 +42,9 @@ class Claim:
     event_id: int
     token: str
     attempt: int
-    source: str = ""
-    received_at: datetime | None = None
-    payload: Any = None
+    source: str
+    received_at: datetime
+    payload: Any
 
 
 class ClaimLost(Exception):
@@ -53,37 +53,29 @@ class ClaimLost(Exception):
 
 _EVENTS = InboundEvent.__table__
 
-
-@cache
-def _claimable(limit: int, which: str):
-    """Built once per size: each is answered from the (status, next_attempt_at) index; one query with OR
-    would scan the whole table."""
-    if which == "due":
-        where, order = (_EVENTS.c.status == EventStatus.PENDING, _EVENTS.c.next_attempt_at <= bindparam("now")), \
-            _EVENTS.c.next_attempt_at
-    else:
-        where, order = (_EVENTS.c.status == EventStatus.PROCESSING, _EVENTS.c.claimed_until < bindparam("now")), \
-            _EVENTS.c.claimed_until
-    return (select(_EVENTS.c.id, _EVENTS.c.status, _EVENTS.c.attempts, _EVENTS.c.source, _EVENTS.c.received_at,
-                   _EVENTS.c.payload)
-            .where(*where).order_by(order, _EVENTS.c.id).limit(limit).with_for_update(skip_locked=True))
-
-
-TAKE = (update(_EVENTS).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
-        .values(status=EventStatus.PROCESSING, claim_token=bindparam("token"), claimed_by=bindparam("by"),
-                claimed_until=bindparam("until"), attempts=_EVENTS.c.attempts + 1))
+# Due events, then (when fewer than a batch are due) events whose worker died (lease expired): two
+# conditions, each answered from the (status, next_attempt_at) index; one query with OR would scan the
+# whole table. The claim reads what processing needs (no second SELECT); the outcome is written under
+# the claim token, so a worker whose lease ran out cannot overwrite the next one's. No read-only peek
+# before the claim (the outboxes' ``peek``): a busy worker finds events at nearly every claim, and the peek
+# would add a transaction to each batch.
+EVENTS = LeasedQueue(
+    _EVENTS, waiting=EventStatus.PENDING, dead=EventStatus.DEAD,
+    due=(_EVENTS.c.status == EventStatus.PENDING, _EVENTS.c.next_attempt_at <= bindparam("now")),
+    order_by=(_EVENTS.c.next_attempt_at,),
+    lease=_EVENTS.c.claimed_until,
+    claimed={"status": EventStatus.PROCESSING, "claim_token": bindparam("token"), "claimed_by": bindparam("by")},
+    returning=(_EVENTS.c.id, _EVENTS.c.attempts, _EVENTS.c.source, _EVENTS.c.received_at, _EVENTS.c.payload),
+    expired=(_EVENTS.c.status == EventStatus.PROCESSING, _EVENTS.c.claimed_until < bindparam("now")),
+    # Its worker died on it again and again: stop feeding it to workers.
+    buried={"processed_at": bindparam("now"), "last_error": "worker stopped while processing it, "
+            + cast(_EVENTS.c.attempts, String) + " times (lease expired)"},
+    release={"claim_token": None, "claimed_until": None})
 FINISH = (update(_EVENTS)
           .where(_EVENTS.c.id == bindparam("event_id"), _EVENTS.c.claim_token == bindparam("token"),
                  _EVENTS.c.status == EventStatus.PROCESSING)
           .values(status=bindparam("status"), lead_id=bindparam("lead_id"), processed_at=bindparam("now"),
                   claim_token=None, claimed_until=None, next_attempt_at=None))
-
-
-def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: about base·2^(attempt-1), never above cap, spread over ±50%
-    so events that failed together do not all retry in the same instant."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay * random.uniform(0.5, 1.5) if delay else 0.0
 
 
 # Events claimed at once (and, on SQLite, processed in one transaction). Measured on SQLite: 1 → 10 took
@@ -104,37 +96,15 @@ class Worker:
         return claims[0] if claims else None
 
     def claim_many(self, limit: int) -> list[Claim]:
-        """Claim up to ``limit`` due events in one short transaction, with what processing needs of them."""
-        now = utcnow()
-        claims: list[Claim] = []
-        with transaction(self.hub.processing_engine) as session:
-            while len(claims) < limit:
-                rows = []
-                # Due events first, then events whose worker died (lease expired).
-                for stmt in (_claimable(limit - len(claims), "due"), _claimable(limit - len(claims), "orphaned")):
-                    rows = execute(session, stmt, {"now": now}).all()
-                    if rows:
-                        break
-                if not rows:
-                    break
-                taken = []
-                for row in rows:
-                    if row.status == EventStatus.PROCESSING and row.attempts >= self.settings.max_attempts:
-                        # Its worker died on it again and again: stop feeding it to workers.
-                        session.execute(update(InboundEvent).where(InboundEvent.id == row.id).values(
-                            status=EventStatus.DEAD, claim_token=None, claimed_until=None, processed_at=now,
-                            last_error=f"worker stopped while processing it, {row.attempts} times (lease expired)"))
-                        log.error("event=%s dead: its workers died %s times", row.id, row.attempts)
-                        continue
-                    taken.append(row)
-                if taken:
-                    # One token for the batch: it still tells this claim from any later one of the same events.
-                    token = str(uuid.uuid4())
-                    execute(session, TAKE, {"ids": [r.id for r in taken], "token": token, "by": self.name[:128],
-                                            "until": now + timedelta(seconds=self.settings.lease_seconds)})
-                    claims.extend(Claim(r.id, token, r.attempts + 1, r.source, r.received_at, r.payload)
-                                  for r in taken)
-        return claims
+        """Claim up to ``limit`` due events (or events whose worker died) in one short transaction, with what
+        processing needs of them."""
+        # One token for the batch: it still tells this claim from any later one of the same events.
+        token = str(uuid.uuid4())
+        taken = EVENTS.claim(self.hub.processing_engine, utcnow(), limit, self.settings.lease_seconds,
+                             token=token, by=self.name[:128], max_attempts=self.settings.max_attempts)
+        for row in taken.buried:
+            log.error("event=%s dead: its workers died %s times", row.id, row.attempts)
+        return [Claim(r.id, token, r.attempts, r.source, r.received_at, r.payload) for r in taken.rows]
 
     # -- step 2 -------------------------------------------------------------------------------------
     def process(self, claim: Claim) -> str | None:
@@ -145,7 +115,7 @@ class Worker:
         except ClaimLost:
             return self._claim_lost(claim)
         except Exception as exc:    # noqa: BLE001 — PayloadError rejects; anything else may pass: retry it
-            return self._record_failure(claim, *self._failure(claim, exc))
+            return self._record_failure(claim, self._failure(claim, exc))
         self._log_done([(claim, outcome)])
         self._wake_senders(session)
         return outcome.status
@@ -169,7 +139,7 @@ class Worker:
             if self.hub.processing_engine.dialect.name == "sqlite":
                 return self._process_in_savepoints(claims)
             return [self.process(claim) for claim in claims]
-        self._log_done(list(zip(claims, outcomes)))
+        self._log_done(list(zip(claims, outcomes, strict=True)))
         self._wake_senders(session)
         return [outcome.status for outcome in outcomes]
 
@@ -183,17 +153,17 @@ class Worker:
         halves = []
         for claim in claims:
             source, event = self._event(claim)
-            halves.append((claim, source, event, attach(session, source, event, self.hub.config, touches)))
+            halves.append((source, event, attach(session, source, event, self.hub.config, touches)))
         leads: dict[int, LeadState] = {}
         outcomes = []
-        for claim, source, event, attached in halves:
+        for source, event, attached in halves:
             outcome = attached.outcome
             if outcome.lead is not None:
                 outcome.lead = leads.setdefault(outcome.lead_id, outcome.lead)
             settle(session, self.hub.config, source, event, attached)
             outcomes.append(outcome)
         touches.flush(session)
-        self._finish(session, list(zip(claims, outcomes)))
+        self._finish(session, list(zip(claims, outcomes, strict=True)))
         return outcomes
 
     def _process_in_savepoints(self, claims: list[Claim]) -> list[str | None]:
@@ -211,14 +181,14 @@ class Worker:
                     except ClaimLost:
                         results.append((claim, None, None))
                     except Exception as exc:  # noqa: BLE001 — PayloadError or anything else: this event only
-                        results.append((claim, self._mark_failed(session, claim, *self._failure(claim, exc)), None))
-        except Exception:  # noqa: BLE001 — the batch's commit itself failed: each event on its own
+                        results.append((claim, self._mark_failed(session, claim, self._failure(claim, exc)), None))
+        except Exception:  # the batch's commit itself failed: each event on its own
             log.exception("worker %s: a batch of %s failed to commit; processing them one by one", self.name,
                           len(claims))
             return [self.process(claim) for claim in claims]
         self._log_done([(claim, outcome) for claim, _, outcome in results if outcome is not None])
-        for claim, status, outcome in results:
-            if outcome is None and status is None:
+        for claim, status, done in results:
+            if done is None and status is None:
                 self._claim_lost(claim)
         self._wake_senders(session)
         return [status for _, status, _ in results]
@@ -267,45 +237,36 @@ class Worker:
     def _claim_lost(claim: Claim) -> None:
         log.warning("event=%s: claim lost (lease expired and another worker took it)", claim.event_id)
 
-    def _failure(self, claim: Claim, exc: Exception) -> tuple[str, str | None, str | None]:
-        """(status, reject reason, error) for an event whose processing raised ``exc``."""
-        if isinstance(exc, PayloadError):
-            return EventStatus.REJECTED, str(exc), None
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-        if claim.attempt >= self.settings.max_attempts:
-            return EventStatus.DEAD, None, error
-        return EventStatus.PENDING, None, error
-
-    def _failure_values(self, claim: Claim, status: str, reason: str | None = None,
-                        error: str | None = None) -> tuple[str, dict[str, object]]:
+    def _failure(self, claim: Claim, exc: Exception) -> dict[str, Any]:
+        """What an event whose processing raised ``exc`` becomes: rejected for good (a PayloadError), else
+        retried after the backoff or, after its last attempt, dead. Call it while handling ``exc``: the
+        stored error has its traceback."""
         now = utcnow()
-        values: dict[str, object] = dict(status=status, claim_token=None, claimed_until=None)
-        if status == EventStatus.REJECTED:
-            values.update(reject_reason=reason, processed_at=now, next_attempt_at=None)
-            log.info("event=%s rejected: %s", claim.event_id, reason)
-        elif status == EventStatus.DEAD:
-            values.update(last_error=error, processed_at=now, next_attempt_at=None)
+        if isinstance(exc, PayloadError):
+            log.info("event=%s rejected: %s", claim.event_id, exc)
+            return {**EVENTS.release, "status": EventStatus.REJECTED, "reject_reason": str(exc),
+                    "processed_at": now, "next_attempt_at": None}
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        retries = Retries(self.settings.max_attempts, self.settings.backoff_base_seconds,
+                          self.settings.backoff_max_seconds)
+        values, delay = EVENTS.failed(claim.attempt, error, retries, now)
+        if delay is None:
+            values.update(processed_at=now, next_attempt_at=None)
             log.error("event=%s dead after %s attempts: %s", claim.event_id, claim.attempt, error.splitlines()[0])
         else:
-            delay = backoff_seconds(claim.attempt, self.settings.backoff_base_seconds,
-                                    self.settings.backoff_max_seconds)
-            values.update(last_error=error, next_attempt_at=now + timedelta(seconds=delay))
             log.warning("event=%s attempt %s failed, retry in %.1fs: %s", claim.event_id, claim.attempt, delay,
                         error.splitlines()[0])
-        return status, values
+        return values
 
-    def _record_failure(self, claim: Claim, status: str, reason: str | None = None,
-                        error: str | None = None) -> str | None:
+    def _record_failure(self, claim: Claim, values: dict[str, Any]) -> str | None:
         with transaction(self.hub.processing_engine) as session:
-            return self._mark_failed(session, claim, status, reason, error)
+            return self._mark_failed(session, claim, values)
 
-    def _mark_failed(self, session, claim: Claim, status: str, reason: str | None = None,
-                     error: str | None = None) -> str | None:
+    @staticmethod
+    def _mark_failed(session, claim: Claim, values: dict[str, Any]) -> str | None:
         """Write a failed attempt's outcome in the caller's transaction; None if the claim was lost."""
-        status, values = self._failure_values(claim, status, reason, error)
-        done = session.execute(update(InboundEvent).where(
-            InboundEvent.id == claim.event_id, InboundEvent.claim_token == claim.token).values(**values))
-        return status if done.rowcount else None
+        ours = EVENTS.write(session, claim.event_id, values, _EVENTS.c.claim_token == claim.token)
+        return values["status"] if ours else None
 
     # -- loops --------------------------------------------------------------------------------------
     def run_once(self) -> str | None | bool:
@@ -331,14 +292,7 @@ class Worker:
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started", self.name)
-        while not stop.is_set():
-            try:
-                if self.run_batch():
-                    continue
-            except Exception:    # noqa: BLE001 — the database may be away for a moment; keep going
-                log.exception("worker %s: claim failed; retrying", self.name)
-                stop.wait(min(5.0, self.settings.poll_interval_seconds * 4))
-                continue
-            self.hub.event_stored.wait(self.settings.poll_interval_seconds)
-            self.hub.event_stored.clear()
+        poll = self.settings.poll_interval_seconds
+        run_loop(self.run_batch, stop, self.hub.event_stored, poll, pause_after_error=min(5.0, poll * 4),
+                 what=f"worker {self.name}: claim")
         log.info("worker %s stopped", self.name)

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, Numeric,
-                        String, Text, TypeDecorator, UniqueConstraint, text)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -14,7 +31,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -28,17 +45,30 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store; use hub.store.models.utcnow()")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
-    pass
+    # Every model here maps to a Table, never to a join or a subquery: type it so (SQLAlchemy says any FromClause).
+    __table__: ClassVar[Table]
+
+
+class QueuedRow:
+    """The columns every leased queue (hub.outbox.queue: inbound events, notifications, sink deliveries)
+    claims by: the row's ``status`` — "pending" while it waits to be claimed, in each queue — the
+    ``attempts`` counted at each claim, and the latest failure's error. Each table declares its own
+    ``next_attempt_at``: an outbox row's always has one (it is also a claim's lease), an event's is none
+    once the event is final."""
+
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class EventStatus:
@@ -52,7 +82,7 @@ class EventStatus:
     FINAL = (PROCESSED, MERGED, REJECTED, DEAD)
 
 
-class InboundEvent(Base):
+class InboundEvent(QueuedRow, Base):
     """One delivery, stored before it is acknowledged. Unique on (source, external_id): a retry is a no-op."""
 
     __tablename__ = "inbound_event"
@@ -72,13 +102,11 @@ class InboundEvent(Base):
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     body: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default=EventStatus.PENDING)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())      # none once it is final
+    # The lease is a column of its own, with the token the claim's outcome is written under.
     claim_token: Mapped[str | None] = mapped_column(String(36))
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    last_error: Mapped[str | None] = mapped_column(Text)
     reject_reason: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
@@ -279,7 +307,7 @@ class NotificationStatus:
     DEAD = "dead"
 
 
-class Notification(Base):
+class Notification(QueuedRow, Base):
     """Outbox: written in the lead's transaction, sent after commit by the notifier, retried with backoff."""
 
     __tablename__ = "notification"
@@ -291,10 +319,7 @@ class Notification(Base):
     recipient: Mapped[str] = mapped_column(String(320))       # chat id / address
     subject: Mapped[str] = mapped_column(String(255))
     text: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default=NotificationStatus.PENDING)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)    # also a claim's lease
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -371,7 +396,7 @@ class SourceSpend(Base):
 
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
     month: Mapped[str] = mapped_column(String(7), primary_key=True)   # YYYY-MM
-    amount: Mapped[float] = mapped_column(Numeric(14, 2))
+    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(128))
 
@@ -394,7 +419,7 @@ class DeliveryStatus:
     ALL = (PENDING, SENDING, SENT, DEAD)
 
 
-class SinkDelivery(Base):
+class SinkDelivery(QueuedRow, Base):
     """Outbox of forwarding: "send lead L to sink S as it is now". Written in the transaction that changed
     the lead, sent after commit. At most one pending row per (sink, lead): later changes ride along,
     because the lead is read when it is sent, not when it was queued."""
@@ -409,10 +434,7 @@ class SinkDelivery(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     sink: Mapped[str] = mapped_column(String(64))
     lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)    # also a claim's lease
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
