@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tomllib
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -120,7 +121,8 @@ class SinkConfig(BaseModel):
 
 
 Warmth = Literal["cold", "warm", "hot"]
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 
 
@@ -133,7 +135,7 @@ class ManagerConfig(_Strict):
     active: bool = True
     timezone: str = "UTC"
     working_hours: str | None = Field(None, description='"09:00-18:00" in the manager\'s own time zone; none: always')
-    working_days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(WEEKDAYS[:5])
+    working_days: list[Weekday] = list(WEEKDAYS[:5])
     max_open_leads: int | None = Field(None, ge=1)
     # Language of this manager's notifications (else their user's choice, else [ui] default_language).
     language: Literal["en", "ru"] | None = None
@@ -288,6 +290,7 @@ class Config(_Strict):
     ui: UiConfig = UiConfig()
 
     # Filled by load_config, not by the file.
+    path: Path | None = None
     base_dir: Path = Path(".")
     database_url: str = ""
 
@@ -352,25 +355,26 @@ def _check_routing(config: Config, problems: list[str]) -> None:
             problems.append(f"teams[{i}].lead: no manager named {t.lead!r}")
     for i, m in enumerate(config.managers):
         if m.team not in teams:
-            problems.append(f"managers[{i}].team: no team named {m.team!r} (known: {', '.join(sorted(teams)) or 'none'})")
+            known = ", ".join(sorted(teams)) or "none"
+            problems.append(f"managers[{i}].team: no team named {m.team!r} (known: {known})")
         _check_timezone(m.timezone, f"managers[{i}].timezone", problems)
     for i, r in enumerate(config.warmth.rules):
         for src in r.sources:
             if src not in sources:
                 problems.append(f"warmth.rules[{i}].sources: no source named {src!r}")
-    for i, r in enumerate(config.routing.rules):
+    for i, rule in enumerate(config.routing.rules):
         loc = f"routing.rules[{i}]"
-        if r.team not in teams:
-            problems.append(f"{loc}.team: no team named {r.team!r} (known: {', '.join(sorted(teams)) or 'none'})")
-        if r.strategy == "fixed":
-            if r.manager is None:
+        if rule.team not in teams:
+            problems.append(f"{loc}.team: no team named {rule.team!r} (known: {', '.join(sorted(teams)) or 'none'})")
+        if rule.strategy == "fixed":
+            if rule.manager is None:
                 problems.append(f"{loc}.manager: strategy 'fixed' needs a manager")
-            elif r.manager not in managers:
-                problems.append(f"{loc}.manager: no manager named {r.manager!r}")
-        for src in r.sources:
+            elif rule.manager not in managers:
+                problems.append(f"{loc}.manager: no manager named {rule.manager!r}")
+        for src in rule.sources:
             if src not in sources:
                 problems.append(f"{loc}.sources: no source named {src!r}")
-        for region in r.regions:
+        for region in rule.regions:
             _check_region(region, f"{loc}.regions", problems)
 
 
@@ -479,4 +483,14 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(data, path.resolve().parent)
+    config = parse_config(data, path.resolve().parent)
+    config.path = path.resolve()
+    return config
+
+
+def config_flag(config: Config) -> str | None:
+    """The `--config PATH` another `hub` command needs to reach this config; None when it is ./config.toml,
+    where commands look when given neither --config nor $HUB_CONFIG."""
+    if config.path is None or config.path == Path("config.toml").resolve():
+        return None
+    return f"--config {shlex.quote(str(config.path))}"

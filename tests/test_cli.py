@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 
-from tests.conftest import fixture_bytes
+import pytest
+
 from hub.pipeline.worker import Worker
+from tests.conftest import fixture_bytes
+from tests.helpers.procs import HUB
 
 LANDING = fixture_bytes("site_form", "landing_json.json")
 
@@ -53,10 +58,23 @@ def test_db_upgrade_is_idempotent(runner):
     assert "schema already at 0006" in runner("db", "upgrade").output
 
 
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_a_busy_port_is_one_clear_line_before_anything_starts(config_path, command):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([HUB, command, "--config", str(config_path), "--port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == (f"error: port {port} on 127.0.0.1 is in use: stop what holds it or pick another "
+                                   "with --port or [server] port")
+
+
 def test_json_log_lines():
     import logging
 
-    from hub.cli import JsonLogFormatter
+    from hub.cli.common import JsonLogFormatter
 
     record = logging.LogRecord("hub.pipeline.worker", logging.INFO, __file__, 1, "event=%s processed lead=%s", (7, 3), None)
     line = json.loads(JsonLogFormatter().format(record))

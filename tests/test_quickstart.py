@@ -69,4 +69,6 @@ def test_hub_run_with_the_example_config(tmp_path, monkeypatch):
         output = stop(proc)
     assert proc.returncode == 0, output
     assert f"lead hub listening on http://127.0.0.1:{port}" in output
-    assert "no users yet: create one with `hub users add you@example.com --role admin`" in output
+    # One command to paste as it is: the config is not ./config.toml, so the hint names it.
+    assert ("no users yet: create one with `hub users add you@example.com --role admin --config "
+            f"{tmp_path / 'config.example.toml'}`") in output

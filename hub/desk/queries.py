@@ -1,4 +1,5 @@
-"""What the web pages and the API read: the inbox, one lead, the channel report, channel health, managers.
+"""What the web pages, the API and the command line read: the inbox, one lead, the channel report, channel
+health, managers.
 
 Pages and /api/v1 call the same functions, so a number on a page and in the API cannot disagree. Every
 query here is bounded (a page of leads, a date range) and served by an index on 100k+ leads.
@@ -7,27 +8,53 @@ query here is bounded (a page of leads, a date range) and served by an index on 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Date, and_, case, cast, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from hub.desk.access import Actor, lead_scope
 from hub.config import Config
 from hub.connector import WebhookConnector
-from hub.store.models import (EventStatus, InboundEvent, Lead, LeadStatus, ManagerState, Person, PollState, SourceSpend,
-                        utcnow)
-from hub.pipeline.routing import OPEN_LEADS_OF, availability
+from hub.desk.access import Actor, lead_scope
+from hub.pipeline.routing.rules import OPEN_LEADS_OF, availability
 from hub.runtime import Hub
+from hub.store.models import (
+    ApiToken,
+    DeliveryStatus,
+    EventStatus,
+    InboundEvent,
+    Lead,
+    LeadHistory,
+    LeadStatus,
+    ManagerState,
+    Person,
+    PollState,
+    PossibleDuplicate,
+    SinkDelivery,
+    SourceSpend,
+    User,
+    utcnow,
+)
+from hub.store.serialize import event_to_dict, lead_to_dict
 
 WARMTHS = ("hot", "warm", "cold")
 NO_WARMTH = "none"
 
 
 # -- the inbox --------------------------------------------------------------------------------------------
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _after_day(day: date) -> datetime:
+    """The first instant after this UTC day (the last representable one for date.max)."""
+    return _day_start(day + timedelta(days=1)) if day < date.max else datetime.max.replace(tzinfo=UTC)
+
 
 @dataclass
 class LeadFilter:
@@ -39,32 +66,23 @@ class LeadFilter:
     date_to: date | None = None       # created on or before (UTC day)
     overdue: bool = False             # new, assigned, SLA passed
 
-
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
-
-
-def _after_day(day: date) -> datetime:
-    """The first instant after this UTC day (the last representable one for date.max)."""
-    return _day_start(day + timedelta(days=1)) if day < date.max else datetime.max.replace(tzinfo=timezone.utc)
-
-
-def _filtered(query, f: LeadFilter, now: datetime):
-    if f.status:
-        query = query.where(Lead.status == f.status)
-    if f.warmth:
-        query = query.where(Lead.warmth.is_(None) if f.warmth == NO_WARMTH else Lead.warmth == f.warmth)
-    if f.source:
-        query = query.where(Lead.source == f.source)
-    if f.owner:
-        query = query.where(Lead.owner.is_(None) if f.owner == "-" else Lead.owner == f.owner)
-    if f.date_from:
-        query = query.where(Lead.created_at >= _day_start(f.date_from))
-    if f.date_to:
-        query = query.where(Lead.created_at < _after_day(f.date_to))
-    if f.overdue:
-        query = query.where(Lead.status == LeadStatus.NEW, Lead.sla_due_at < now)
-    return query
+    def apply(self, query, now: datetime):
+        """``query`` (a select over leads) narrowed to the leads this filter lets through."""
+        if self.status:
+            query = query.where(Lead.status == self.status)
+        if self.warmth:
+            query = query.where(Lead.warmth.is_(None) if self.warmth == NO_WARMTH else Lead.warmth == self.warmth)
+        if self.source:
+            query = query.where(Lead.source == self.source)
+        if self.owner:
+            query = query.where(Lead.owner.is_(None) if self.owner == "-" else Lead.owner == self.owner)
+        if self.date_from:
+            query = query.where(Lead.created_at >= _day_start(self.date_from))
+        if self.date_to:
+            query = query.where(Lead.created_at < _after_day(self.date_to))
+        if self.overdue:
+            query = query.where(Lead.status == LeadStatus.NEW, Lead.sla_due_at < now)
+        return query
 
 
 # Counting every match of a broad filter would cost as much as reading them; past this, "10000+".
@@ -87,14 +105,14 @@ def list_leads(session: Session, config: Config, actor: Actor, f: LeadFilter, li
     """Newest first, ``limit`` at a time (keyset on the id: page 2000 costs what page 1 does)."""
     now = utcnow()
     where = [lead_scope(actor, config), Lead.merged_into_id.is_(None)]
-    base = _filtered(select(Lead).where(*where), f, now)
+    base = f.apply(select(Lead).where(*where), now)
     query = base.options(selectinload(Lead.person).selectinload(Person.keys))
     if with_touches:
         query = query.options(selectinload(Lead.touches))
     if before is not None:
         query = query.where(Lead.id < before)
     leads = list(session.scalars(query.order_by(Lead.id.desc()).limit(limit + 1)))
-    matching = _filtered(select(Lead.id).where(*where), f, now).limit(TOTAL_CAP + 1).subquery()
+    matching = f.apply(select(Lead.id).where(*where), now).limit(TOTAL_CAP + 1).subquery()
     total = session.scalar(select(func.count()).select_from(matching))
     more = len(leads) > limit
     leads = leads[:limit]
@@ -271,15 +289,119 @@ def managers_overview(session: Session, config: Config, names: list[str] | None 
     now = utcnow()
     free = availability(session, config, all_names, now)
     states = {s.name: s for s in session.scalars(select(ManagerState).where(ManagerState.name.in_(all_names)))}
-    open_counts = dict(session.execute(OPEN_LEADS_OF, {"owners": all_names}).all())
+    open_counts: dict[str, int] = dict(session.execute(OPEN_LEADS_OF, {"owners": all_names}).all())
     rows = []
     for m in managers:
-        state = states.get(m.name)
+        state, why_not = states.get(m.name), free[m.name]
         rows.append({"name": m.name, "team": m.team, "weight": m.weight, "active": m.active,
                      "on_duty": state.on_duty if state else True,
                      "vacation_until": state.vacation_until.isoformat() if state and state.vacation_until else None,
                      "open_leads": open_counts.get(m.name, 0), "max_open_leads": m.max_open_leads,
-                     "available": free[m.name] is None,
-                     "unavailable_because": (free[m.name].translate(translate) if translate else str(free[m.name]))
-                     if free[m.name] else None})
+                     "available": why_not is None,
+                     "unavailable_because": (why_not.translate(translate) if translate else str(why_not))
+                     if why_not else None})
     return rows
+
+
+# -- the command line's listings --------------------------------------------------------------------------
+# An operator on the server sees everything: these read without an actor's scope. Users, tokens and
+# open duplicates are a handful of rows, so those lists have no limit.
+
+HANDOVER_KINDS = ("assigned", "reassigned", "escalated", "taken")
+
+
+def _lead_with_everything():
+    return select(Lead).where(Lead.merged_into_id.is_(None)).options(
+        selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.touches),
+        selectinload(Lead.history))
+
+
+def newest_leads(session: Session, status: str | None = None, source: str | None = None, limit: int = 50,
+                 with_touches: bool = False) -> list[dict[str, Any]]:
+    """Leads, newest first, merged ones left out."""
+    query = _lead_with_everything().order_by(Lead.id.desc()).limit(limit)
+    if status:
+        query = query.where(Lead.status == status)
+    if source:
+        query = query.where(Lead.source == source)
+    return [lead_to_dict(lead, with_touches=with_touches) for lead in session.scalars(query)]
+
+
+def lead_details(session: Session, lead_id: int) -> dict[str, Any] | None:
+    """One lead with its person's keys, touches and history; None if there is none (or it was merged)."""
+    lead = session.scalars(_lead_with_everything().where(Lead.id == lead_id)).one_or_none()
+    return lead_to_dict(lead) if lead else None
+
+
+def handover_log(session: Session, lead_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Every assignment, reassignment, escalation and take (of one lead, if given), newest first."""
+    query = select(LeadHistory).where(LeadHistory.kind.in_(HANDOVER_KINDS)).order_by(LeadHistory.id.desc())
+    if lead_id:
+        query = query.where(LeadHistory.lead_id == lead_id)
+    return [{"lead_id": h.lead_id, "at": h.at.isoformat(), "kind": h.kind, "from": h.data.get("from"),
+             "to": h.data.get("to"), "why": h.data.get("why"), "by": h.actor}
+            for h in session.scalars(query.limit(limit))]
+
+
+def person_details(session: Session, person: Person) -> dict[str, Any]:
+    """A person's keys and leads (merged ones too, marked)."""
+    leads_of = session.scalars(select(Lead).where(Lead.person_id == person.id).order_by(Lead.id)).all()
+    return {"id": person.id, "name": person.name, "merged_into_id": person.merged_into_id,
+            "keys": [f"{k.kind}:{k.value}" for k in person.keys],
+            "leads": [{"id": lead.id, "status": lead.status, "merged_into_id": lead.merged_into_id}
+                      for lead in leads_of]}
+
+
+def possible_duplicates(session: Session, include_resolved: bool = False) -> list[dict[str, Any]]:
+    """Pairs of persons one delivery's keys pointed to at once, oldest first."""
+    query = select(PossibleDuplicate).order_by(PossibleDuplicate.id)
+    if not include_resolved:
+        query = query.where(PossibleDuplicate.resolved_by_merge_id.is_(None))
+    return [{"id": d.id, "person_id": d.person_id, "other_person_id": d.other_person_id, "keys": d.keys,
+             "event_id": d.event_id, "created_at": d.created_at.isoformat(),
+             "resolved_by_merge_id": d.resolved_by_merge_id} for d in session.scalars(query)]
+
+
+def newest_events(session: Session, status: str | None = None, source: str | None = None,
+                  limit: int = 50) -> list[dict[str, Any]]:
+    """Inbound events of every source (or one), newest first."""
+    query = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(limit)
+    if status:
+        query = query.where(InboundEvent.status == status)
+    if source:
+        query = query.where(InboundEvent.source == source)
+    return [event_to_dict(e) for e in session.scalars(query)]
+
+
+def event_details(session: Session, event_id: int) -> dict[str, Any] | None:
+    """One event with its raw body and headers."""
+    event = session.get(InboundEvent, event_id)
+    return event_to_dict(event, with_body=True) if event else None
+
+
+def dead_deliveries(session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    """Sink deliveries that gave up, oldest first, with their last error."""
+    return [{"id": d.id, "sink": d.sink, "lead_id": d.lead_id, "attempts": d.attempts, "last_error": d.last_error}
+            for d in session.scalars(select(SinkDelivery).where(SinkDelivery.status == DeliveryStatus.DEAD)
+                                     .order_by(SinkDelivery.id).limit(limit))]
+
+
+def has_users(session: Session) -> bool:
+    return session.scalar(select(User.id).limit(1)) is not None
+
+
+def users_overview(session: Session) -> list[dict[str, Any]]:
+    """Every user with role, manager link and last sign-in, by login."""
+    return [{"login": u.login, "role": u.role, "manager": u.manager, "disabled": u.disabled,
+             "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+            for u in session.scalars(select(User).order_by(User.login))]
+
+
+def api_tokens_overview(session: Session) -> list[dict[str, Any]]:
+    """Every API token with its user, name, prefix and last use; never the token itself."""
+    return [{"id": t.id, "login": u.login, "name": t.name, "prefix": t.prefix,
+             "created_at": t.created_at.isoformat(),
+             "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+             "revoked": t.revoked_at is not None}
+            for t, u in session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                                        .order_by(ApiToken.id))]

@@ -10,7 +10,7 @@ import csv
 import io
 import re
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
@@ -18,16 +18,28 @@ from flask import Blueprint, Response, current_app, flash, g, redirect, render_t
 from flask_babel import format_decimal, get_locale, get_timezone, gettext, refresh
 from flask_login import login_user, logout_user
 
+from hub.config import config_flag
 from hub.desk.access import actor_of, allow, authenticate, set_language, timezone_of
-from hub.store.db import transaction
-from hub.intake.dryrun import try_payload
+from hub.desk.queries import (
+    NO_WARMTH,
+    WARMTHS,
+    LeadFilter,
+    channel_health,
+    channel_report,
+    get_lead,
+    is_overdue,
+    list_leads,
+    managers_overview,
+    recent_events,
+    set_spend,
+)
 from hub.errors import PayloadError
-from hub.i18n import LANGUAGES, WARMTH_LABELS, Msg, N_, format_day, why_of, format_moment, label, reason_label
-from hub.store.models import EventStatus, InboundEvent, LeadStatus, Role, User, utcnow
-from hub.desk.queries import (NO_WARMTH, WARMTHS, LeadFilter, channel_health, channel_report, get_lead, is_overdue,
-                         list_leads, managers_overview, recent_events, set_spend)
+from hub.i18n import LANGUAGES, N_, WARMTH_LABELS, Msg, format_day, format_moment, label, reason_label, why_of
+from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
-from hub.pipeline.routing import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
+from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent, LeadStatus, Role, User, utcnow
 from hub.store.serialize import lead_to_dict
 
 pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -105,7 +117,7 @@ def login():
         now = utcnow()
         if throttle.blocked(login_name, now):
             return render_template("login.html", error=gettext("Too many failed sign-ins: wait 15 minutes."),
-                                   no_users=no_users), 429
+                                   no_users=no_users, config_flag=config_flag(hub.config)), 429
         with transaction(hub.engine) as session:
             user = authenticate(session, login_name, request.form.get("password") or "")
             loaded = (actor_of(user), user.session_version) if user else None
@@ -117,7 +129,8 @@ def login():
             throttle.succeeded(login_name)
             login_user(SessionUser(*loaded))
             return redirect(_safe_next(request.args.get("next")) or url_for("pages.home"))
-    return render_template("login.html", error=error, no_users=no_users), 401 if error else 200
+    return render_template("login.html", error=error, no_users=no_users,
+                           config_flag=config_flag(hub.config)), 401 if error else 200
 
 
 @pages.post("/logout")
@@ -161,6 +174,7 @@ def calls_poll():
     """A manager's open page asks twice a second: any known client calling? (JSON; also marks them online,
     so that calls show here instead of by Telegram)."""
     from flask import jsonify
+
     from hub.pipeline.calls import alerts_for, latest_alert_id, seen_online
 
     hub, actor = _hub(), g.actor
@@ -236,6 +250,7 @@ def inbox():
 def leads_export():
     """The inbox's filters, every matching lead, as CSV or Excel (admins only: contact details inside)."""
     import tempfile
+
     from hub.desk.export import export_leads
 
     hub = _hub()
@@ -243,7 +258,8 @@ def leads_export():
     f = _inbox_filter(hub, _owner_choices(hub, g.actor))
     with tempfile.NamedTemporaryFile(suffix=f".{fmt}") as tmp:
         export_leads(hub, f, fmt, tmp.name)
-        data = open(tmp.name, "rb").read()
+        with open(tmp.name, "rb") as written:
+            data = written.read()
     mimetype = "text/csv; charset=utf-8" if fmt == "csv" else \
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     return Response(data, content_type=mimetype,
@@ -356,7 +372,7 @@ def chart(report: dict, width: int = 900, height: int = 260) -> dict:
     bars = []
     for i, d in enumerate(days):
         y = height - bottom
-        for key, colour in zip(series, CHART_COLOURS):
+        for key, colour in zip(series, CHART_COLOURS, strict=False):   # at most as many groups as colours
             n = d["counts"].get(key, 0) if key != "other" else \
                 sum(v for k, v in d["counts"].items() if k not in top)
             if not n:
@@ -370,14 +386,14 @@ def chart(report: dict, width: int = 900, height: int = 260) -> dict:
               for i, d in enumerate(days) if i % max(1, len(days) // 10) == 0]
     return {"width": width, "height": height, "bars": bars, "peak": peak, "left": left, "bottom": bottom,
             "ticks": [{"value": t, "y": round(height - bottom - plot_h * t / peak, 1)} for t in ticks],
-            "labels": labels, "legend": list(zip(series, CHART_COLOURS)),
+            "labels": labels, "legend": list(zip(series, CHART_COLOURS, strict=False)),
             "total": sum(d["total"] for d in days)}
 
 
 def _report_data(hub) -> dict:
     """The channel report for the range and grouping in the query string (the page and its CSV)."""
     date_from, date_to = _report_range()
-    group_by = request.args.get("group_by") if request.args.get("group_by") == "utm_campaign" else "source"
+    group_by = "utm_campaign" if request.args.get("group_by") == "utm_campaign" else "source"
     with transaction(hub.engine, read_only=True) as session:
         return channel_report(session, date_from, date_to, group_by)
 
@@ -540,7 +556,8 @@ def manager_update(name: str):
     hub = _hub()
     visible = g.actor.managers_visible(hub.config)
     if hub.config.manager(name) is None or (visible is not None and name not in visible):
-        return render_template("error.html", status=404, message=gettext("No manager %(name)s in your teams.", name=name)), 404
+        return render_template("error.html", status=404,
+                               message=gettext("No manager %(name)s in your teams.", name=name)), 404
     change: dict = {}
     if request.form.get("duty") in ("on", "off"):
         change["on_duty"] = request.form["duty"] == "on"
@@ -548,7 +565,7 @@ def manager_update(name: str):
         change["clear_vacation"] = True
     elif request.form.get("vacation_until"):
         try:
-            until = datetime.fromisoformat(request.form["vacation_until"]).replace(tzinfo=timezone.utc)
+            until = datetime.fromisoformat(request.form["vacation_until"]).replace(tzinfo=UTC)
         except ValueError:
             flash(gettext("Vacation: give a date (YYYY-MM-DD)."), "error")
             return redirect(url_for("pages.managers"))

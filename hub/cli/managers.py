@@ -1,0 +1,69 @@
+"""`hub managers`: who can take a lead now, and their duty and vacation switches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from hub.cli.common import actor, config_option, fail, json_option, listing, open_hub
+from hub.store.db import transaction
+from hub.store.models import utcnow
+
+
+@click.group()
+def managers() -> None:
+    """Managers: who is available now, on/off duty, vacations."""
+
+
+@managers.command("list")
+@config_option
+@json_option
+def managers_list(config_path: str, as_json: bool) -> None:
+    """Every manager with their team, state, open leads and whether they can take a lead right now."""
+    from hub.desk.queries import managers_overview
+
+    listing(config_path, as_json, lambda s, hub: managers_overview(s, hub.config),
+            [("NAME", lambda r: r["name"]), ("TEAM", lambda r: r["team"]), ("WEIGHT", lambda r: r["weight"]),
+             ("OPEN", lambda r: r["open_leads"]),
+             ("AVAILABLE", lambda r: "yes" if r["available"] else f"no: {r['unavailable_because']}")])
+
+
+def _manager_command(config_path: str, name: str, by: str | None, **change: Any) -> None:
+    from hub.pipeline.routing.lifecycle import RoutingError, set_manager_state
+
+    hub = open_hub(config_path)
+    try:
+        with transaction(hub.engine) as session:
+            state = set_manager_state(session, hub.config, name, actor(by), utcnow(), **change)
+            on_duty, vacation = state.on_duty, state.vacation_until
+    except RoutingError as exc:
+        fail(str(exc))
+    click.echo(f"{name}: {'on' if on_duty else 'off'} duty"
+               + (f", on vacation until {vacation:%Y-%m-%d %H:%M} UTC" if vacation else ""))
+
+
+@managers.command("set-duty")
+@config_option
+@click.argument("name")
+@click.argument("duty", type=click.Choice(["on", "off"]))
+@click.option("--by")
+def managers_set_duty(config_path: str, name: str, duty: str, by: str | None) -> None:
+    """Put a manager on or off duty: off duty, they receive no new leads."""
+    _manager_command(config_path, name, by, on_duty=duty == "on")
+
+
+@managers.command("set-vacation")
+@config_option
+@click.argument("name")
+@click.option("--until", "until", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+              help="Back on this date (UTC).")
+@click.option("--clear", is_flag=True, help="Back now.")
+@click.option("--by")
+def managers_set_vacation(config_path: str, name: str, until: datetime | None, clear: bool, by: str | None) -> None:
+    """Send a manager on vacation (no new leads until the date), or bring them back."""
+    if (until is None) == (not clear):
+        fail("give --until DATE or --clear", code=2)
+    _manager_command(config_path, name, by, vacation_until=until.replace(tzinfo=UTC) if until else None,
+                     clear_vacation=clear)
