@@ -18,10 +18,11 @@ Updating the catalogs after changing a message:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date as _babel_date, format_datetime as _babel_datetime

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -142,6 +142,10 @@ def _all_texts(value: Any) -> list[str]:
     return [text] if text else []
 
 
+@overload
+def _clip(key: str, text: str, flags: list[str]) -> str: ...
+@overload
+def _clip(key: str, text: str | None, flags: list[str]) -> str | None: ...
 def _clip(key: str, text: str | None, flags: list[str]) -> str | None:
     limit = MAX_FIELD_CHARS.get(key, MAX_VALUE_CHARS)
     if text is not None and len(text) > limit:

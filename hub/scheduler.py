@@ -1,4 +1,5 @@
-"""Scheduled jobs (SLA reassignment, the daily digest, polling sources, raw payload retention), run by exactly one process: the holder of a lease row in the store.
+"""Scheduled jobs (SLA reassignment, the daily digest, polling sources, raw payload retention), run by exactly
+one process: the holder of a lease row in the store.
 
 Every process may run a scheduler (`hub run` does, `hub scheduler` is one on its own); before each run a
 scheduler takes or renews the lease with one conditional UPDATE, so across several processes on one
@@ -15,12 +16,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
 
+from hub.intake.polling import poll_due, poll_seconds, polling_sources
+from hub.pipeline.routing.sla import digest, sweep_sla
+from hub.runtime import Hub
 from hub.store.db import execute, insert_ignoring_conflicts, transaction
 from hub.store.models import SchedulerLease, utcnow
 from hub.store.retention import purge_raw_payloads
-from hub.intake.polling import poll_due, polling_sources, poll_seconds
-from hub.pipeline.routing import digest, sweep_sla
-from hub.runtime import Hub
 
 log = logging.getLogger("hub.scheduler")
 LEASE = "scheduler"
@@ -94,5 +95,5 @@ class Scheduler:
     def _safe_tick(self) -> None:
         try:
             self.tick()
-        except Exception:  # noqa: BLE001 — a failed round is retried at the next tick
+        except Exception:  # a failed round is retried at the next tick
             log.exception("scheduler: round failed")

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from hub.config import Config
-from hub.store.db import insert_ignoring_conflicts, transaction
 from hub.errors import ConfigError, HubError
+from hub.store.db import insert_ignoring_conflicts, transaction
 from hub.store.models import ApiToken, HubSecret, Lead, Role, User, utcnow
 
 MIN_PASSWORD_LENGTH = 10
@@ -50,7 +50,7 @@ def allow(*roles: str) -> Callable[[F], F]:
         raise ValueError(f"allow(): unknown roles {sorted(unknown)}" if unknown else "allow(): name a role")
 
     def mark(view: F) -> F:
-        view.hub_roles = frozenset(roles)  # type: ignore[attr-defined]
+        view.hub_roles = frozenset(roles)  # type: ignore[attr-defined]  # a mark on any function, read by the app
         return view
     return mark
 
@@ -156,7 +156,7 @@ def add_user(session: Session, config: Config, login: str, password: str, role: 
         session_version=1, disabled=False, created_at=utcnow()))
     if new_id is None:
         raise UserError(f"user {login!r} exists already (change it with `hub users passwd|role`)")
-    return session.get(User, new_id)
+    return session.get_one(User, new_id)
 
 
 def get_user(session: Session, login: str) -> User:

@@ -19,7 +19,7 @@ from hub.store.models import EventStatus, InboundEvent, Lead, Touch
 
 
 def _annotates(session: Session, event_id: int) -> bool:
-    event = session.get(InboundEvent, event_id)
+    event = session.get_one(InboundEvent, event_id)
     return isinstance(event.payload, dict) and bool(event.payload.get("_annotates")) and event.lead_id is not None
 
 

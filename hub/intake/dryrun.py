@@ -8,10 +8,10 @@ from typing import Any
 
 from hub.connector import InboundRequest, WebhookConnector
 from hub.errors import PayloadError
-from hub.store.models import utcnow
 from hub.pipeline.process import map_event, normalise, occurred_at
-from hub.pipeline.routing import TouchFacts, judge_warmth
+from hub.pipeline.routing.rules import TouchFacts, judge_warmth
 from hub.runtime import Hub, Source
+from hub.store.models import utcnow
 
 
 def guess_content_type(body: bytes) -> str:
@@ -33,7 +33,7 @@ def try_payload(hub: Hub, source: Source, body: bytes, content_type: str | None 
     charset = params.partition("charset=")[2].strip() or None
     request = InboundRequest(method="POST", subpath=subpath, query={}, headers={"content-type": content_type},
                              body=body, mimetype=mimetype.strip().lower(), charset=charset)
-    results = []
+    results: list[dict[str, Any]] = []
     received = source.connector.receive(request, utcnow())
     for event in received.events:
         try:

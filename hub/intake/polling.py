@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from hub.connector import PollingConnector
-from hub.store.db import dialect_insert, execute, insert_ignoring_conflicts, transaction
 from hub.intake.webhook import prepare_event
-from hub.store.models import InboundEvent, PollState, utcnow
 from hub.runtime import Hub, Source
+from hub.store.db import dialect_insert, execute, insert_ignoring_conflicts, transaction
+from hub.store.models import InboundEvent, PollState, utcnow
 
 log = logging.getLogger("hub.intake.polling")
 
@@ -36,13 +36,20 @@ def polling_sources(hub: Hub) -> list[Source]:
 
 
 def poll_seconds(source: Source) -> float:
-    return float(getattr(source.connector.settings, "poll_seconds", None) or source.connector.default_poll_seconds)
+    connector = _poller(source)
+    return float(getattr(connector.settings, "poll_seconds", None) or connector.default_poll_seconds)
+
+
+def _poller(source: Source) -> PollingConnector:
+    if not isinstance(source.connector, PollingConnector):
+        raise TypeError(f"source {source.name!r} is not polled: its connector is {source.connector.name}")
+    return source.connector
 
 
 def poll_source(hub: Hub, source: Source, now: datetime | None = None) -> PollReport:
     now = now or utcnow()
     report = PollReport(source.name)
-    connector: PollingConnector = source.connector          # type: ignore[assignment]
+    connector = _poller(source)
     with transaction(hub.engine, read_only=True) as s:
         row = s.get(PollState, source.name)
         state = dict(row.state) if row else {}
@@ -58,9 +65,9 @@ def poll_source(hub: Hub, source: Source, now: datetime | None = None) -> PollRe
     report.fetched = len(result.events)
     with transaction(hub.engine) as s:
         for event in result.events:
-            row = prepare_event(source, event, now)
+            prepared = prepare_event(source, event, now)
             values = dict(source=source.name, received_at=now, method="POLL", content_type=None, headers={},
-                          body=b"", attempts=0, next_attempt_at=now, **row)
+                          body=b"", attempts=0, next_attempt_at=now, **prepared)
             if insert_ignoring_conflicts(s, InboundEvent.__table__, ["source", "external_id"], values) is not None:
                 report.stored += 1
         _save_state(s, table, source.name, result.state, now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -20,7 +22,7 @@ def replay_events(session: Session, event_ids: list[int] | None = None, all_dead
     else:
         query = query.where(InboundEvent.id.in_(event_ids or []))
     found = {e.id: e for e in session.scalars(query.with_for_update())}
-    refused = [{"id": i, "reason": "no such event"} for i in event_ids or [] if i not in found]
+    refused: list[dict[str, Any]] = [{"id": i, "reason": "no such event"} for i in event_ids or [] if i not in found]
     replayed = []
     now = utcnow()
     for event in found.values():

@@ -15,15 +15,16 @@ The database decides, never a check-then-insert in Python:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from hub.store.db import execute, insert_ignoring_conflicts
 from hub.errors import RetriableError
 from hub.pipeline.history import history
+from hub.store.db import execute, insert_ignoring_conflicts
 from hub.store.models import IdentityKey, Lead, LeadStatus, Person, PossibleDuplicate, utcnow
 
 Key = tuple[str, str]                  # (kind, value)
@@ -70,7 +71,7 @@ def _owners(session: Session, keys: list[Key]) -> dict[Key, int]:
     return {(r.kind, r.value): r.person_id for r in execute(session, _owners_stmt(len(keys)), params)}
 
 
-def _strongest_owner(owners: dict[Key, int], priority: list[str], exclude: int | None = None) -> int:
+def _strongest_owner(owners: dict[Key, int], priority: Sequence[str], exclude: int | None = None) -> int:
     """The person holding the strongest key: by kind priority (phone first by default), then key order."""
     rank = {kind: i for i, kind in enumerate(priority)}
     ranked = sorted((k for k, pid in owners.items() if pid != exclude), key=lambda k: (rank.get(k[0], 99), k))
@@ -96,7 +97,8 @@ def _claim_keys(session: Session, keys: list[Key], person_id: int) -> bool:
     return claimed
 
 
-def find_or_create_person(session: Session, keys: list[Key], name: str | None, priority: list[str]) -> Identified:
+def find_or_create_person(session: Session, keys: list[Key], name: str | None,
+                          priority: Sequence[str]) -> Identified:
     keys = sorted(set(keys))
     if not keys:
         # Nothing to recognise the person by (only invalid contacts): a person of their own.

@@ -7,7 +7,7 @@ the raw text on the touch, flagged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -85,4 +85,4 @@ def parse_when(text: str, tz: str) -> datetime:
                              "2024-12-31T18:05:00+03:00)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=ZoneInfo(tz))
-    return when.astimezone(timezone.utc)
+    return when.astimezone(UTC)

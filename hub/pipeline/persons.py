@@ -8,9 +8,19 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from hub.errors import HubError
-from hub.store.models import (IdentityKey, KeyKind, Lead, LeadHistory, LeadStatus, Person, PersonMerge,
-                        PossibleDuplicate, Touch, utcnow)
 from hub.pipeline.normalise import normalise_email, normalise_phone
+from hub.store.models import (
+    IdentityKey,
+    KeyKind,
+    Lead,
+    LeadHistory,
+    LeadStatus,
+    Person,
+    PersonMerge,
+    PossibleDuplicate,
+    Touch,
+    utcnow,
+)
 
 
 class MergeError(HubError):
@@ -94,11 +104,13 @@ def merge_persons(session: Session, kept_id: int, merged_id: int, actor: str, re
 
 
 def unmerge_persons(session: Session, merge_id: int, actor: str) -> PersonMerge:
-    merge = session.execute(select(PersonMerge).where(PersonMerge.id == merge_id).with_for_update()).scalar_one_or_none()
+    merge = session.execute(select(PersonMerge).where(PersonMerge.id == merge_id)
+                            .with_for_update()).scalar_one_or_none()
     if merge is None:
         raise MergeError(f"no merge {merge_id}")
     if merge.undone_at is not None:
-        raise MergeError(f"merge {merge_id} was already undone by {merge.undone_by} at {merge.undone_at:%Y-%m-%d %H:%M}")
+        raise MergeError(f"merge {merge_id} was already undone by {merge.undone_by}"
+                         f" at {merge.undone_at:%Y-%m-%d %H:%M}")
     persons = _lock_persons(session, merge.kept_person_id, merge.merged_person_id)
     kept, merged = persons[merge.kept_person_id], persons[merge.merged_person_id]
     moved, now = merge.moved, utcnow()

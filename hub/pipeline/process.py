@@ -21,21 +21,22 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.config import Config, IdentityConfig
-from hub.store.db import execute
-from hub.pipeline.calls import CALL_ROUTE
+from hub.errors import PayloadError, RetriableError
+from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
 from hub.outbox.forwarding import queue_forwarding
+from hub.pipeline.calls import CALL_ROUTE
 from hub.pipeline.history import history
 from hub.pipeline.identity import Key, LeadFound, find_or_create_person, flag_possible_duplicates, lead_for_person
-from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
-from hub.store.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
-from hub.errors import PayloadError, RetriableError
 from hub.pipeline.normalise import Normalised, normalise_email, normalise_phone, parse_when
-from hub.pipeline.routing import LeadState, TouchFacts, phone_region, route_lead
+from hub.pipeline.routing.assignment import LeadState, route_lead
+from hub.pipeline.routing.rules import TouchFacts, phone_region
 from hub.runtime import Source
-
+from hub.store.db import execute
+from hub.store.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
 
 INSERT_TOUCH = insert(Touch.__table__)
-TOUCH_LEAD = update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead_id")).values(updated_at=bindparam("now"))
+TOUCH_LEAD = (update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead_id"))
+              .values(updated_at=bindparam("now")))
 
 
 class EventRef(NamedTuple):
@@ -101,8 +102,7 @@ class Attached:
     """What the first half found and made; the second half routes from it."""
 
     outcome: Outcome
-    draft: LeadDraft | None = None          # None: the event annotated another one (nothing to route)
-    contacts: Contacts | None = None
+    made: tuple[LeadDraft, Contacts] | None = None      # None: the event annotated another one (nothing to route)
 
 
 def attach(session: Session, source: Source, event: InboundEvent | EventRef, config: Config,
@@ -110,27 +110,28 @@ def attach(session: Session, source: Source, event: InboundEvent | EventRef, con
     """First half: map, normalise, the person and their lead, the touch (written at once, or collected in
     ``deferred`` by a caller that writes a batch's touches in one statement)."""
     if isinstance(event.payload, dict) and event.payload.get(ANNOTATES):
-        return Attached(annotate(session, source, event))
+        return Attached(annotate(session, source, event.payload))
     draft = map_event(source, event.payload)
     outcome, contacts = process_draft(session, source, event, draft, config.identity, deferred)
-    return Attached(outcome, draft, contacts)
+    return Attached(outcome, (draft, contacts))
 
 
 def settle(session: Session, config: Config, source: Source, event: InboundEvent | EventRef,
            attached: Attached) -> None:
     """Second half: warmth and owner (with the notification), the call's route, the sinks' outbox."""
-    if attached.draft is None:
+    outcome = attached.outcome
+    if attached.made is None or outcome.lead is None:       # only an annotation has neither
         return
-    assign_owner(session, config, source, event, attached.draft, attached.contacts, attached.outcome)
+    draft, contacts = attached.made
+    assign_owner(session, config, source, event, draft, contacts, outcome, outcome.lead)
     if isinstance(event.payload, dict) and event.payload.get(CALL_ROUTE):
-        record_call_route(session, event, attached.outcome)
-    forward(session, config, attached.outcome)
+        record_call_route(session, event.id, event.payload[CALL_ROUTE], outcome)
+    forward(session, config, outcome)
 
 
-def record_call_route(session: Session, event: InboundEvent | EventRef, outcome: Outcome) -> None:
+def record_call_route(session: Session, event_id: int, route: dict[str, Any], outcome: Outcome) -> None:
     """Where a live call was put through, and why: on the lead's timeline, like any routing decision."""
-    route = event.payload[CALL_ROUTE]
-    history(session, outcome.lead_id, "call_routed", event_id=event.id, to=route.get("manager"),
+    history(session, outcome.lead_id, "call_routed", event_id=event_id, to=route.get("manager"),
             extension=route.get("extension"), why=route.get("why"), why_msg=route.get("why_msg"))
 
 
@@ -139,9 +140,9 @@ def forward(session: Session, config: Config, outcome: Outcome) -> None:
     queue_forwarding(session, config, outcome.lead_id)
 
 
-def annotate(session: Session, source: Source, event: InboundEvent | EventRef) -> Outcome:
+def annotate(session: Session, source: Source, payload: dict[str, Any]) -> Outcome:
     """A recording arrives apart from its call (before or after it): put it on the call's touch."""
-    target_id = str(event.payload[ANNOTATES])
+    target_id = str(payload[ANNOTATES])
     target = session.execute(select(InboundEvent.id, InboundEvent.status).where(
         InboundEvent.source == source.name, InboundEvent.external_id == target_id)).first()
     if target is None or target.status in (EventStatus.PENDING, EventStatus.PROCESSING):
@@ -149,7 +150,7 @@ def annotate(session: Session, source: Source, event: InboundEvent | EventRef) -
     touch = session.execute(select(Touch.id, Touch.lead_id).where(Touch.event_id == target.id)).first()
     if touch is None:
         raise PayloadError(f"the call {target_id} it belongs to was {target.status}, not a lead")
-    recording = source.connector.fields(event.payload).get("recording")
+    recording = source.connector.fields(payload).get("recording")
     execute(session, update(Touch.__table__).where(Touch.__table__.c.id == touch.id), {"recording": recording})
     return Outcome(EventStatus.MERGED, touch.lead_id, "annotated")
 
@@ -228,7 +229,7 @@ def attach_touch(writes: DeferredWrites, found: LeadFound, event: InboundEvent |
 
 
 def assign_owner(session: Session, config: Config, source: Source, event: InboundEvent | EventRef, draft: LeadDraft,
-                 contacts: Contacts, outcome: Outcome) -> None:
+                 contacts: Contacts, outcome: Outcome, lead: LeadState) -> None:
     """Warmth and owner (hub/routing.py); the owner's notification goes into the outbox."""
     phones = [p.value for p in contacts.phones if p.value]
     facts = TouchFacts(source=source.name, tags=list(source.config.tags), message=draft.message or "",
@@ -237,4 +238,4 @@ def assign_owner(session: Session, config: Config, source: Source, event: Inboun
     # Data only (name · contact · source · message): the words around it come from the recipient's template.
     summary = " · ".join(filter(None, [draft.name, ", ".join(phones) or ", ".join(
         e.value for e in contacts.emails if e.value), source.name, (draft.message or "")[:200]]))
-    route_lead(session, config, outcome.lead, outcome.how, facts, event.id, utcnow(), summary)
+    route_lead(session, config, lead, outcome.how, facts, event.id, utcnow(), summary)

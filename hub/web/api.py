@@ -6,24 +6,33 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from spectree import Response as Resp, SecurityScheme, SpecTree
-from spectree.models import SecuritySchemeData
+from spectree.models import SecureType, SecuritySchemeData
 
 from hub.desk.access import Actor, allow
-from hub.store.db import transaction
-from hub.intake.dryrun import try_payload
+from hub.desk.queries import (
+    NO_WARMTH,
+    WARMTHS,
+    LeadFilter,
+    channel_health,
+    channel_report,
+    get_lead,
+    list_leads,
+    managers_overview,
+    set_spend,
+)
 from hub.errors import PayloadError
-from hub.store.models import EventStatus, InboundEvent, LeadStatus, Role, utcnow
-from hub.desk.queries import (NO_WARMTH, WARMTHS, LeadFilter, channel_health, channel_report, get_lead, list_leads,
-                         managers_overview, set_spend)
+from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
-from hub.pipeline.routing import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
+from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent, LeadStatus, Role, utcnow
 from hub.store.serialize import event_to_dict, lead_to_dict
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -72,7 +81,7 @@ def _validation_error(req: Any, resp: Any, req_error: Any, _instance: Any, _adap
 spec = SpecTree(
     "flask", title="lead hub API", version="1", mode="strict", annotations=True,
     validation_error_status=422, validation_error_model=Error,
-    security_schemes=[SecurityScheme(name="bearer", data=SecuritySchemeData(type="http", scheme="bearer"))],
+    security_schemes=[SecurityScheme(name="bearer", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))],
     security={"bearer": []}, before=_validation_error,
     description="Leads, events, channel report and health, managers. Authenticate with "
                 "`Authorization: Bearer <token>` (create one with `hub users token add LOGIN`); a token acts with "
@@ -196,7 +205,7 @@ class EventList(BaseModel):
 
 class EventQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    status: Literal[EventStatus.ALL] | None = None  # type: ignore[valid-type]
+    status: Literal[EventStatus.ALL] | None = None  # type: ignore[valid-type]  # Literal unpacks the tuple at run time
     source: SourceName | None = None
     limit: int = Field(50, ge=1, le=200)
     before: int | None = Field(None, ge=1, le=MAX_ID)
@@ -551,7 +560,7 @@ def managers_update(name: str, json: ManagerIn):
         return _not_found(f"manager {name!r}")
     until = json.vacation_until
     if until is not None:
-        until = until.replace(tzinfo=timezone.utc) if until.tzinfo is None else until.astimezone(timezone.utc)
+        until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
     with transaction(hub.engine) as session:
         set_manager_state(session, hub.config, name, actor().name, utcnow(), on_duty=json.on_duty,
                           vacation_until=until, clear_vacation=json.clear_vacation)

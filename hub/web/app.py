@@ -15,17 +15,26 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select, text
 from werkzeug.exceptions import HTTPException
 
-from hub.desk.access import PUBLIC_ENDPOINTS, Actor, LoginThrottle, actor_of, roles_of, session_secret, session_user, \
-    timezone_of, user_for_token
-from hub.i18n import TRANSLATIONS_DIR, best_language
 from hub.config import Config, load_config
-from hub.store.db import transaction
 from hub.connector import InboundRequest, WebhookConnector
+from hub.desk.access import (
+    PUBLIC_ENDPOINTS,
+    Actor,
+    LoginThrottle,
+    actor_of,
+    roles_of,
+    session_secret,
+    session_user,
+    timezone_of,
+    user_for_token,
+)
 from hub.errors import SignatureError
+from hub.i18n import TRANSLATIONS_DIR, best_language
 from hub.intake.webhook import handle_webhook
-from hub.web.metrics import AckLatency, render as render_metrics
-from hub.store.models import EventStatus, InboundEvent
 from hub.runtime import Hub
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent
+from hub.web.metrics import AckLatency, render as render_metrics
 
 log = logging.getLogger("hub.web.app")
 hooks = Blueprint("hooks", __name__)
@@ -257,13 +266,14 @@ def webhook(source_name: str, subpath: str):
     body = request.get_data(cache=False)   # raises 413 past MAX_CONTENT_LENGTH, chunked bodies included
     if cap and len(body) > cap:           # chunked bodies carry no Content-Length
         return _too_large(source_name, cap)
+    response: Response | tuple[Response, int]
     try:
         reply = handle_webhook(hub, source, _inbound_request(subpath, body))
         response = Response(reply.body, status=reply.status, content_type=reply.content_type)
     except SignatureError as exc:
         log.warning("source=%s signature check failed: %s (from %s)", source_name, exc, request.remote_addr)
         response = _error(exc.status, "unauthorized", str(exc))
-    except Exception:  # noqa: BLE001 — not stored means not acknowledged: the provider must retry
+    except Exception:  # not stored means not acknowledged: the provider must retry
         log.exception("source=%s: could not store the delivery", source_name)
         response = _error(503, "store_unavailable", "the delivery could not be stored; please retry")
     status = response[1] if isinstance(response, tuple) else response.status_code

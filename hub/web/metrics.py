@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 
 from sqlalchemy import func, select
 
+from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent, Notification
-from hub.runtime import Hub
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -22,7 +22,7 @@ class AckLatency:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._buckets: dict[str, list[int]] = {}
-        self._sum: Counter[str] = Counter()
+        self._sum: defaultdict[str, float] = defaultdict(float)
         self._count: Counter[str] = Counter()
         self.replies: Counter[tuple[str, int]] = Counter()
 
@@ -40,7 +40,7 @@ class AckLatency:
                "# TYPE leadhub_ack_seconds histogram"]
         with self._lock:
             for source, buckets in sorted(self._buckets.items()):
-                for le, n in zip(BUCKETS, buckets):
+                for le, n in zip(BUCKETS, buckets, strict=True):
                     out.append(f'leadhub_ack_seconds_bucket{{source="{source}",le="{le}"}} {n}')
                 out.append(f'leadhub_ack_seconds_bucket{{source="{source}",le="+Inf"}} {self._count[source]}')
                 out.append(f'leadhub_ack_seconds_sum{{source="{source}"}} {self._sum[source]:.6f}')

@@ -20,7 +20,10 @@ def _run(conn) -> None:
 if connection is not None:
     _run(connection)
 else:
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:   # hub.store.schema always sets it; only alembic run by hand without one gets here
+        raise RuntimeError("no sqlalchemy.url to migrate: run `hub db upgrade`")
+    engine = make_engine(url)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()
