@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from hub.desk.access import PUBLIC_ENDPOINTS, roles_of
+from hub.web.common import PUBLIC_ENDPOINTS, roles_of
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent, Lead, utcnow
 from hub.pipeline.worker import Worker

@@ -1,8 +1,7 @@
-"""Who may do what: users and their roles, passwords, API tokens, and the one access rule per route.
+"""Who may do what: users and their roles, passwords, API tokens, sessions' signing key.
 
-Every route states the roles it admits with ``@allow(...)`` (or is named in ``PUBLIC_ENDPOINTS``); a route
-with neither is refused to everyone, so a new route cannot be reachable by accident. What a role sees of
-the leads is one query clause, ``lead_scope``: a manager their own, a team lead their teams' and the queue.
+What a role sees of the leads is one query clause, ``lead_scope``: a manager their own, a team lead their
+teams' and the queue. Which role may call which web route is declared on the route (hub/web/common.py).
 """
 
 from __future__ import annotations
@@ -10,10 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 from sqlalchemy import Engine, or_, select, true, update
 from sqlalchemy.exc import DBAPIError
@@ -27,36 +24,12 @@ from hub.store.models import ApiToken, HubSecret, Lead, Role, User, utcnow
 
 MIN_PASSWORD_LENGTH = 10
 TOKEN_PREFIX = "lh_"
-# Endpoints anyone may call: the sign-in page, provider webhooks (they carry their own secrets), health,
-# Prometheus metrics (counts only, no personal data), the OpenAPI document, static files.
-PUBLIC_ENDPOINTS = frozenset({"pages.login", "hooks.webhook", "health.healthz", "health.metrics",
-                              "api.openapi", "static"})
-
 # A hash to check a password against when the login is unknown, so that the answer takes as long as for a
 # known login and does not tell which logins exist.
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 class UserError(HubError):
     """A user or token operation was refused (unknown login, weak password, unknown role …)."""
-
-
-def allow(*roles: str) -> Callable[[F], F]:
-    """Declare which roles may call this view. Checked before the view runs (see hub.web.app)."""
-    unknown = set(roles) - set(Role.ALL)
-    if unknown or not roles:
-        raise ValueError(f"allow(): unknown roles {sorted(unknown)}" if unknown else "allow(): name a role")
-
-    def mark(view: F) -> F:
-        view.hub_roles = frozenset(roles)  # type: ignore[attr-defined]  # a mark on any function, read by the app
-        return view
-    return mark
-
-
-def roles_of(view: Callable[..., Any] | None) -> frozenset[str] | None:
-    return getattr(view, "hub_roles", None)
 
 
 @dataclass(frozen=True)

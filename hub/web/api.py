@@ -1,24 +1,20 @@
-"""REST API ``/api/v1``: Bearer tokens (``hub users token add``), JSON in and out, errors as
+"""REST API ``/api/v1`` (its shapes: api_models.py): Bearer tokens (``hub users token add``), JSON in and out, errors as
 ``{"error": code, "message": text}``. The OpenAPI document at ``/openapi.json`` is generated from the
 pydantic models and routes below by spectree; nothing of it is written by hand."""
 
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from spectree import Response as Resp, SecurityScheme, SpecTree
 from spectree.models import SecureType, SecuritySchemeData
 
-from hub.desk.access import Actor, allow
+from hub.desk.access import Actor
 from hub.desk.queries import (
-    NO_WARMTH,
-    WARMTHS,
     LeadFilter,
     channel_health,
     channel_report,
@@ -32,41 +28,37 @@ from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
 from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
 from hub.store.db import transaction
-from hub.store.models import EventStatus, InboundEvent, LeadStatus, Role, utcnow
+from hub.store.models import InboundEvent, LeadStatus, Role, utcnow
 from hub.store.serialize import event_to_dict, lead_to_dict
+from hub.web.api_models import (
+    MAX_ID,
+    CostRow,
+    Error,
+    EventList,
+    EventOut,
+    EventQuery,
+    LeadFull,
+    LeadList,
+    LeadQuery,
+    LookupOut,
+    LookupQuery,
+    ManagerIn,
+    ManagerList,
+    ManagerOut,
+    Me,
+    OwnerIn,
+    ReplayOut,
+    Report,
+    ReportQuery,
+    SourceList,
+    SpendIn,
+    StatusIn,
+    TryIn,
+    TryOut,
+)
+from hub.web.common import allow, current_hub
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
-
-# Text a person or a script types: bounded, and no control characters (PostgreSQL refuses NUL in text).
-Text = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
-SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-
-
-ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}")
-
-
-def _iso(kind: type[date] | type[datetime]):
-    """Dates and times only as ISO text: pydantic would otherwise read a number as a Unix timestamp."""
-    def parse(value: Any) -> Any:
-        if isinstance(value, kind):
-            return value
-        if not isinstance(value, str) or not ISO_DAY.match(value):
-            raise ValueError("write it as ISO text, e.g. 2026-12-31" + ("" if kind is date else "T18:00:00Z"))
-        return kind.fromisoformat(value)
-    return BeforeValidator(parse)
-
-
-Day = Annotated[date, _iso(date)]
-Moment = Annotated[datetime, _iso(datetime)]
-# Ids beyond a signed 64-bit integer cannot exist in either database.
-MAX_ID = 2**63 - 1
-
-
-class Error(BaseModel):
-    error: str = Field(description="a stable code, e.g. not_found, invalid_request, conflict")
-    message: str = Field(description="what went wrong and what to do, for a person")
-    details: list[dict[str, Any]] | None = None
-
 
 def _validation_error(req: Any, resp: Any, req_error: Any, _instance: Any, _adapter: Any) -> None:
     """spectree's hook: turn its list of pydantic errors into our error shape."""
@@ -102,236 +94,8 @@ def actor() -> Actor:
     return g.actor
 
 
-# -- models -------------------------------------------------------------------------------------------------
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class TouchOut(_Out):
-    id: int
-    event_id: int
-    source: str
-    channel: str
-    at: str
-    utm_source: str | None
-    utm_medium: str | None
-    utm_campaign: str | None
-    utm_content: str | None
-    utm_term: str | None
-    message: str | None
-    recording: str | None
-
-
-class HistoryOut(_Out):
-    at: str
-    kind: str
-    actor: str
-
-
-class LeadOut(_Out):
-    id: int
-    status: Literal["new", "in_work", "converted", "refused"]
-    refuse_reason: str | None
-    name: str | None
-    phones: list[str] = Field(description="E.164")
-    emails: list[str]
-    source: str = Field(description="the first touch's source")
-    first_touch: TouchOut | None
-    last_touch: TouchOut | None
-    warmth: Literal["cold", "warm", "hot"] | None
-    score: int | None
-    owner: str | None
-    tags: list[str]
-    sla_due_at: str | None
-    contact_attempts: int
-    created_at: str
-    updated_at: str
-
-
-class LeadFull(LeadOut):
-    touches: list[TouchOut]
-    history: list[HistoryOut]
-
-
-class LeadList(BaseModel):
-    items: list[LeadOut]
-    total: int = Field(description="leads matching the filters, counted up to 10001")
-    total_is_exact: bool = Field(description="false: more than 10000 match")
-    next_before: int | None = Field(description="pass as `before` for the next (older) page; null: no more")
-
-
-class LeadQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: Literal["new", "in_work", "converted", "refused"] | None = None
-    warmth: Literal["cold", "warm", "hot", "none"] | None = None
-    source: SourceName | None = None
-    owner: Text | None = Field(None, description='a manager\'s name, or "-" for the unassigned queue')
-    date_from: Day | None = Field(None, description="created on or after this UTC day")
-    date_to: Day | None = Field(None, description="created on or before this UTC day")
-    overdue: bool = False
-    limit: int = Field(50, ge=1, le=200)
-    before: int | None = Field(None, ge=1, le=MAX_ID, description="the `next_before` of the previous page")
-
-
-class StatusIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    status: Literal["in_work", "converted", "refused"] = Field(description="in_work: take it (managers)")
-    reason: Text | None = Field(None, description="refused: a refusal reason code")
-
-
-class OwnerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    owner: Text
-    why: Text = "reassigned by hand"
-
-
-class EventOut(_Out):
-    id: int
-    source: str
-    external_id: str
-    received_at: str
-    status: str
-    attempts: int
-    reject_reason: str | None
-    last_error: str | None
-    lead_id: int | None
-
-
-class EventList(BaseModel):
-    items: list[EventOut]
-    next_before: int | None
-
-
-class EventQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: Literal[EventStatus.ALL] | None = None  # type: ignore[valid-type]  # Literal unpacks the tuple at run time
-    source: SourceName | None = None
-    limit: int = Field(50, ge=1, le=200)
-    before: int | None = Field(None, ge=1, le=MAX_ID)
-
-
-class ReplayOut(BaseModel):
-    replayed: list[int]
-    refused: list[dict[str, Any]]
-
-
-class ReportQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    date_to: Day | None = Field(None, description="the last UTC day of the report; default: today")
-    days: int = Field(30, ge=1, le=367, description="how many days up to date_to, date_to included")
-    group_by: Literal["source", "utm_campaign"] = "source"
-
-
-class WarmthCell(BaseModel):
-    leads: int
-    converted: int
-    refused: int
-    conversion: float | None = Field(description="percent converted; null when no leads")
-
-
-class ReportGroup(BaseModel):
-    key: str
-    leads: int
-    conversion: float | None
-    warmth: dict[str, WarmthCell]
-
-
-class ReportDay(BaseModel):
-    day: str
-    counts: dict[str, int]
-    total: int
-
-
-class CostRow(BaseModel):
-    source: str
-    month: str
-    spend: float
-    leads: int
-    cost_per_lead: float | None
-
-
-class Report(BaseModel):
-    date_from: str
-    date_to: str
-    group_by: str
-    days: list[ReportDay]
-    groups: list[ReportGroup]
-    cost: list[CostRow]
-
-
-class SourceHealth(_Out):
-    name: str
-    connector: str
-    kind: Literal["webhook", "polling"]
-    url: str | None
-    last_event_at: str | None
-    events_today: int
-    rejected_today: int
-    pending: int
-    dead: int
-
-
-class SourceList(BaseModel):
-    items: list[SourceHealth]
-
-
-class SpendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    month: Annotated[str, StringConstraints(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$")] = Field(
-        description="YYYY-MM")
-    amount: float = Field(ge=0, le=999_999_999_999, allow_inf_nan=False, description="in [web] currency")
-
-
-class TryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    payload: str = Field(max_length=1_048_576, description="the body as the provider sends it")
-    content_type: Text | None = Field(None, description="default: JSON if it parses as JSON, else a form")
-    path: Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_/.-]*$")] = ""
-
-
-class TryOut(BaseModel):
-    events: list[dict[str, Any]]
-    reply: str | None
-    refused: str | None = Field(None, description="why the connector refuses the whole payload, if it does")
-
-
-class ManagerOut(_Out):
-    name: str
-    team: str | None
-    on_duty: bool
-    vacation_until: str | None
-    open_leads: int
-    available: bool
-    unavailable_because: str | None
-
-
-class ManagerList(BaseModel):
-    items: list[ManagerOut]
-
-
-class ManagerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
-    on_duty: bool | None = None
-    vacation_until: Moment | None = Field(None, description="no new leads until then (UTC if no offset)")
-    clear_vacation: bool = Field(False, description="back from vacation now")
-
-
-class Me(BaseModel):
-    login: str
-    role: Literal["admin", "marketer", "manager", "lead", "telephony"]
-    manager: str | None
-
-
-# -- routes -------------------------------------------------------------------------------------------------
-
-def _hub():
-    from hub.web.app import current_hub
-    return current_hub()
-
-
 def _lead_json(lead_id: int) -> dict[str, Any] | None:
-    hub = _hub()
+    hub = current_hub()
     with transaction(hub.engine, read_only=True) as session:
         lead = get_lead(session, hub.config, actor(), lead_id)
         return lead_to_dict(lead) if lead is not None else None
@@ -353,7 +117,7 @@ def me():
 def leads_list(query: LeadQuery):
     """Leads this user may see, newest first. A manager sees their own; a team lead their teams' and the
     unassigned queue."""
-    hub = _hub()
+    hub = current_hub()
     f = LeadFilter(status=query.status, warmth=query.warmth, source=query.source, owner=query.owner,
                    date_from=query.date_from, date_to=query.date_to, overdue=query.overdue)
     with transaction(hub.engine, read_only=True) as session:
@@ -373,7 +137,7 @@ def leads_show(lead_id: int):
 
 def _lead_action(lead_id: int, action) -> tuple[Response, int] | Response:
     """Run ``action(session, config, now)`` on a lead this user may see; 404 if not, 409 if refused."""
-    hub = _hub()
+    hub = current_hub()
     if lead_id > MAX_ID or _lead_json(lead_id) is None:
         return _not_found(f"lead {lead_id}")
     try:
@@ -415,7 +179,7 @@ def leads_attempt(lead_id: int):
                                        HTTP_409=Error, HTTP_422=Error), tags=["leads"])
 def leads_reassign(lead_id: int, json: OwnerIn):
     """Hand the lead to another manager (logged as a handover). A team lead hands over within their teams."""
-    a, config = actor(), _hub().config
+    a, config = actor(), current_hub().config
     visible = a.managers_visible(config)
     if visible is not None and json.owner not in visible:
         return error(409, "conflict", f"{json.owner!r} is not in your teams")
@@ -429,7 +193,7 @@ def leads_reassign(lead_id: int, json: OwnerIn):
 def events_list(query: EventQuery):
     """Raw deliveries, newest first: what each became (lead, touch), or why it was rejected or died."""
     from sqlalchemy import select
-    hub = _hub()
+    hub = current_hub()
     q = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(query.limit + 1)
     if query.status:
         q = q.where(InboundEvent.status == query.status)
@@ -448,7 +212,7 @@ def events_list(query: EventQuery):
 @spec.validate(resp=Resp(HTTP_200=EventOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error), tags=["events"])
 def events_show(event_id: int):
     """One delivery with its headers, parsed payload and raw body."""
-    hub = _hub()
+    hub = current_hub()
     with transaction(hub.engine, read_only=True) as session:
         event = session.get(InboundEvent, event_id) if event_id <= MAX_ID else None
         return jsonify(event_to_dict(event, with_body=True)) if event else _not_found(f"event {event_id}")
@@ -460,7 +224,7 @@ def events_show(event_id: int):
                tags=["events"])
 def events_replay(event_id: int):
     """Queue a dead or rejected delivery again; it is mapped with today's mapping."""
-    hub = _hub()
+    hub = current_hub()
     if event_id > MAX_ID:
         return _not_found(f"event {event_id}")
     with transaction(hub.engine) as session:
@@ -479,7 +243,7 @@ def events_replay(event_id: int):
 def report_channels(query: ReportQuery):
     """Leads per day per source (or per first-touch utm_campaign), conversion per warmth group, and cost
     per lead by month from the spend entered per source."""
-    hub = _hub()
+    hub = current_hub()
     date_to = query.date_to or utcnow().date()
     if date_to.toordinal() < query.days:
         return error(422, "invalid_request", "date_to: too early for that many days")
@@ -493,7 +257,7 @@ def report_channels(query: ReportQuery):
 @spec.validate(resp=Resp(HTTP_200=SourceList, HTTP_401=Error, HTTP_403=Error), tags=["sources"])
 def sources_list():
     """Channel health: per source its URL, last delivery, today's deliveries and rejections, queue, dead."""
-    hub = _hub()
+    hub = current_hub()
     with transaction(hub.engine, read_only=True) as session:
         return jsonify(items=channel_health(session, hub))
 
@@ -504,7 +268,7 @@ def sources_list():
                                        HTTP_422=Error), tags=["sources"])
 def sources_spend(source_name: str, json: SpendIn):
     """Enter what a source cost in a month; the report divides it by that month's leads."""
-    hub = _hub()
+    hub = current_hub()
     if source_name not in hub.sources:
         return _not_found(f"source {source_name!r}")
     with transaction(hub.engine) as session:
@@ -522,7 +286,7 @@ def sources_spend(source_name: str, json: SpendIn):
                                      HTTP_422=Error), tags=["sources"])
 def sources_try(source_name: str, json: TryIn):
     """The mapping tester: what this payload would become. Stores nothing, checks no signature."""
-    hub = _hub()
+    hub = current_hub()
     source = hub.sources.get(source_name)
     if source is None:
         return _not_found(f"source {source_name!r}")
@@ -541,7 +305,7 @@ def sources_try(source_name: str, json: TryIn):
 @spec.validate(resp=Resp(HTTP_200=ManagerList, HTTP_401=Error, HTTP_403=Error), tags=["managers"])
 def managers_list():
     """Managers (a team lead: their teams') with state, open leads and whether they can take a lead now."""
-    hub = _hub()
+    hub = current_hub()
     with transaction(hub.engine, read_only=True) as session:
         return jsonify(items=managers_overview(session, hub.config, actor().managers_visible(hub.config)))
 
@@ -552,7 +316,7 @@ def managers_list():
                                          HTTP_422=Error), tags=["managers"])
 def managers_update(name: str, json: ManagerIn):
     """Put a manager on or off duty, or on vacation until a date (or back)."""
-    hub = _hub()
+    hub = current_hub()
     if not request.get_json(silent=True):
         return error(422, "invalid_request", "give on_duty, vacation_until or clear_vacation")
     visible = actor().managers_visible(hub.config)
@@ -568,29 +332,6 @@ def managers_update(name: str, json: ManagerIn):
         return jsonify(managers_overview(session, hub.config, [name])[0])
 
 
-class LookupQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    phone: Annotated[str, StringConstraints(min_length=3, max_length=40, pattern=r"^[0-9+()\- .]+$")] = Field(
-        description='any spelling: "8 (912) 345-67-89", "+7 912 3456789", "79123456789"')
-    source: SourceName | None = Field(None, description="the PBX source, for its phone region")
-
-
-class LookupLead(_Out):
-    id: int
-    status: str
-    warmth: str | None
-    owner: str | None
-    owner_extension: str | None
-    link: str
-
-
-class LookupOut(BaseModel):
-    phone: str = Field(description="E.164")
-    person: dict[str, Any]
-    lead: LookupLead | None
-    last_touches: list[dict[str, Any]]
-
-
 @api.get("/lookup")
 @allow(Role.ADMIN, Role.TELEPHONY)
 @spec.validate(query=LookupQuery, resp=Resp(HTTP_200=LookupOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
@@ -599,7 +340,7 @@ def lookup_caller(query: LookupQuery):
     """Who is calling: the person, their open lead, its owner and extension, the last touches. Unknown
     numbers answer 404. Answered from the identity index, in a few milliseconds."""
     from hub.pipeline.calls import lookup
-    hub = _hub()
+    hub = current_hub()
     source = hub.sources.get(query.source) if query.source else None
     region = source.region if source else hub.config.default_region
     with transaction(hub.engine, read_only=True) as session:
@@ -612,4 +353,4 @@ def openapi():
     return jsonify(spec.spec)
 
 
-__all__ = ["api", "spec", "NO_WARMTH", "WARMTHS"]
+__all__ = ["api", "spec", "openapi"]

@@ -1,0 +1,80 @@
+"""The pages' blueprint and what every page shares: the template globals and filters, the roles' groups,
+the query-string readers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from flask import Blueprint, flash, g, request
+from flask_babel import format_decimal, get_locale, get_timezone, gettext
+
+from hub.i18n import N_, format_day, format_moment, label, reason_label, why_of
+from hub.store.models import Role, utcnow
+from hub.web.common import current_hub
+
+pages = Blueprint("pages", __name__, template_folder="../templates", static_folder="../static",
+                  static_url_path="/static")
+
+SALES = (Role.ADMIN, Role.LEAD, Role.MANAGER)
+MARKETING = (Role.ADMIN, Role.MARKETER)
+PAGE_SIZE = 50
+CSV_WARMTH_COLUMNS = (N_("%(warmth)s: leads"), N_("%(warmth)s: converted"), N_("%(warmth)s: converted, %%"))
+CHART_COLOURS = ("#2f6fde", "#e8833a", "#3aa655", "#c94f7c", "#8a63d2", "#7f8c8d")
+
+
+@pages.app_context_processor
+def _globals():
+    lang = str(get_locale())
+    config = current_hub().config
+
+    def reason(code: str | None) -> str:
+        rr = config.refuse_reason(code) if code else None
+        return reason_label(rr, lang, gettext) if rr else (code or "")
+
+    return {"actor": g.get("actor"), "Role": Role, "now": utcnow(), "lang": lang,
+            "status_label": lambda code: label("status", code, gettext),
+            "warmth_label": lambda code: label("warmth", code, gettext),
+            "history_label": lambda code: label("history", code, gettext),
+            "role_label": lambda code: label("role", code, gettext),
+            "why_text": lambda entry: why_of(entry, gettext),
+            "event_label": lambda code: label("event", code, gettext),
+            "reason_label": reason}
+
+
+@pages.app_template_filter("moment")
+def _moment(value, fmt: str = "short") -> str:
+    """A stored UTC moment in the reader's language and time zone."""
+    return format_moment(value, str(get_locale()), str(get_timezone()), fmt)
+
+
+@pages.app_template_filter("day")
+def _day(value, fmt: str = "medium") -> str:
+    return format_day(value, str(get_locale()), fmt)
+
+
+@pages.app_template_filter("number")
+def _number(value, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return format_decimal(value, format=f"#,##0.{'0' * digits}" if digits else "#,##0")
+
+
+
+
+# -- query-string readers ----------------------------------------------------------------------------------
+
+def date_arg(name: str) -> date | None:
+    value = request.args.get(name) or ""
+    try:
+        day = date.fromisoformat(value) if value else None
+    except ValueError:
+        flash(gettext("%(value)s is not a date (YYYY-MM-DD); ignored", value=value), "error")
+        return None
+    return day if day is None or date(2000, 1, 1) <= day <= date(2100, 12, 31) else None
+
+
+def choice_arg(name: str, choices) -> str | None:
+    value = request.args.get(name) or None
+    return value if value in choices else None
+
+
