@@ -111,6 +111,14 @@ def read(config_path: str, query: Callable[[Session, Hub], T]) -> T:
         return query(session, hub)
 
 
+def record(config_path: str, query: Callable[[Session, Hub], T | None], missing: str) -> T:
+    """A show command's one record; exit 1 saying ``missing`` when the query finds none."""
+    data = read(config_path, query)
+    if data is None:
+        fail(missing)
+    return data
+
+
 def listing(config_path: str, as_json: bool, query: Callable[[Session, Hub], list[Row]], columns: Columns) -> None:
     """A listing command: the query's rows as JSON, or as a table of these columns."""
     rows = read(config_path, query)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from hub.cli.common import config_option, fail, json_option, listing, open_hub, print_json, read
+from hub.cli.common import config_option, fail, json_option, listing, open_hub, print_json, record
 from hub.store.db import transaction
 from hub.store.models import EventStatus
 
@@ -42,9 +42,7 @@ def events_show(config_path: str, as_json: bool, event_id: int) -> None:
     """One event with its raw body and headers."""
     from hub.desk.queries import event_details
 
-    data = read(config_path, lambda s, _: event_details(s, event_id))
-    if data is None:
-        fail(f"no event {event_id}")
+    data = record(config_path, lambda s, _: event_details(s, event_id), f"no event {event_id}")
     if as_json:
         print_json(data)
         return

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from hub.cli.common import actor, config_option, fail, json_option, listing, open_hub, print_json, read
+from hub.cli.common import actor, config_option, fail, json_option, listing, open_hub, print_json, record
 from hub.config import Config
 from hub.store.db import transaction
 from hub.store.models import Lead, LeadStatus, utcnow
@@ -53,9 +53,7 @@ def leads_show(config_path: str, as_json: bool, lead_id: int) -> None:
     """One lead with all its touches."""
     from hub.desk.queries import lead_details
 
-    data = read(config_path, lambda s, _: lead_details(s, lead_id))
-    if data is None:
-        fail(f"no lead {lead_id}")
+    data = record(config_path, lambda s, _: lead_details(s, lead_id), f"no lead {lead_id}")
     if as_json:
         print_json(data)
         return

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from hub.cli.common import actor, config_option, fail, json_option, listing, open_hub, print_json, read
+from hub.cli.common import actor, config_option, fail, json_option, listing, open_hub, print_json, record
 from hub.store.db import transaction
 
 
@@ -28,9 +28,7 @@ def persons_show(config_path: str, as_json: bool, ref: str) -> None:
         person = find_person(session, ref, hub.config.default_region)
         return person_details(session, person) if person else None
 
-    data = read(config_path, details)
-    if data is None:
-        fail(f"no person matches {ref!r}")
+    data = record(config_path, details, f"no person matches {ref!r}")
     if as_json:
         print_json(data)
         return
@@ -53,10 +51,7 @@ def persons_export(config_path: str, ref: str) -> None:
         person = find_person(session, ref, hub.config.default_region)
         return export_person(session, person) if person else None
 
-    data = read(config_path, everything)
-    if data is None:
-        fail(f"no person matches {ref!r}")
-    print_json(data)
+    print_json(record(config_path, everything, f"no person matches {ref!r}"))
 
 
 @persons.command("forget")
