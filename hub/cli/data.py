@@ -155,9 +155,8 @@ def import_csv(config_path: str, as_json: bool, csv_path: str, source_name: str,
                column_map: tuple[str, ...], encoding: str, delimiter: str | None, timezone: str,
                tags: tuple[str, ...], dry_run: bool, rejected_csv: str | None) -> None:
     """Import historical leads from a CSV file through the same identity rules as live deliveries."""
-    import csv as csv_module
-
     from hub.config import SOURCE_NAME
+    from hub.desk.export import SafeCsvWriter
     from hub.errors import PayloadError
     from hub.intake.importer import check_header, import_source, run_import
 
@@ -183,9 +182,10 @@ def import_csv(config_path: str, as_json: bool, csv_path: str, source_name: str,
         report = run_import(hub, source, dry_run=dry_run, progress=bar.update)
     if rejected_csv:
         with open(rejected_csv, "w", newline="", encoding="utf-8-sig") as f:
-            writer = csv_module.writer(f)
+            writer = SafeCsvWriter(f)       # a reason quotes the rejected value, which may be a formula
             writer.writerow(["row", "reason"])
-            writer.writerows([r["row"], r["reason"]] for r in report.rejected)
+            for r in report.rejected:
+                writer.writerow([r["row"], r["reason"]])
     if as_json:
         print_json(report.as_dict())
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from datetime import date, timedelta
@@ -11,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from flask import Response, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
+from hub.desk.export import SafeCsvWriter
 from hub.desk.queries import (
     NO_WARMTH,
     WARMTHS,
@@ -97,7 +97,7 @@ def report_csv():
     data = _report_data(current_hub())
     group_by, date_from, date_to = data["group_by"], data["date_from"], data["date_to"]
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = SafeCsvWriter(out)      # a campaign name is whatever an ad link said: keep it text
     # Stable machine column names first; ?header=local adds a row of the same columns in the reader's language.
     writer.writerow([group_by, "leads", "conversion_%"] +
                     [f"{w}_{k}" for w in (*WARMTHS, NO_WARMTH) for k in ("leads", "converted", "conversion_%")])
