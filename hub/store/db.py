@@ -29,6 +29,11 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "hub_read_only"
 
 
+# A database error's text names the statement's parameters unless told not to: phones, e-mails and message
+# texts would reach the logs (and an event's last_error) with every failed INSERT.
+HIDE_PARAMETERS = True
+
+
 def make_engine(url: str, processing: bool = False, **kwargs: Any) -> Engine:
     """``processing=True`` is the workers' engine: their commits need not wait for the disk.
 
@@ -44,13 +49,13 @@ def make_engine(url: str, processing: bool = False, **kwargs: Any) -> Engine:
         # blocking the processes' logging — see tests/helpers/procs.py — not the pool.)
         pooling = ({"poolclass": NullPool} if url in ("sqlite://", "sqlite:///:memory:")
                    else {"poolclass": QueuePool, "pool_size": 8, "max_overflow": -1})
-        engine = create_engine(url, **pooling,
+        engine = create_engine(url, **pooling, hide_parameters=HIDE_PARAMETERS,
                                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                              "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine, "NORMAL" if processing else "FULL")
         _hold_open(engine)
         return engine
-    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=HIDE_PARAMETERS, **kwargs)
     if processing:
         @event.listens_for(engine, "connect")
         def _async_commit(dbapi_conn: Any, _record: Any) -> None:

@@ -11,10 +11,11 @@ import threading
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy import func, select, text
 
 from hub.connector import InboundRequest, WebhookConnector
-from hub.errors import SignatureError
+from hub.errors import FailureLog, SignatureError
 from hub.intake.webhook import handle_webhook
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent
@@ -92,12 +93,26 @@ def webhook(source_name: str, subpath: str):
     except SignatureError as exc:
         log.warning("source=%s signature check failed: %s (from %s)", source_name, exc, request.remote_addr)
         response = json_error(exc.status, "unauthorized", str(exc))
-    except Exception:  # not stored means not acknowledged: the provider must retry
-        log.exception("source=%s: could not store the delivery", source_name)
+    except Exception as exc:  # noqa: BLE001 — not stored means not acknowledged: the provider must retry
+        _store_failures().failed(exc, f" (source {source_name})")
         response = json_error(503, "store_unavailable", "the delivery could not be stored; please retry")
+    else:
+        _store_failures().recovered()
     status = response[1] if isinstance(response, tuple) else response.status_code
     current_app.extensions["ack_latency"].observe(source_name, status, time.perf_counter() - started)
     return response
+
+
+@hooks.record_once
+def _failure_logs(state: BlueprintSetupState) -> None:
+    # While the store is down: one log line per kind of failure a minute, not a traceback a request.
+    state.app.extensions["store_failures"] = FailureLog(log, "storing deliveries")
+    state.app.extensions["health_failures"] = FailureLog(log, "healthz: the database")
+
+
+def _store_failures() -> FailureLog:
+    failures: FailureLog = current_app.extensions["store_failures"]
+    return failures
 
 
 @health.route("/metrics")
@@ -117,7 +132,7 @@ def healthz():
                     InboundEvent.status.in_([EventStatus.PENDING, EventStatus.PROCESSING, EventStatus.DEAD]))
                 .group_by(InboundEvent.status)).all())
     except Exception as exc:  # noqa: BLE001 — health must answer, whatever is wrong
-        log.error("healthz: database unreachable: %s", exc)
+        current_app.extensions["health_failures"].failed(exc)
         return jsonify(status="error", database="unreachable"), 503
     return jsonify(status="ok", database="ok", queue=counts.get(EventStatus.PENDING, 0) +
                    counts.get(EventStatus.PROCESSING, 0), dead=counts.get(EventStatus.DEAD, 0))
