@@ -28,6 +28,8 @@ from hub.connector import (
     WebhookReply,
     WebhookResult,
     form_fields,
+    parse_json,
+    signed_form_fields,
 )
 from hub.errors import PayloadError, SignatureError
 
@@ -63,13 +65,14 @@ class MangoConnector(WebhookConnector[MangoSettings]):
     default_mapping = "mango"
 
     def verify(self, request: InboundRequest) -> None:
-        form = _form(request)
-        given_key, sign, raw_json = form.get("vpbx_api_key", ""), form.get("sign", ""), form.get("json", "")
+        form = signed_form_fields(request, "Mango event")
+        given_key, sign, raw_json = form.get("vpbx_api_key", b""), form.get("sign", b""), form.get("json", b"")
         if not sign or not given_key:
             raise SignatureError("no vpbx_api_key/sign", status=401)
-        expected = hashlib.sha256((self.settings.api_key + raw_json + self.settings.api_salt).encode()).hexdigest()
-        key_ok = hmac.compare_digest(given_key.encode(), self.settings.api_key.encode())
-        if not (hmac.compare_digest(sign.lower().encode(), expected.encode()) and key_ok):
+        key, salt = self.settings.api_key.encode(), self.settings.api_salt.encode()
+        expected = hashlib.sha256(key + raw_json + salt).hexdigest()
+        key_ok = hmac.compare_digest(given_key, key)
+        if not (hmac.compare_digest(sign.lower(), expected.encode()) and key_ok):
             raise SignatureError("wrong Mango sign", status=403)
 
     def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
@@ -78,10 +81,7 @@ class MangoConnector(WebhookConnector[MangoSettings]):
             raise PayloadError(f"unknown Mango event path /{path}", status=404)
         if path not in ("events/summary", "events/recording"):
             return WebhookResult(reply=EMPTY)
-        try:
-            summary = json.loads(_form(request).get("json", ""))
-        except json.JSONDecodeError as exc:
-            raise PayloadError(f"malformed json field: {exc.msg}", status=400) from None
+        summary = parse_json(_form(request).get("json", ""), "json field")
         if path == "events/recording":
             if not isinstance(summary, dict) or not summary.get("recording_id") or not summary.get("entry_id"):
                 raise PayloadError("recording event without recording_id/entry_id", status=400)
@@ -101,8 +101,8 @@ class MangoConnector(WebhookConnector[MangoSettings]):
         if request.subpath.strip("/") != "events/call":
             return None
         try:
-            event = json.loads(_form(request).get("json", ""))
-        except (PayloadError, json.JSONDecodeError):
+            event = parse_json(_form(request).get("json", ""), "json field")
+        except PayloadError:
             return None
         if not isinstance(event, dict) or event.get("call_state") != "Appeared" or not event.get("call_id"):
             return None

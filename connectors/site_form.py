@@ -9,7 +9,6 @@ The event id is left to the hub: the form's own id field if the mapping names on
 from __future__ import annotations
 
 import hmac
-import json
 from datetime import datetime
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -19,7 +18,7 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookResult
+from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookResult, parse_json
 from hub.errors import PayloadError, SignatureError
 
 TOKEN_PARAM = "token"
@@ -64,10 +63,7 @@ def _parse_urlencoded(body: bytes, charset: str | None) -> dict[str, Any]:
 
 
 def _parse_json(body: bytes, charset: str | None) -> dict[str, Any]:
-    try:
-        data = json.loads(_decode(body, charset))
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", status=400) from None
+    data = parse_json(_decode(body, charset))
     if not isinstance(data, dict):
         raise PayloadError(f"JSON body must be an object of fields, not {type(data).__name__}", status=400)
     data.pop(TOKEN_PARAM, None)
@@ -89,6 +85,8 @@ def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
             value = part.get_content()
         except (LookupError, UnicodeDecodeError):
             raise PayloadError(f"form field {name!r} is not valid text in its charset", status=400) from None
+        if not isinstance(value, str | bytes):          # a whole message as a field: no form sends one
+            raise PayloadError(f"form field {name!r} is a {part.get_content_type()} part, not a value", status=400)
         pairs.setdefault(name, []).append(value if isinstance(value, str) else value.decode("utf-8", "replace"))
     return _flatten_form(pairs)
 

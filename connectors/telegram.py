@@ -18,7 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.connector import (
+    InboundRequest,
+    RawEvent,
+    WebhookConnector,
+    WebhookReply,
+    WebhookResult,
+    decode_body,
+    parse_json,
+)
 from hub.errors import PayloadError, SignatureError
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
@@ -105,10 +113,7 @@ class TelegramConnector(WebhookConnector[TelegramSettings]):
             raise SignatureError("wrong Telegram secret token", status=403)
 
     def receive(self, request: InboundRequest, received_at: datetime) -> WebhookResult:
-        try:
-            update = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PayloadError(f"not a Telegram Update: {exc}", status=400) from None
+        update = parse_json(decode_body(request.body, None), "Telegram Update")     # Telegram sends only UTF-8
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             raise PayloadError("not a Telegram Update: no update_id", status=400)
         message = message_of(update)

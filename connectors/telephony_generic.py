@@ -12,15 +12,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, LiveCall, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.connector import (
+    InboundRequest,
+    LiveCall,
+    RawEvent,
+    WebhookConnector,
+    WebhookReply,
+    WebhookResult,
+    decode_body,
+    form_fields,
+    parse_json,
+)
 from hub.errors import PayloadError, SignatureError
 
 
@@ -48,13 +56,9 @@ class GenericTelephonySettings(BaseModel):
 
 
 def _body(request: InboundRequest) -> dict[str, Any]:
-    try:
-        text = request.body.decode(request.charset or "utf-8")
-        if request.mimetype == "application/x-www-form-urlencoded":
-            return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
-        data = json.loads(text)
-    except (UnicodeDecodeError, LookupError, ValueError) as exc:
-        raise PayloadError(f"malformed call event: {exc}", status=400) from None
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return form_fields(request, "call event")
+    data = parse_json(decode_body(request.body, request.charset), "call event")
     if not isinstance(data, dict):
         raise PayloadError("a call event must be a JSON object or a form", status=400)
     return data

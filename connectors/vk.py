@@ -11,14 +11,21 @@ is picked up).
 from __future__ import annotations
 
 import hmac
-import json
 from datetime import datetime
 from typing import Any
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult
+from hub.connector import (
+    InboundRequest,
+    RawEvent,
+    WebhookConnector,
+    WebhookReply,
+    WebhookResult,
+    decode_body,
+    parse_json,
+)
 from hub.errors import PayloadError, SignatureError
 
 LEAD_EVENTS = ("lead_forms_new", "message_new")
@@ -34,12 +41,7 @@ class VkSettings(BaseModel):
 
 
 def _body(request: InboundRequest) -> dict[str, Any]:
-    try:
-        data = json.loads(request.body.decode(request.charset or "utf-8"))
-    except (UnicodeDecodeError, LookupError):
-        raise PayloadError("body is not valid UTF-8", status=400) from None
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"malformed JSON: {exc.msg}", status=400) from None
+    data = parse_json(decode_body(request.body, request.charset))
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise PayloadError("not a VK Callback API event: no \"type\"", status=400)
     return data

@@ -19,7 +19,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.connector import InboundRequest, LiveCall, RawEvent, WebhookConnector, WebhookReply, WebhookResult, form_fields
+from hub.connector import (
+    InboundRequest,
+    LiveCall,
+    RawEvent,
+    WebhookConnector,
+    WebhookReply,
+    WebhookResult,
+    form_fields,
+    signed_form_fields,
+)
 from hub.errors import PayloadError, SignatureError
 
 # The fields each event's signature covers, in order.
@@ -51,12 +60,14 @@ def _form(request: InboundRequest) -> dict[str, str]:
     return form_fields(request, "notification")
 
 
+def _sign(secret: str, signed: bytes) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha1).hexdigest().encode()).decode()
+
+
 def signature(secret: str, fields: dict[str, str]) -> str | None:
+    """What Zadarma signs a notification of these fields with; None for an event it does not sign."""
     names = SIGNED_FIELDS.get(fields.get("event", ""))
-    if names is None:
-        return None
-    digest = hmac.new(secret.encode(), "".join(fields.get(n, "") for n in names).encode(), hashlib.sha1)
-    return base64.b64encode(digest.hexdigest().encode()).decode()
+    return None if names is None else _sign(secret, "".join(fields.get(n, "") for n in names).encode())
 
 
 class ZadarmaConnector(WebhookConnector[ZadarmaSettings]):
@@ -68,11 +79,14 @@ class ZadarmaConnector(WebhookConnector[ZadarmaSettings]):
     def verify(self, request: InboundRequest) -> None:
         if request.method == "GET":
             return                                   # the zd_echo handshake carries nothing to trust
-        fields = _form(request)
-        expected = signature(self.settings.secret, fields)
+        # The signed fields' bytes: a signed notification that is not UTF-8 is then rejected by receive(), stored.
+        fields = signed_form_fields(request, "notification")
+        event = fields.get("event", b"").decode("utf-8", "replace")
+        names = SIGNED_FIELDS.get(event)
+        if names is None:
+            raise PayloadError(f"unknown Zadarma event {event!r}", status=400)
+        expected = _sign(self.settings.secret, b"".join(fields.get(n, b"") for n in names))
         given = request.headers.get("signature", "")
-        if expected is None:
-            raise PayloadError(f"unknown Zadarma event {fields.get('event')!r}", status=400)
         if not given:
             raise SignatureError("no Signature header", status=401)
         if not hmac.compare_digest(given.encode(), expected.encode()):

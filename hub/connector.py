@@ -9,14 +9,21 @@ class says the same name in ``name`` (checked when the connectors are loaded).
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict
+
+from hub.errors import PayloadError
 
 ENTRY_POINT_GROUP = "leadhub.connectors"
 
@@ -93,17 +100,108 @@ class PollResult:
     state: dict[str, Any]
 
 
-def form_fields(request: InboundRequest, what: str = "form") -> dict[str, str]:
-    """A urlencoded body as {name: first value}; PayloadError (400) when it is not valid UTF-8 or a form."""
-    from urllib.parse import parse_qs
+# How deep a delivery's JSON may nest. Providers' payloads are under ten levels; json.loads, the store's JSON
+# encoder and the mapping walk a payload on the Python stack, and a body nested ~1,000 deep overflows it
+# (RecursionError) wherever it goes next. 64 leaves every real payload a wide margin.
+MAX_JSON_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-    from hub.errors import PayloadError
 
+def check_payload(payload: Any, what: str = "payload") -> None:
+    """PayloadError (400) unless the store can keep ``payload`` as JSON and read it back: nested at most
+    ``MAX_JSON_DEPTH`` deep, every string (key or value) text (no unpaired surrogate, which no UTF-8 can
+    hold), every float finite (JSON has no NaN or Infinity). Walks without recursion, so any depth is safe."""
+    pending = [(payload, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise PayloadError(f"malformed {what}: nested deeper than {MAX_JSON_DEPTH} levels", status=400)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    pending.append((key, depth))
+                pending.append((item, depth + 1))
+        elif isinstance(value, str) and (found := _SURROGATE.search(value)):
+            raise PayloadError(f"malformed {what}: {found.group().encode('utf-8', 'backslashreplace').decode()} "
+                               "is half of a UTF-16 pair, not a character", status=400)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise PayloadError(f"malformed {what}: {value} is not a number JSON can hold", status=400)
+
+
+def decode_body(body: bytes, charset: str | None, what: str = "body") -> str:
+    """The body as text in its charset (UTF-8 when Content-Type names none); PayloadError 415 for a charset
+    that does not exist, 400 for bytes that are not text in it."""
     try:
-        pairs = parse_qs(request.body.decode(request.charset or "utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+        return body.decode(charset or "utf-8")
+    except LookupError:
+        raise PayloadError(f"unknown charset {charset!r} in Content-Type", status=415) from None
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{what} is not valid {charset or 'utf-8'}: {exc.reason} at byte {exc.start}",
+                           status=400) from None
+
+
+class _NotStorable(Exception):
+    """Raised from inside json.loads by the number readers below; parse_json says it in its own words."""
+
+
+def _no_json_constant(name: str) -> NoReturn:
+    raise _NotStorable(f"{name} is not a number JSON allows")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise _NotStorable(f"the number {literal[:20]}{'…' if len(literal) > 20 else ''} is out of range")
+    return number
+
+
+def _int_of_bounded_length(literal: str) -> int:
+    try:
+        return int(literal)
+    except ValueError:      # longer than Python converts, for conversion is quadratic in the digits
+        raise _NotStorable(f"a number of {len(literal.lstrip('-'))} digits, more than "
+                           f"{sys.get_int_max_str_digits()}") from None
+
+
+def parse_json(text: str, what: str = "JSON") -> Any:
+    """Parse a delivery's JSON text into what the hub can store, or PayloadError (400) saying what is wrong:
+    not JSON, NaN or Infinity, a number too long or too large, nested too deep, a string that is not text.
+    Nothing else escapes, so a connector that reads its JSON here never turns a bad body into a 503."""
+    try:
+        data = json.loads(text, parse_constant=_no_json_constant, parse_float=_finite_float,
+                          parse_int=_int_of_bounded_length)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"malformed {what}: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                           status=400) from None
+    except _NotStorable as exc:
         raise PayloadError(f"malformed {what}: {exc}", status=400) from None
+    except RecursionError:
+        raise PayloadError(f"malformed {what}: nested deeper than {MAX_JSON_DEPTH} levels", status=400) from None
+    check_payload(data, what)
+    return data
+
+
+def form_fields(request: InboundRequest, what: str = "form") -> dict[str, str]:
+    """A urlencoded body as {name: first value}; PayloadError when it is not text in its charset or a
+    %-escape undoes into bytes that are not UTF-8."""
+    text = decode_body(request.body, request.charset, what)
+    try:
+        pairs = parse_qs(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"malformed {what}: a %-escaped field is not valid utf-8: {exc.reason}",
+                           status=400) from None
     return {k: v[0] for k, v in pairs.items()}
+
+
+def signed_form_fields(request: InboundRequest, what: str = "form") -> dict[str, bytes]:
+    """A urlencoded body as {name: first value} in the bytes its sender signed: UTF-8, or the %-escaped bytes
+    as they are where they are not UTF-8. A provider's signature over fields is thus checked before knowing
+    the values are text, and a signed delivery that is not is stored as rejected by ``receive`` (through
+    ``form_fields``) rather than refused unheard. PayloadError only when the body itself is not text."""
+    text = decode_body(request.body, request.charset, what)
+    pairs = parse_qs(text, keep_blank_values=True, errors="surrogateescape")
+    return {k: v[0].encode("utf-8", "surrogateescape") for k, v in pairs.items()}
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)

@@ -8,6 +8,7 @@ from typing import Any
 
 from hub.connector import InboundRequest, WebhookConnector
 from hub.errors import PayloadError
+from hub.intake.webhook import read_delivery
 from hub.pipeline.process import map_event, normalise, occurred_at
 from hub.pipeline.routing.rules import TouchFacts, judge_warmth
 from hub.runtime import Hub, Source
@@ -17,9 +18,11 @@ from hub.store.models import utcnow
 def guess_content_type(body: bytes) -> str:
     try:
         json.loads(body)
-        return "application/json"
-    except ValueError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return "application/x-www-form-urlencoded"
+    except (ValueError, RecursionError):    # JSON past what can be read (too long a number, too deep): the
+        return "application/json"           # connector says which
+    return "application/json"
 
 
 def try_payload(hub: Hub, source: Source, body: bytes, content_type: str | None = None,
@@ -34,7 +37,7 @@ def try_payload(hub: Hub, source: Source, body: bytes, content_type: str | None 
     request = InboundRequest(method="POST", subpath=subpath, query={}, headers={"content-type": content_type},
                              body=body, mimetype=mimetype.strip().lower(), charset=charset)
     results: list[dict[str, Any]] = []
-    received = source.connector.receive(request, utcnow())
+    received = read_delivery(source, request, utcnow())
     for event in received.events:
         try:
             draft = map_event(source, event.payload)

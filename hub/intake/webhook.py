@@ -2,8 +2,10 @@
 the provider gets its answer fast and an acknowledged delivery is never lost. (A ringing call is routed
 before the answer, by hub/pipeline/calls.py, around the store.)
 
-Every readable delivery is stored, good or bad: a bad one as ``rejected`` with its reason, so nothing a
-provider sent us disappears without a trace (`hub events list --status rejected`).
+Every authentic delivery is stored, good or bad: a bad one as ``rejected`` with its reason, so nothing a
+provider sent us disappears without a trace (`hub events list --status rejected`). A body the connector
+cannot read — whatever it raises — is such a bad one, answered 4xx: a 503 (retry) means only that the
+store itself failed, since a provider retries a 503 for ever and the same bytes fail the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply
+from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult, check_payload
 from hub.errors import PayloadError
 from hub.mapping import apply_mapping
 from hub.pipeline.calls import route_live_call
@@ -81,10 +84,40 @@ def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datet
     return stored
 
 
-def _rejected_row(body: bytes, reason: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+def _storable(reason: str) -> str:
+    # A reason may quote the delivery: a NUL or an unpaired surrogate, which no text column (nor a UTF-8
+    # answer) takes, is written as its escape.
+    return reason.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+
+
+def _rejected_row(body: bytes, reason: str) -> dict[str, Any]:
     # Keyed by the body's hash, so a provider re-sending the same bad body stores it once.
-    return dict(external_id=f"rejected:{hashlib.sha256(body).hexdigest()[:40]}", payload=payload,
+    return dict(external_id=f"rejected:{hashlib.sha256(body).hexdigest()[:40]}", payload=None,
                 status=EventStatus.REJECTED, reject_reason=reason)
+
+
+@contextmanager
+def _unforeseen_failures_rejected(source: Source) -> Iterator[None]:
+    """Whatever the connector raises inside is a PayloadError: its own, or, for a failure it did not foresee
+    (a bug on input nobody imagined), one naming the exception, its traceback logged for whoever fixes it."""
+    try:
+        yield
+    except PayloadError:
+        raise
+    except Exception as exc:
+        log.exception("source=%s: connector %s failed on a delivery", source.name, source.connector.name)
+        raise PayloadError(f"the connector could not read this delivery: {type(exc).__name__}: {exc}"[:500],
+                           status=400) from exc
+
+
+def read_delivery(source: Source, request: InboundRequest, received_at: datetime) -> WebhookResult:
+    """The connector's ``receive``, raising only PayloadError: its own, a payload the store could not keep
+    (``check_payload``), or any other failure said as a 400."""
+    with _unforeseen_failures_rejected(source):
+        result = source.connector_as(WebhookConnector).receive(request, received_at)
+        for event in result.events:
+            check_payload(event.payload)
+    return result
 
 
 def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dict[str, Any]:
@@ -93,10 +126,11 @@ def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dic
         external_id = event.external_id or _content_id(event.payload, received_at)
         return dict(external_id=external_id[:255], payload=event.payload, status=EventStatus.PENDING)
     try:
-        draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
+        with _unforeseen_failures_rejected(source):
+            draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
     except PayloadError as exc:
         return dict(external_id=event.external_id or _content_id(event.payload, received_at),
-                    payload=event.payload, status=EventStatus.REJECTED, reject_reason=str(exc))
+                    payload=event.payload, status=EventStatus.REJECTED, reject_reason=_storable(str(exc)))
     external_id = event.external_id or (f"id:{draft.external_id}" if draft.external_id
                                         else _content_id(event.payload, received_at))
     return dict(external_id=external_id[:255], payload=event.payload, status=EventStatus.PENDING)
@@ -112,11 +146,12 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
         # Too malformed to check its signature: refused, and not stored, since nothing vouches for it.
         return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc))
     try:
-        result = connector.receive(request, received_at)
-    except PayloadError as exc:
-        [event] = _store(hub, source, request, received_at, [_rejected_row(request.body, str(exc))])
-        log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, exc)
-        return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc), event_id=event.id)
+        result = read_delivery(source, request, received_at)
+    except PayloadError as exc:         # stored as rejected: only the store failing answers 503
+        reason = _storable(str(exc))
+        [event] = _store(hub, source, request, received_at, [_rejected_row(request.body, reason)])
+        log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, reason)
+        return _json_reply(exc.status, status="rejected", error="bad_payload", message=reason, event_id=event.id)
 
     def store(alert: Callable[[Session], None] | None) -> tuple[list[dict[str, Any]], list[StoredEvent]]:
         rows = [prepare_event(source, e, received_at) for e in result.events]

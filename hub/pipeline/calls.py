@@ -192,7 +192,11 @@ def route_live_call(hub: Hub, source: Source, request: InboundRequest, events: l
     ``alert(session)`` in the same transaction when one of them is new; its result comes back with the
     PBX's routing answer (None: the door answers as usual)."""
     connector = source.connector_as(WebhookConnector)
-    live = connector.live_call(request)
+    try:
+        live = connector.live_call(request)
+    except Exception:  # a connector's bug on a body receive() took: no live call, the delivery is stored as usual
+        log.exception("source=%s: connector %s failed reading a live call; no redirect", source.name, connector.name)
+        live = None
     decision = decide_safely(hub.engine, hub.config, source.name, live.phone, source.region) if live else None
     if live is None or decision is None:
         return store(None), None
