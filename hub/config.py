@@ -38,8 +38,14 @@ class DatabaseConfig(_Strict):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    # Bodies above this are answered 413 without being read. Site forms and provider events are a few KB.
+    # Bodies above this are answered 413 unread (a chunked one once it passes the cap, its chunk framing
+    # counted). Site forms and provider events are a few KB.
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Open connections per web process; past it, new ones wait in the listen queue. A request is read whole
+    # before a thread sees it, so a sender trickling its body holds a socket, not a thread.
+    max_connections: int = Field(1000, ge=1)
+    # A connection that sends nothing and waits for no answer this long is closed.
+    idle_timeout_seconds: int = Field(30, ge=1)
 
 
 class WorkerConfig(_Strict):

@@ -8,6 +8,8 @@ prints; which threads run, how the web server listens and how it all stops on SI
 from __future__ import annotations
 
 import errno
+import logging
+import resource
 import signal
 import sys
 import threading
@@ -17,7 +19,7 @@ from typing import Any
 
 from waitress.server import create_server
 
-from hub.config import config_flag
+from hub.config import ServerConfig, config_flag
 from hub.connector import WebhookConnector
 from hub.desk.queries import has_users
 from hub.intake.polling import poll_seconds
@@ -35,6 +37,21 @@ from hub.web.app import create_app
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 # How long a stopping process waits for each thread to finish what it holds (an event, a send).
 JOIN_TIMEOUT_SECONDS = 30
+# A request body is kept in memory up to this, then in a temporary file: what a thousand connections
+# trickling bodies can hold in memory is 64 MB, not waitress's 512 KB each. Provider events are a few KB.
+BODY_IN_MEMORY_BYTES = 65_536
+# A connection holds up to three open files: its socket, a request body past BODY_IN_MEMORY_BYTES and a
+# reply past 1 MB (waitress's outbuf_overflow).
+FILES_PER_CONNECTION = 3
+# Open files the rest of a web process needs: database connections, logs, the listening socket, waitress's
+# wake-up pipe, the SQLite file and its journal.
+FILES_RESERVED = 200
+# Request line and headers; a provider's are a few KB, a browser's with cookies under 16 KB (waitress: 256 KB).
+MAX_HEADER_BYTES = 65_536
+# How often idle connections are looked for: [server] idle_timeout_seconds is kept to within this.
+IDLE_CHECK_SECONDS = 5
+
+log = logging.getLogger("hub.processes")
 
 
 @contextmanager
@@ -84,6 +101,53 @@ class ListenError(Exception):
         self.port_in_use = error.errno == errno.EADDRINUSE
 
 
+def connection_limit(wanted: int, threads: int) -> int:
+    """Raise this process's open-file limit as far as ``wanted`` connections need (a systemd service starts
+    with 1024) and return how many fit under it: past the limit accept() fails, and so does every file
+    the rest of the process opens."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    needed = wanted * FILES_PER_CONNECTION + FILES_RESERVED
+    if soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    fits = max(threads, (soft - FILES_RESERVED) // FILES_PER_CONNECTION)
+    if fits < wanted:
+        log.warning("the open-file limit (%d) leaves room for %d connections, not [server] max_connections = %d: "
+                    "raise it (ulimit -n, systemd LimitNOFILE=)", soft, fits, wanted)
+    return min(wanted, fits)
+
+
+def waitress_settings(server: ServerConfig, threads: int) -> dict[str, Any]:
+    """How waitress holds against slow and oversized senders.
+
+    Waitress reads each request whole on its event loop before a thread sees it, so a sender trickling a
+    body holds a socket, not a thread, and connections can far outnumber threads. Beside 200 connections
+    trickling a byte a second, a normal sender's every request timed out with waitress's 100 connections;
+    with 1000, p99 5-17 ms (bench/slow_senders.py). With poll(), as select() fails past 1024 descriptors.
+
+    Waitress has no deadline for reading a whole request: channel_timeout counts from the last byte
+    received, so a connection trickling a byte a second never expires. What bounds such senders instead is
+    the connection limit, the open-file limit under it, and the memory each connection holds
+    (BODY_IN_MEMORY_BYTES). Past the connection limit new connections wait in the listen queue, so a flood
+    beyond it starves the rest again: that is for a proxy in front to stop (nginx: client_body_timeout,
+    limit_conn)."""
+    return {
+        "threads": threads,
+        "connection_limit": connection_limit(server.max_connections, threads),
+        "asyncore_use_poll": True,
+        "channel_timeout": server.idle_timeout_seconds,
+        "cleanup_interval": min(IDLE_CHECK_SECONDS, server.idle_timeout_seconds),
+        "inbuf_overflow": BODY_IN_MEMORY_BYTES,
+        "max_request_header_size": MAX_HEADER_BYTES,
+        # Waitress answers 413 to a declared length at or above this before reading any of the body, and
+        # stops reading a chunked one when this much has come (framing included). Without it, it read a
+        # 300 MB body to the end, into temporary files, before the app said 413.
+        "max_request_body_size": server.max_body_bytes + 1,
+    }
+
+
 class WebServer:
     """The web app on waitress. Its port is bound when it is made, so a taken port is reported before
     any worker starts, not as a traceback after."""
@@ -92,8 +156,8 @@ class WebServer:
         self.hub = hub
         self.host, self.port = host or hub.config.server.host, port or hub.config.server.port
         try:
-            self._server = create_server(create_app(hub=hub), host=self.host, port=self.port, threads=threads,
-                                         ident="leadhub")
+            self._server = create_server(create_app(hub=hub), host=self.host, port=self.port, ident="leadhub",
+                                         **waitress_settings(hub.config.server, threads))
         except OSError as exc:
             raise ListenError(self.host, self.port, exc) from None
 
