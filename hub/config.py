@@ -270,9 +270,15 @@ class WebConfig(_Strict):
     secret_key: str | None = Field(None, min_length=32)
     # Send the session cookie over HTTPS only: turn on behind TLS (the default suits http://127.0.0.1).
     secure_cookies: bool = False
+    # A session ends this long after its sign-in however busy it is, on the server (its row says when).
     session_hours: int = Field(12, ge=1, le=24 * 30)
-    # Failed sign-ins allowed per login within 15 minutes, per web process, before it answers 429.
+    # Failed sign-ins allowed from one address to one login within 15 minutes; the next try from there is
+    # answered 429 until the 15 minutes are up. Counted in the database, so shared by every web process; the
+    # right password from another address still signs in, so a guesser cannot lock the user out.
     max_failed_logins: int = Field(10, ge=1)
+    # Failed sign-ins allowed from one address whatever the login, within 15 minutes: stops one password
+    # tried across many logins. Users behind one NAT address share it: 50 is five of them mistyping ten times.
+    max_failed_logins_per_address: int = Field(50, ge=1)
     # Currency of the spend entered per source (shown next to cost per lead).
     currency: str = "RUB"
 

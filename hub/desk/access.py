@@ -1,4 +1,5 @@
-"""Who may do what: users and their roles, passwords, API tokens, sessions' signing key.
+"""Who may do what: users and their roles, passwords, web sessions and the sign-in throttle, API tokens,
+sessions' signing key.
 
 What a role sees of the leads is one query clause, ``lead_scope``: a manager their own, a team lead their
 teams' and the queue. Which role may call which web route is declared on the route (hub/web/common.py).
@@ -11,16 +12,17 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, or_, select, true, update
+from sqlalchemy import ColumnElement, Engine, case, delete, or_, select, true, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from hub.config import Config
+from hub.config import Config, WebConfig
 from hub.errors import ConfigError, HubError
-from hub.store.db import insert_ignoring_conflicts, transaction
-from hub.store.models import ApiToken, HubSecret, Lead, Role, User, utcnow
+from hub.store.db import dialect_insert, insert_ignoring_conflicts, transaction
+from hub.store.models import ApiToken, HubSecret, Lead, Role, SignInCounter, User, WebSession, utcnow
 
 MIN_PASSWORD_LENGTH = 10
 TOKEN_PREFIX = "lh_"
@@ -126,7 +128,7 @@ def add_user(session: Session, config: Config, login: str, password: str, role: 
         raise UserError(f"language {language!r}: one of {', '.join(LANGUAGES)}")
     new_id = insert_ignoring_conflicts(session, User.__table__, ["login"], dict(
         login=login, password_hash=generate_password_hash(password), role=role, manager=manager, language=language,
-        session_version=1, disabled=False, created_at=utcnow()))
+        disabled=False, created_at=utcnow()))
     if new_id is None:
         raise UserError(f"user {login!r} exists already (change it with `hub users passwd|role`)")
     return session.get_one(User, new_id)
@@ -143,7 +145,7 @@ def set_password(session: Session, login: str, password: str) -> User:
     _check_password(password)
     user = get_user(session, login)
     user.password_hash = generate_password_hash(password)
-    user.session_version += 1          # signs out every session of the old password
+    _end_sessions_of(session, user)          # every session of the old password
     return user
 
 
@@ -153,7 +155,7 @@ def set_role(session: Session, config: Config, login: str, role: str, manager: s
         or (default_manager(config, user.login) if role in (Role.MANAGER, Role.LEAD) else None)
     _check_role(config, role, manager)
     user.role, user.manager = role, manager
-    user.session_version += 1
+    _end_sessions_of(session, user)
     return user
 
 
@@ -169,7 +171,7 @@ def set_language(session: Session, login: str, language: str | None) -> User:
 def set_disabled(session: Session, login: str, disabled: bool) -> User:
     user = get_user(session, login)
     user.disabled = disabled
-    user.session_version += 1
+    _end_sessions_of(session, user)
     if disabled:
         session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
                         .values(revoked_at=utcnow()))
@@ -177,7 +179,9 @@ def set_disabled(session: Session, login: str, disabled: bool) -> User:
 
 
 def authenticate(session: Session, login: str, password: str) -> User | None:
-    """The user these credentials belong to, or None. Takes as long for an unknown login as for a known one."""
+    """The user these credentials belong to, or None. Takes as long for an unknown login as for a known one.
+    Writes nothing: the password hash is checked outside any write transaction (SQLite's one write lock is
+    not held for the tens of milliseconds scrypt takes)."""
     try:
         login = normalise_login(login)
     except UserError:
@@ -186,19 +190,117 @@ def authenticate(session: Session, login: str, password: str) -> User | None:
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or user.disabled:
         return None
-    user.last_login_at = utcnow()
     return user
 
 
-def session_user(session: Session, session_id: str) -> User | None:
-    """The user of a session cookie's id ``"<user id>:<session_version>"``, if it is still valid."""
-    user_id, _, version = session_id.partition(":")
-    if not user_id.isdigit() or not version.isdigit():
+# -- web sessions ---------------------------------------------------------------------------------------
+
+# A session's last_seen_at is written at most this often: were every page view a write, each reader would
+# queue for the writers' lock (SQLite has one), for a time no one needs to the second.
+SESSION_SEEN_INTERVAL = timedelta(minutes=5)
+
+
+def start_session(session: Session, user: User, hours: int) -> str | None:
+    """Sign in the user authenticate() let in: a session row lasting ``hours``, and the plain token for the
+    cookie (only its hash is stored). None if the user's password, role or state changed since the check:
+    that change ends their sessions, and this one must not outlive it. Purges expired sessions."""
+    now = utcnow()
+    still_as_checked = session.execute(
+        update(User).where(User.id == user.id, User.password_hash == user.password_hash, User.role == user.role,
+                           User.disabled.is_(False))
+        .values(last_login_at=now).returning(User.id)).scalar_one_or_none()
+    if still_as_checked is None:
         return None
-    user = session.get(User, int(user_id))
-    if user is None or user.disabled or user.session_version != int(version):
+    _delete_unheld(session, WebSession.id, WebSession.expires_at <= now)
+    token = secrets.token_urlsafe(32)
+    session.add(WebSession(id=_sha256(token), user_id=user.id, created_at=now, last_seen_at=now,
+                           expires_at=now + timedelta(hours=hours)))
+    return token
+
+
+def end_session(session: Session, token: str) -> None:
+    """Sign out: the cookie's token opens nothing any more, wherever it was copied to."""
+    session.execute(delete(WebSession).where(WebSession.id == _sha256(token)))
+
+
+def _end_sessions_of(session: Session, user: User) -> None:
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+
+def user_for_session(engine: Engine, token: str) -> User | None:
+    """The user a session cookie's token signs in, or None (signed out, ended by a change to the user,
+    expired, or the user disabled)."""
+    digest = _sha256(token)
+    with transaction(engine, read_only=True) as session:
+        row = session.execute(select(WebSession, User).join(User, User.id == WebSession.user_id)
+                              .where(WebSession.id == digest)).first()
+    if row is None or not hmac.compare_digest(row.WebSession.id, digest):
         return None
+    web_session, user = row
+    now = utcnow()
+    if web_session.expires_at <= now or user.disabled:
+        return None
+    if now - web_session.last_seen_at > SESSION_SEEN_INTERVAL:
+        with transaction(engine) as session:
+            session.execute(update(WebSession).where(WebSession.id == digest).values(last_seen_at=now))
     return user
+
+
+# -- the sign-in throttle -------------------------------------------------------------------------------
+
+# Attempts are counted in a window that starts with the first and lasts this long; the page says "wait 15
+# minutes". A guesser gets [web] max_failed_logins tries per login and max_failed_logins_per_address tries
+# in all per address in that time.
+SIGN_IN_WINDOW = timedelta(minutes=15)
+
+
+def count_sign_in_attempt(session: Session, web: WebConfig, address: str, login: str) -> bool:
+    """Count this attempt, before its password is checked, per (address, login) and per address; False when
+    either count is over its limit: answer 429 without checking the password. Counting first is what keeps
+    the limit exact under parallel tries: the database hands out the counts 1, 2, … one at a time and only
+    the first ``limit`` tries reach the password check. Commit before checking the password, so that the
+    other processes see the count. A successful sign-in gives its attempt back (sign_in_succeeded)."""
+    now = utcnow()
+    per_login = _count(session, _counter_key(address, login), now)
+    per_address = _count(session, _counter_key(address), now)
+    _delete_unheld(session, SignInCounter.key, SignInCounter.window_start <= now - SIGN_IN_WINDOW)
+    return per_login <= web.max_failed_logins and per_address <= web.max_failed_logins_per_address
+
+
+def sign_in_succeeded(session: Session, address: str, login: str) -> None:
+    """The right password: the count of this login from this address starts again, and the address gets this
+    attempt back (not its earlier failures: one known password must not let a guesser go on with others)."""
+    session.execute(delete(SignInCounter).where(SignInCounter.key == _counter_key(address, login)))
+    session.execute(update(SignInCounter).where(SignInCounter.key == _counter_key(address),
+                                                SignInCounter.count > 0)
+                    .values(count=SignInCounter.count - 1))
+
+
+def _counter_key(*parts: str) -> str:
+    """Hashed: a password typed into the login field is not kept in the database."""
+    return _sha256("\n".join(parts))
+
+
+def _count(session: Session, key: str, now: datetime) -> int:
+    """One atomic ``INSERT … ON CONFLICT DO UPDATE SET count = count + 1 … RETURNING count``: a window over
+    starts again at 1. The database orders concurrent attempts, never a read-then-write in Python."""
+    table = SignInCounter.__table__
+    insert = dialect_insert(session)(table).values(key=key, window_start=now, count=1)
+    window_over = table.c.window_start <= now - SIGN_IN_WINDOW
+    stmt = insert.on_conflict_do_update(index_elements=[table.c.key], set_={
+        "count": case((window_over, 1), else_=table.c.count + 1),
+        "window_start": case((window_over, insert.excluded.window_start), else_=table.c.window_start),
+    }).returning(table.c.count)
+    count: int = session.execute(stmt).scalar_one()
+    return count
+
+
+def _delete_unheld(session: Session, key: InstrumentedAttribute[Any], stale: ColumnElement[bool]) -> None:
+    """Delete the stale rows of key's table that no other transaction holds. PostgreSQL skips the held ones
+    (a later purge gets them), so a purge never waits on a sign-in and cannot deadlock with one; SQLite
+    writes one transaction at a time, and SQLAlchemy leaves FOR UPDATE out there."""
+    unheld = select(key).where(stale).with_for_update(skip_locked=True)
+    session.execute(delete(key.class_).where(key.in_(unheld)))
 
 
 # -- API tokens -----------------------------------------------------------------------------------------
@@ -264,26 +366,3 @@ def session_secret(engine: Engine, config: Config) -> str:
         # The web app is often started by gunicorn, before anyone ran the migrations: say what to do.
         raise ConfigError([f"database: cannot read the hub's tables ({type(exc.orig).__name__}): run "
                            "`hub db upgrade --config …` first"]) from None
-
-
-class LoginThrottle:
-    """Failed sign-ins per login in a sliding window, in this process: slows password guessing."""
-
-    WINDOW = timedelta(minutes=15)
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._failures: dict[str, list[datetime]] = {}
-
-    def blocked(self, login: str, now: datetime) -> bool:
-        recent = [t for t in self._failures.get(login, []) if now - t < self.WINDOW]
-        self._failures[login] = recent
-        return len(recent) >= self.limit
-
-    def failed(self, login: str, now: datetime) -> None:
-        self._failures.setdefault(login, []).append(now)
-        if len(self._failures) > 10_000:        # bounded: forget the oldest logins first
-            self._failures.pop(next(iter(self._failures)))
-
-    def succeeded(self, login: str) -> None:
-        self._failures.pop(login, None)

@@ -367,8 +367,6 @@ class User(Base):
     # For managers and team leads: their [[managers]] name in the config (their leads are owned by it).
     manager: Mapped[str | None] = mapped_column(String(128))
     language: Mapped[str | None] = mapped_column(String(8))          # en | ru; None: the browser's
-    # Bumped by a password change or disable: every session signed with an older value is void.
-    session_version: Mapped[int] = mapped_column(Integer, default=1)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -387,6 +385,32 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebSession(Base):
+    """A signed-in browser. Its cookie carries a random token and only the token's SHA-256 is kept, so the
+    database alone lets no one in. Signing out deletes the row; a password change, a role change or disabling
+    the user deletes all of the user's rows; a row past expires_at is refused, and purged at a later sign-in."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)         # SHA-256 (hex) of the cookie's token
+    user_id: Mapped[int] = mapped_column(ForeignKey("hub_user.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SignInCounter(Base):
+    """Sign-in attempts in a window that starts with the first of them, per (address, login) and per
+    address: shared by every web process, each attempt counted by one atomic upsert. The key is a SHA-256,
+    so a password typed into the login field is not kept."""
+
+    __tablename__ = "sign_in_counter"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class SourceSpend(Base):

@@ -15,18 +15,9 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from hub.config import Config, load_config
-from hub.desk.access import (
-    Actor,
-    LoginThrottle,
-    actor_of,
-    session_secret,
-    session_user,
-    timezone_of,
-    user_for_token,
-)
+from hub.desk.access import Actor, actor_of, session_secret, timezone_of, user_for_session, user_for_token
 from hub.i18n import TRANSLATIONS_DIR, best_language
 from hub.runtime import Hub
-from hub.store.db import transaction
 from hub.web.api import api, openapi, spec
 from hub.web.common import PUBLIC_ENDPOINTS, SessionUser, current_hub, deny, json_error, roles_of, wants_json
 from hub.web.hooks import RateLimits, health, hooks
@@ -53,7 +44,6 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     app.extensions["hub"] = hub
     app.extensions["ack_latency"] = AckLatency()
     app.extensions["rate_limits"] = RateLimits()
-    app.extensions["login_throttle"] = LoginThrottle(web.max_failed_logins)
     app.register_blueprint(hooks)
     app.register_blueprint(health)
     app.register_blueprint(api)
@@ -67,7 +57,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
           default_translation_directories=str(TRANSLATIONS_DIR))
     login = LoginManager(app)
     login.session_protection = "basic"
-    login.user_loader(lambda session_id: _load_session_user(hub, session_id))
+    login.user_loader(lambda token: _load_session_user(hub, token))
     app.before_request(_guard)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
@@ -86,10 +76,10 @@ def _timezone() -> str:
     return timezone_of(g.get("actor"), current_hub().config)
 
 
-def _load_session_user(hub: Hub, session_id: str) -> SessionUser | None:
-    with transaction(hub.engine, read_only=True) as session:
-        user = session_user(session, session_id)
-        return SessionUser(actor_of(user), user.session_version) if user else None
+def _load_session_user(hub: Hub, token: str) -> SessionUser | None:
+    """The cookie's session, looked up on the server: signed out, expired or ended sessions are refused."""
+    user = user_for_session(hub.engine, token)
+    return SessionUser(actor_of(user), token) if user else None
 
 
 def _guard():

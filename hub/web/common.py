@@ -48,12 +48,13 @@ def current_hub() -> Hub:
 
 
 class SessionUser(UserMixin):
-    """flask-login's view of a user: the session id carries the session version, so a password change,
-    role change or disable signs out every open session."""
+    """flask-login's view of a signed-in browser. Its id, which flask-login keeps in the signed cookie, is the
+    session's random token: the server looks the session up by it on every request (hub/desk/access.py
+    user_for_session), so signing out, or a change to the user, ends it even for a copy of the cookie."""
 
-    def __init__(self, actor: Actor, session_version: int):
+    def __init__(self, actor: Actor, session_token: str):
         self.actor = actor
-        self.id = f"{actor.id}:{session_version}"
+        self.id = session_token
 
 
 def wants_json() -> bool:

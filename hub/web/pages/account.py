@@ -5,15 +5,24 @@ from __future__ import annotations
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, g, redirect, render_template, request, url_for
+from flask import flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext, refresh
-from flask_login import login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 
 from hub.config import config_flag
-from hub.desk.access import actor_of, authenticate, set_language, timezone_of
+from hub.desk.access import (
+    actor_of,
+    authenticate,
+    count_sign_in_attempt,
+    end_session,
+    set_language,
+    sign_in_succeeded,
+    start_session,
+    timezone_of,
+)
 from hub.i18n import LANGUAGES
 from hub.store.db import transaction
-from hub.store.models import Role, User, utcnow
+from hub.store.models import Role, User
 from hub.web.common import SessionUser, allow, current_hub
 from hub.web.pages.blueprint import (
     pages,
@@ -38,20 +47,26 @@ def login():
     error = None
     if request.method == "POST":
         login_name = (request.form.get("login") or "").strip().casefold()[:320]
-        throttle = current_app.extensions["login_throttle"]
-        now = utcnow()
-        if throttle.blocked(login_name, now):
+        # The peer's address. Behind a reverse proxy that is the proxy's, shared by everyone (the hub trusts
+        # no X-Forwarded-For by itself): wrap the app in werkzeug's ProxyFix for the proxy's hops there.
+        address = request.remote_addr or ""
+        with transaction(hub.engine) as session:        # committed before the check: every process sees it
+            allowed = count_sign_in_attempt(session, hub.config.web, address, login_name)
+        if not allowed:
             return render_template("login.html", error=gettext("Too many failed sign-ins: wait 15 minutes."),
                                    no_users=no_users, config_flag=config_flag(hub.config)), 429
-        with transaction(hub.engine) as session:
+        with transaction(hub.engine, read_only=True) as session:
             user = authenticate(session, login_name, request.form.get("password") or "")
-            loaded = (actor_of(user), user.session_version) if user else None
-        if loaded is None:
-            throttle.failed(login_name, now)
+        token = None
+        if user is not None:
+            with transaction(hub.engine) as session:
+                token = start_session(session, user, hub.config.web.session_hours)
+                if token is not None:
+                    sign_in_succeeded(session, address, login_name)
+        if user is None or token is None:
             error = gettext("Wrong login or password.")
         else:
-            throttle.succeeded(login_name)
-            login_user(SessionUser(*loaded))
+            login_user(SessionUser(actor_of(user), token))
             return redirect(_safe_next(request.args.get("next")) or url_for("pages.home"))
     return render_template("login.html", error=error, no_users=no_users,
                            config_flag=config_flag(hub.config)), 401 if error else 200
@@ -60,6 +75,8 @@ def login():
 @pages.post("/logout")
 @allow(*Role.ALL)
 def logout():
+    with transaction(current_hub().engine) as session:
+        end_session(session, current_user.get_id())
     logout_user()
     return redirect(url_for("pages.login"))
 
