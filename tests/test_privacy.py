@@ -63,3 +63,17 @@ def test_raw_payloads_are_erased_after_the_retention_period(write_config):
         assert (old.body, old.payload, old.headers, old.status) == (b"", None, {}, "processed")
         assert waiting.payload == {"phone": "+79120000002", "name": "Waiting"}    # may still be needed
     hub.dispose()
+
+
+def test_a_persons_export_holds_their_data_but_not_the_hubs_secrets(client, hub, runner):
+    """The export hands raw deliveries to the data subject: a token a form sent in its body or header (the
+    source's secret, not theirs) is replaced; their own phone and message stay."""
+    from tests.conftest import SITE_TOKEN
+
+    client.post("/hooks/locked", json={"phone": "+7 912 345-67-80", "message": "call me", "token": SITE_TOKEN},
+                headers={"X-Hub-Token": SITE_TOKEN})
+    Worker(hub).drain()
+    exported = runner("persons", "export", "+79123456780").output
+    assert SITE_TOKEN not in exported
+    event = json.loads(exported)["raw_events"][0]
+    assert "call me" in event["body"] and "+7 912 345-67-80" in event["body"]

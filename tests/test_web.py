@@ -329,7 +329,8 @@ def test_mapping_tester_shows_the_lead_draft(app, hub, client, team):
     r = post_form(client, "/mapping-tester", {"source": "site", "payload":
                   '{"phone": "8 (912) 345-67-89", "name": "Ivan", "utm_source": "yandex"}'}, page="/mapping-tester")
     assert r.status_code == 200
-    assert 'data-field="name">Ivan<' in r.text and "+79123456789" in r.text and 'data-field="utm"' in r.text
+    # The marketer sees that a name and a phone were found, masked; the marks in clear.
+    assert 'data-field="name">I•••<' in r.text and "+79•••••••89" in r.text and 'data-field="utm"' in r.text
     r = post_form(client, "/mapping-tester", {"source": "site", "payload": "{broken"}, page="/mapping-tester")
     assert r.status_code == 200 and ("refuses" in r.text or "Rejected" in r.text)
     assert client.get("/api/v1/events").status_code == 401        # pages' sessions do not open the API

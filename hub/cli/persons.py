@@ -45,11 +45,19 @@ def persons_show(config_path: str, as_json: bool, ref: str) -> None:
 @click.argument("ref")
 def persons_export(config_path: str, ref: str) -> None:
     """Everything held about a person (id, phone or e-mail), as JSON: for a data subject's request."""
+    from hub.desk.redact import Redactor
     from hub.pipeline.persons import export_person, find_person
+    from hub.store.models import Role
 
     def everything(session, hub):
         person = find_person(session, ref, hub.config.default_region)
-        return export_person(session, person) if person else None
+        if person is None:
+            return None
+        data = export_person(session, person)
+        # The raw deliveries are the person's own data, but the secrets they carried are the hub's.
+        redactor = Redactor(hub, Role.ADMIN)
+        data["raw_events"] = [redactor.exported(e) for e in data["raw_events"]]
+        return data
 
     print_json(record(config_path, everything, f"no person matches {ref!r}"))
 

@@ -23,13 +23,14 @@ from hub.desk.queries import (
     managers_overview,
     set_spend,
 )
+from hub.desk.redact import Redactor
 from hub.errors import PayloadError
 from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
 from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
 from hub.store.db import transaction
 from hub.store.models import InboundEvent, LeadStatus, Role, utcnow
-from hub.store.serialize import event_to_dict, lead_to_dict
+from hub.store.serialize import lead_to_dict
 from hub.web.api_models import (
     MAX_ID,
     CostRow,
@@ -191,9 +192,11 @@ def leads_reassign(lead_id: int, json: OwnerIn):
 @spec.validate(query=EventQuery, resp=Resp(HTTP_200=EventList, HTTP_401=Error, HTTP_403=Error, HTTP_422=Error),
                tags=["events"])
 def events_list(query: EventQuery):
-    """Raw deliveries, newest first: what each became (lead, touch), or why it was rejected or died."""
+    """Raw deliveries, newest first: what each became (lead, touch), or why it was rejected or died. A role that
+    may not see contact details (the marketer) gets them masked, and ``contacts_hidden`` set."""
     from sqlalchemy import select
     hub = current_hub()
+    redactor = Redactor(hub, actor().role)
     q = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(query.limit + 1)
     if query.status:
         q = q.where(InboundEvent.status == query.status)
@@ -203,7 +206,7 @@ def events_list(query: EventQuery):
         q = q.where(InboundEvent.id < query.before)
     with transaction(hub.engine, read_only=True) as session:
         rows = list(session.scalars(q))
-        items = [event_to_dict(e) for e in rows[:query.limit]]
+        items = [redactor.event(e) for e in rows[:query.limit]]
     return jsonify(items=items, next_before=items[-1]["id"] if len(rows) > query.limit else None)
 
 
@@ -211,11 +214,14 @@ def events_list(query: EventQuery):
 @allow(Role.ADMIN, Role.MARKETER)
 @spec.validate(resp=Resp(HTTP_200=EventOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error), tags=["events"])
 def events_show(event_id: int):
-    """One delivery with its headers, parsed payload and raw body."""
+    """One delivery with its headers, parsed payload and raw body; never the secrets it carried (signatures,
+    tokens). A role that may not see contact details (the marketer) gets the payload's values masked, no
+    raw body (``body`` null), and ``contacts_hidden`` set."""
     hub = current_hub()
     with transaction(hub.engine, read_only=True) as session:
         event = session.get(InboundEvent, event_id) if event_id <= MAX_ID else None
-        return jsonify(event_to_dict(event, with_body=True)) if event else _not_found(f"event {event_id}")
+        return jsonify(Redactor(hub, actor().role).event(event, with_body=True)) if event \
+            else _not_found(f"event {event_id}")
 
 
 @api.post("/events/<int:event_id>/replay")
@@ -259,7 +265,7 @@ def sources_list():
     """Channel health: per source its URL, last delivery, today's deliveries and rejections, queue, dead."""
     hub = current_hub()
     with transaction(hub.engine, read_only=True) as session:
-        return jsonify(items=channel_health(session, hub))
+        return jsonify(items=Redactor(hub, actor().role).health(channel_health(session, hub)))
 
 
 @api.put("/sources/<source_name>/spend")
@@ -285,19 +291,21 @@ def sources_spend(source_name: str, json: SpendIn):
 @spec.validate(json=TryIn, resp=Resp(HTTP_200=TryOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
                                      HTTP_422=Error), tags=["sources"])
 def sources_try(source_name: str, json: TryIn):
-    """The mapping tester: what this payload would become. Stores nothing, checks no signature."""
+    """The mapping tester: what this payload would become. Stores nothing, checks no signature. A role that
+    may not see contact details (the marketer) gets the lead's contacts masked, and ``contacts_hidden`` set."""
     hub = current_hub()
     source = hub.sources.get(source_name)
     if source is None:
         return _not_found(f"source {source_name!r}")
+    redactor = Redactor(hub, actor().role)
     try:
         result = try_payload(hub, source, json.payload.encode(), json.content_type, json.path)
     except ValueError as exc:
         return error(422, "invalid_request", str(exc))
     except PayloadError as exc:
         # The dry run worked: its answer is that this payload would be refused (and with which status).
-        return jsonify(events=[], reply=None, refused=f"{exc} (answered {exc.status})")
-    return jsonify(result)
+        return jsonify(events=[], reply=None, refused=f"{redactor.text(str(exc))} (answered {exc.status})")
+    return jsonify(redactor.tried(source, result))
 
 
 @api.get("/managers")

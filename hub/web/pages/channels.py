@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+import json
+
+from flask import flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from hub.desk.queries import (
     channel_health,
     recent_events,
 )
+from hub.desk.redact import Redactor
 from hub.errors import PayloadError
 from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
@@ -22,12 +25,16 @@ from hub.web.pages.blueprint import (
 
 # -- channels ---------------------------------------------------------------------------------------------
 
+# The last delivery's raw body is shown up to this many characters: enough to read a form or a JSON event,
+# not a megabyte of page. (Cut after its secrets are hidden, so a secret is never cut in half and shown.)
+LAST_BODY_CHARS = 8192
+
 @pages.get("/channels")
 @allow(*MARKETING)
 def channels():
     hub = current_hub()
     with transaction(hub.engine, read_only=True) as session:
-        rows = channel_health(session, hub)
+        rows = Redactor(hub, g.actor.role).health(channel_health(session, hub))
     return render_template("channels.html", rows=rows)
 
 
@@ -37,14 +44,21 @@ def channel(source_name: str):
     hub = current_hub()
     if source_name not in hub.sources:
         return render_template("error.html", status=404, message=gettext("No source %(name)s.", name=source_name)), 404
+    redactor = Redactor(hub, g.actor.role)
     with transaction(hub.engine, read_only=True) as session:
-        health = next(r for r in channel_health(session, hub) if r["name"] == source_name)
-        dead = recent_events(session, source_name, EventStatus.DEAD, 50)
-        rejected = recent_events(session, source_name, EventStatus.REJECTED, 20)
-        latest = recent_events(session, source_name, None, 1)
-    last_body = (latest[0].body or b"")[:8192].decode("utf-8", "replace") if latest else None
-    return render_template("channel.html", h=health, dead=dead, rejected=rejected,
-                           last=latest[0] if latest else None, last_body=last_body)
+        health = next(r for r in redactor.health(channel_health(session, hub)) if r["name"] == source_name)
+        dead = [redactor.event(e) for e in recent_events(session, source_name, EventStatus.DEAD, 50)]
+        rejected = [{**redactor.event(e), "replayable": e.payload is not None}
+                    for e in recent_events(session, source_name, EventStatus.REJECTED, 20)]
+        latest = [redactor.event(e, with_body=True) for e in recent_events(session, source_name, None, 1)]
+    last = latest[0] if latest else None
+    if last is None:
+        shown = None
+    elif last["body"] is not None:
+        shown = last["body"][:LAST_BODY_CHARS]
+    else:       # a reader who may not see contacts: the payload's shape, its values masked
+        shown = json.dumps(last["payload"], ensure_ascii=False, indent=1) if last["payload"] is not None else ""
+    return render_template("channel.html", h=health, dead=dead, rejected=rejected, last=last, last_shown=shown)
 
 
 @pages.post("/events/<int:event_id>/replay")
@@ -96,11 +110,12 @@ def mapping_tester():
         elif not form["payload"].strip():
             error = gettext("Paste a payload.")
         else:
+            redactor = Redactor(hub, g.actor.role)
             try:
-                result = try_payload(hub, source, form["payload"].strip().encode(), form["content_type"] or None,
-                                     form["path"])
+                result = redactor.tried(source, try_payload(hub, source, form["payload"].strip().encode(),
+                                                            form["content_type"] or None, form["path"]))
             except (ValueError, PayloadError) as exc:
-                error = gettext("The connector refuses this payload: %(why)s", why=exc)
+                error = gettext("The connector refuses this payload: %(why)s", why=redactor.text(str(exc)))
     return render_template("mapping.html", sources=webhook_sources, form=form, result=result, error=error)
 
 
