@@ -24,14 +24,14 @@ from pathlib import Path
 from sqlalchemy import Column, MetaData, String, Table, insert, select, text
 
 from bench.gen_csv import write as write_csv
-from hub.store import schema as store
 from hub.config import parse_config
-from hub.store.db import transaction
 from hub.intake.importer import check_header, import_source, run_import
-from hub.store.models import IdentityKey, InboundEvent, Lead, Person, utcnow
-from hub.runtime import Hub
 from hub.pipeline.process import process_event
 from hub.pipeline.worker import Worker
+from hub.runtime import Hub
+from hub.store import schema as store
+from hub.store.db import transaction
+from hub.store.models import IdentityKey, InboundEvent, Lead, Person, utcnow
 
 RESULTS = Path(__file__).parent / "results"
 PHONE_BASE = 10_000_000

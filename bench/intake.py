@@ -202,6 +202,7 @@ def end_to_end(url: str, config: Path, workdir: Path) -> dict:
     event's processed_at. The store is checked after each run: one lead per delivery (all distinct people),
     every lead assigned, round-robin even."""
     from sqlalchemy import func, select, text, update
+
     from hub.store.db import make_engine
     from hub.store.models import InboundEvent, utcnow
 

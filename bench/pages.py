@@ -25,12 +25,12 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-from hub.store import schema as store
-from hub.desk.access import add_user
 from hub.config import parse_config
+from hub.desk.access import add_user
+from hub.runtime import Hub
+from hub.store import schema as store
 from hub.store.db import transaction
 from hub.store.models import IdentityKey, InboundEvent, Lead, Person, Touch, utcnow
-from hub.runtime import Hub
 from hub.web.app import create_app
 
 RESULTS = Path(__file__).parent / "results"

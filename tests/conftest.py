@@ -21,11 +21,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import text
 
-from hub.store import schema as store
 from hub.cli import main as hub_cli
 from hub.config import load_config
-from hub.store.db import make_engine
 from hub.runtime import Hub
+from hub.store import schema as store
+from hub.store.db import make_engine
 from hub.web.app import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -159,6 +159,7 @@ def app(hub):
 def live_server(app):
     """The app on a real HTTP server on a free port, for a browser or schemathesis."""
     import threading
+
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -12,10 +12,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from hub.pipeline.worker import Worker
 from hub.store import schema as store
 from hub.store.db import make_engine, transaction
 from hub.store.models import EventStatus, InboundEvent, Lead
-from hub.pipeline.worker import Worker
 from tests.helpers.web import PASSWORD, USERS, WEB_CONFIG, deliver, make_users
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -254,6 +254,7 @@ secret = "{ZADARMA_SECRET}"
 def test_the_screen_pop_arrives_within_a_second_of_the_call(live_server, page, screenshot, seeded, client):
     import time
     from urllib.parse import urlencode
+
     from connectors.zadarma import signature
 
     sign_in(page, live_server, "max@example.ru")

@@ -11,11 +11,10 @@ import responses
 from sqlalchemy import select
 
 from connectors.zadarma import signature
-from hub.store.db import transaction
-from hub.store.models import CallAlert, InboundEvent, Lead, LeadHistory, Notification
 from hub.pipeline.routing.lifecycle import set_manager_state
-from hub.store.models import utcnow
 from hub.pipeline.worker import Worker
+from hub.store.db import transaction
+from hub.store.models import CallAlert, InboundEvent, Lead, LeadHistory, Notification, utcnow
 from tests.helpers.web import WEB_CONFIG, deliver, make_users, sign_in, token_for, with_manager
 
 SECRET = "zadarma-secret-key"
@@ -170,8 +169,8 @@ def test_the_screen_pop_reaches_an_open_page_and_not_telegram(app, hub, client, 
 
 @responses.activate
 def test_the_telegram_call_message_is_in_the_managers_language(hub, client, max_client):
-    from hub.outbox.notify import Notifier
     from hub.desk.access import set_language
+    from hub.outbox.notify import Notifier
     with transaction(hub.engine) as s:
         set_language(s, "max@example.ru", "ru")
     responses.post("https://api.telegram.org/bot1234567890:AAtoken/sendMessage", json={"ok": True, "result": {}})
@@ -202,6 +201,7 @@ def mango_event(client, path: str, event: dict):
 def test_mango_routes_a_known_client_with_its_route_command(write_config, tmp_path):
     import threading
     from urllib.parse import parse_qs
+
     from hub.config import load_config
     from hub.runtime import Hub
     from hub.web.app import create_app

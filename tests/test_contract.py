@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.config import parse_config
+from hub.pipeline.worker import Worker
+from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import InboundEvent, Lead
-from hub.runtime import Hub
 from hub.store.serialize import lead_to_dict
 from hub.web.app import create_app
-from hub.pipeline.worker import Worker
 from tests.conftest import FIXTURES
 
 SUITES = sorted(p.parent.name for p in FIXTURES.glob("*/cases.toml"))

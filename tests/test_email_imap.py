@@ -10,8 +10,8 @@ import pytest
 from imap_tools import MailBoxUnencrypted
 
 from hub.config import load_config
-from hub.runtime import Hub
 from hub.pipeline.worker import Worker
+from hub.runtime import Hub
 from tests.conftest import FIXTURES
 from tests.helpers.db import events
 
@@ -115,8 +115,8 @@ def test_a_wrong_password_is_reported_not_fatal(write_config, imap_account, runn
 def test_the_scheduler_leader_polls_when_due(mail_hub, dovecot, imap_account):
     from datetime import timedelta
 
-    from hub.store.models import utcnow
     from hub.scheduler import Scheduler
+    from hub.store.models import utcnow
 
     hub = mail_hub(poll_seconds=60)
     leader, standby = Scheduler(hub, "leader"), Scheduler(hub, "standby")

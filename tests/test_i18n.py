@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import responses
-from sqlalchemy import select
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from sqlalchemy import select
 
 from hub.desk.access import set_language
+from hub.outbox.notify import Notifier
 from hub.store.db import transaction
 from hub.store.models import Lead
-from hub.outbox.notify import Notifier
 from tests.helpers.web import WEB_CONFIG, deliver, make_users, post_form, sign_in, with_manager
 
 ROOT = Path(__file__).parent.parent

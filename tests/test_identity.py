@@ -12,11 +12,11 @@ import requests
 from sqlalchemy import func, select
 
 from hub.config import load_config
+from hub.pipeline.worker import Worker
+from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import EventStatus, IdentityKey, InboundEvent, Lead, LeadHistory, Person, PossibleDuplicate, Touch
-from hub.runtime import Hub
 from hub.web.app import create_app
-from hub.pipeline.worker import Worker
 from tests.helpers import procs
 from tests.helpers.db import count, event, wait_until_processed
 from tests.helpers.procs import free_port

@@ -6,8 +6,8 @@ import csv
 import json
 import shutil
 
-from hub.store.models import InboundEvent, Lead, Person, Touch
 from hub.pipeline.worker import Worker
+from hub.store.models import InboundEvent, Lead, Person, Touch
 from tests.conftest import FIXTURES
 from tests.helpers.db import count
 

@@ -13,12 +13,12 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from hub.config import load_config
-from hub.store.db import transaction
-from hub.store.models import EventStatus, InboundEvent, Lead, Notification, utcnow
 from hub.outbox.notify import Notifier
+from hub.pipeline.worker import Worker
 from hub.runtime import Hub
 from hub.scheduler import Scheduler
-from hub.pipeline.worker import Worker
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent, Lead, Notification, utcnow
 from tests.helpers.procs import free_port
 
 TOKEN = "123456789:AAF-test-token-not-real"

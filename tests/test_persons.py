@@ -7,9 +7,9 @@ import json
 import pytest
 from sqlalchemy import select
 
+from hub.pipeline.worker import Worker
 from hub.store.db import transaction
 from hub.store.models import IdentityKey, Lead, Person, PersonMerge, PossibleDuplicate, Touch
-from hub.pipeline.worker import Worker
 from tests.helpers.db import event
 
 # The state a merge may change. Audit tables (lead_history, person_merge) only ever grow.

@@ -8,8 +8,8 @@ import responses
 from responses import matchers
 
 from hub.config import load_config
-from hub.runtime import Hub
 from hub.pipeline.worker import Worker
+from hub.runtime import Hub
 from tests.conftest import FIXTURES
 from tests.helpers.db import events
 

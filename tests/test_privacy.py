@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from hub.store.models import utcnow
 from hub.pipeline.worker import Worker
+from hub.store.models import utcnow
 from tests.conftest import fixture_bytes
 
 
@@ -42,10 +42,10 @@ def test_raw_payloads_are_erased_after_the_retention_period(write_config):
     from sqlalchemy import select
 
     from hub.config import load_config
-    from hub.store.db import transaction
-    from hub.store.models import InboundEvent, utcnow
     from hub.runtime import Hub
     from hub.scheduler import Scheduler
+    from hub.store.db import transaction
+    from hub.store.models import InboundEvent, utcnow
     from hub.web.app import create_app
 
     hub = Hub(load_config(write_config("[privacy]\nretention_days = 30\n")))

@@ -6,9 +6,9 @@ import json
 
 from sqlalchemy import delete
 
+from hub.pipeline.worker import Worker
 from hub.store.db import transaction
 from hub.store.models import Touch, utcnow
-from hub.pipeline.worker import Worker
 from tests.conftest import fixture_bytes
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from hub.config import load_config, parse_config
-from hub.store.db import transaction
-from hub.store.models import InboundEvent, Lead, LeadHistory, RoutingPosition, utcnow
 from hub.pipeline.routing.rules import availability
 from hub.pipeline.routing.sla import sweep_sla
-from hub.runtime import Hub
 from hub.pipeline.worker import Worker
+from hub.runtime import Hub
+from hub.store.db import transaction
+from hub.store.models import InboundEvent, Lead, LeadHistory, RoutingPosition, utcnow
 from tests.helpers.db import wait_until_processed
 
 ROOT = Path(__file__).parent.parent

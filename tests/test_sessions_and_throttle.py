@@ -17,7 +17,8 @@ from sqlalchemy import select, update
 
 from hub.desk.access import SESSION_SEEN_INTERVAL, SIGN_IN_WINDOW
 from hub.store.db import transaction
-from hub.store.models import SignInCounter, WebSession, utcnow
+from hub.store.models import utcnow
+from hub.store.users import SignInCounter, WebSession
 from tests.helpers.web import PASSWORD, WEB_CONFIG, make_users, post_form, sign_in, token_for
 
 PER_LOGIN, PER_ADDRESS = 4, 12

@@ -18,13 +18,13 @@ import responses
 from sqlalchemy import select
 
 from hub.config import load_config
-from hub.store.db import transaction
 from hub.outbox.forwarding import Forwarder
-from hub.store.models import DeliveryStatus, Lead, SinkDelivery, SinkLink, SinkState, utcnow
 from hub.pipeline.routing.lifecycle import set_status, take
-from hub.runtime import Hub
-from hub.web.app import create_app
 from hub.pipeline.worker import Worker
+from hub.runtime import Hub
+from hub.store.db import transaction
+from hub.store.models import DeliveryStatus, Lead, SinkDelivery, SinkLink, SinkState, utcnow
+from hub.web.app import create_app
 from tests.helpers.web import WEB_CONFIG
 
 BITRIX = "https://example.bitrix24.ru/rest/1/s3cr3tw3bh00k/"

@@ -9,12 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from hub.web.common import PUBLIC_ENDPOINTS, roles_of
+from hub.pipeline.worker import Worker
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent, Lead, utcnow
-from hub.pipeline.worker import Worker
-from tests.helpers.web import (PASSWORD, WEB_CONFIG, csrf_token, deliver, make_users, post_form, sign_in,
-                               token_for)
+from hub.web.common import PUBLIC_ENDPOINTS, roles_of
+from tests.helpers.web import PASSWORD, WEB_CONFIG, csrf_token, deliver, make_users, post_form, sign_in, token_for
 
 ADMIN, MARKETER, MANAGER, LEAD, TELEPHONY = "admin", "marketer", "manager", "lead", "telephony"
 EVERYONE = {ADMIN, MARKETER, MANAGER, LEAD, TELEPHONY}
@@ -256,7 +255,7 @@ def test_revoked_and_unknown_tokens_are_refused(app, hub, team):
     assert client.get("/api/v1/me", headers=h).json == {"login": "admin@example.ru", "role": "admin",
                                                         "manager": None}
     from hub.desk.access import revoke_token
-    from hub.store.models import ApiToken
+    from hub.store.users import ApiToken
     with transaction(hub.engine) as s:
         for token in s.scalars(select(ApiToken)):
             revoke_token(s, token.id)

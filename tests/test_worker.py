@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from hub.store.db import transaction
-from hub.store.models import EventStatus, InboundEvent, Lead, Touch, utcnow
 from hub.outbox.queue import backoff_seconds
 from hub.pipeline.worker import Worker
+from hub.store.db import transaction
+from hub.store.models import EventStatus, InboundEvent, Lead, Touch, utcnow
 from tests.conftest import fixture_bytes
 from tests.helpers.db import count, event, events, touches_per_event, wait_until_processed
 

@@ -47,7 +47,7 @@ def persons_export(config_path: str, ref: str) -> None:
     """Everything held about a person (id, phone or e-mail), as JSON: for a data subject's request."""
     from hub.desk.redact import Redactor
     from hub.pipeline.persons import export_person, find_person
-    from hub.store.models import Role
+    from hub.store.users import Role
 
     def everything(session, hub):
         person = find_person(session, ref, hub.config.default_region)

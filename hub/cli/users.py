@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from hub.cli.common import config_option, fail, json_option, listing, open_hub, print_json
 from hub.config import Config
 from hub.store.db import transaction
-from hub.store.models import User
+from hub.store.users import User
 
 ROLE_CHOICE = click.Choice(["admin", "marketer", "manager", "lead", "telephony"])
 password_env_option = click.option("--password-env", metavar="VAR",

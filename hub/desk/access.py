@@ -22,7 +22,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from hub.config import Config, WebConfig
 from hub.errors import ConfigError, HubError
 from hub.store.db import dialect_insert, insert_ignoring_conflicts, transaction
-from hub.store.models import ApiToken, HubSecret, Lead, Role, SignInCounter, User, WebSession, utcnow
+from hub.store.models import Lead, utcnow
+from hub.store.users import ApiToken, HubSecret, Role, SignInCounter, User, WebSession
 
 MIN_PASSWORD_LENGTH = 10
 TOKEN_PREFIX = "lh_"

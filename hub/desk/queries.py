@@ -23,7 +23,6 @@ from hub.desk.access import Actor, lead_scope
 from hub.pipeline.routing.rules import OPEN_LEADS_OF, availability
 from hub.runtime import Hub
 from hub.store.models import (
-    ApiToken,
     DeliveryStatus,
     EventStatus,
     InboundEvent,
@@ -36,10 +35,10 @@ from hub.store.models import (
     PossibleDuplicate,
     SinkDelivery,
     SourceSpend,
-    User,
     utcnow,
 )
 from hub.store.serialize import event_to_dict, lead_to_dict
+from hub.store.users import ApiToken, User
 
 WARMTHS = ("hot", "warm", "cold")
 NO_WARMTH = "none"

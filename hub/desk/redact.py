@@ -27,8 +27,9 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 from hub.mapping import CLICK_ID_KEYS, UTM_KEYS
 from hub.runtime import Hub, Source
-from hub.store.models import InboundEvent, Role
+from hub.store.models import InboundEvent
 from hub.store.serialize import event_to_dict
+from hub.store.users import Role
 
 HIDDEN = "•••"
 ROLES_SEEING_CONTACTS = frozenset({Role.ADMIN, Role.LEAD, Role.MANAGER, Role.TELEPHONY})

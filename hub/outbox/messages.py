@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from hub.config import Config
 from hub.i18n import format_day, format_moment, label, reason_label, translations
-from hub.store.models import User
+from hub.store.users import User
 
 TEMPLATES = ("new_lead", "handed_over", "lead_back", "escalated", "digest", "calling")
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -18,57 +17,13 @@ from sqlalchemy import (
     LargeBinary,
     Numeric,
     String,
-    Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; use hub.store.models.utcnow()")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    # Every model here maps to a Table, never to a join or a subquery: type it so (SQLAlchemy says any FromClause).
-    __table__: ClassVar[Table]
-
-
-class QueuedRow:
-    """The columns every leased queue (hub.outbox.queue: inbound events, notifications, sink deliveries)
-    claims by: the row's ``status`` — "pending" while it waits to be claimed, in each queue — the
-    ``attempts`` counted at each claim, and the latest failure's error. Each table declares its own
-    ``next_attempt_at``: an outbox row's always has one (it is also a claim's lease), an event's is none
-    once the event is final."""
-
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
+from hub.store.base import Base, BigId, QueuedRow, UTCDateTime, utcnow
 
 
 class EventStatus:
@@ -346,73 +301,6 @@ class PollState(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
-class Role:
-    ADMIN = "admin"          # everything
-    MARKETER = "marketer"    # sources, mappings, reports, events; no lead contact details
-    MANAGER = "manager"      # own leads only
-    LEAD = "lead"            # a team lead: the leads of their teams, the managers' switches
-    TELEPHONY = "telephony"  # a PBX or softphone: caller lookup only
-    ALL = (ADMIN, MARKETER, MANAGER, LEAD, TELEPHONY)
-
-
-class User(Base):
-    """A person who signs in to the web app (or whose API token calls /api/v1)."""
-
-    __tablename__ = "hub_user"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    login: Mapped[str] = mapped_column(String(320), unique=True)      # casefolded
-    password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(16))
-    # For managers and team leads: their [[managers]] name in the config (their leads are owned by it).
-    manager: Mapped[str | None] = mapped_column(String(128))
-    language: Mapped[str | None] = mapped_column(String(8))          # en | ru; None: the browser's
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-
-class ApiToken(Base):
-    """A bearer token for /api/v1, acting as its user with the user's role. Only its SHA-256 is stored."""
-
-    __tablename__ = "api_token"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("hub_user.id"), index=True)
-    name: Mapped[str] = mapped_column(String(128))
-    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    prefix: Mapped[str] = mapped_column(String(16))                   # shown in listings, to tell tokens apart
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-
-class WebSession(Base):
-    """A signed-in browser. Its cookie carries a random token and only the token's SHA-256 is kept, so the
-    database alone lets no one in. Signing out deletes the row; a password change, a role change or disabling
-    the user deletes all of the user's rows; a row past expires_at is refused, and purged at a later sign-in."""
-
-    __tablename__ = "web_session"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)         # SHA-256 (hex) of the cookie's token
-    user_id: Mapped[int] = mapped_column(ForeignKey("hub_user.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-
-
-class SignInCounter(Base):
-    """Sign-in attempts in a window that starts with the first of them, per (address, login) and per
-    address: shared by every web process, each attempt counted by one atomic upsert. The key is a SHA-256,
-    so a password typed into the login field is not kept."""
-
-    __tablename__ = "sign_in_counter"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    count: Mapped[int] = mapped_column(Integer)
-
-
 class SourceSpend(Base):
     """What a source cost in a month (entered by a marketer): the report divides it by the leads."""
 
@@ -423,16 +311,6 @@ class SourceSpend(Base):
     amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(128))
-
-
-class HubSecret(Base):
-    """Secrets the hub makes for itself when the config gives none (the session-signing key), shared by
-    every process on the database. Written once with insert-or-ignore, so two first starts agree."""
-
-    __tablename__ = "hub_secret"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(255))
 
 
 class DeliveryStatus:

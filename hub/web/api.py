@@ -29,8 +29,9 @@ from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
 from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
 from hub.store.db import transaction
-from hub.store.models import InboundEvent, LeadStatus, Role, utcnow
+from hub.store.models import InboundEvent, LeadStatus, utcnow
 from hub.store.serialize import lead_to_dict
+from hub.store.users import Role
 from hub.web.api_models import (
     MAX_ID,
     CostRow,

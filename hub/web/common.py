@@ -16,7 +16,7 @@ from flask_login import UserMixin
 
 from hub.desk.access import Actor
 from hub.runtime import Hub
-from hub.store.models import Role
+from hub.store.users import Role
 
 # Endpoints anyone may call: the sign-in page, provider webhooks (they carry their own secrets), health,
 # Prometheus metrics (counts only, no personal data), the OpenAPI document, static files.

@@ -7,8 +7,8 @@ import json
 import re
 
 from hub.desk.access import add_token, add_user
-from hub.store.db import transaction
 from hub.pipeline.worker import Worker
+from hub.store.db import transaction
 
 PASSWORD = "correct horse battery"
 ALL_DAYS = json.dumps(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])

@@ -2,8 +2,9 @@
 
 from alembic import context
 
+from hub.store import models, users  # noqa: F401 — their tables make up Base.metadata
+from hub.store.base import Base
 from hub.store.db import make_engine
-from hub.store.models import Base
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -22,7 +22,7 @@ from hub.desk.access import (
 )
 from hub.i18n import LANGUAGES
 from hub.store.db import transaction
-from hub.store.models import Role, User
+from hub.store.users import Role, User
 from hub.web.common import SessionUser, allow, current_hub
 from hub.web.pages.blueprint import (
     pages,

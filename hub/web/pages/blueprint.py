@@ -9,7 +9,8 @@ from flask import Blueprint, flash, g, request
 from flask_babel import format_decimal, get_locale, get_timezone, gettext
 
 from hub.i18n import N_, format_day, format_moment, label, reason_label, why_of
-from hub.store.models import Role, utcnow
+from hub.store.models import utcnow
+from hub.store.users import Role
 from hub.web.common import current_hub
 
 pages = Blueprint("pages", __name__, template_folder="../templates", static_folder="../static",

@@ -16,8 +16,9 @@ from hub.desk.queries import (
 from hub.i18n import Msg
 from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, reassign, set_status, take
 from hub.store.db import transaction
-from hub.store.models import LeadStatus, Role, utcnow
+from hub.store.models import LeadStatus, utcnow
 from hub.store.serialize import lead_to_dict
+from hub.store.users import Role
 from hub.web.common import allow, current_hub
 from hub.web.pages.blueprint import (
     PAGE_SIZE,

@@ -19,7 +19,8 @@ from hub.desk.queries import (
 )
 from hub.i18n import WARMTH_LABELS
 from hub.store.db import transaction
-from hub.store.models import Role, utcnow
+from hub.store.models import utcnow
+from hub.store.users import Role
 from hub.web.common import allow, current_hub
 from hub.web.pages.blueprint import (
     CHART_COLOURS,

@@ -12,7 +12,8 @@ from hub.desk.queries import (
 )
 from hub.pipeline.routing.lifecycle import set_manager_state
 from hub.store.db import transaction
-from hub.store.models import Role, utcnow
+from hub.store.models import utcnow
+from hub.store.users import Role
 from hub.web.common import allow, current_hub
 from hub.web.pages.blueprint import (
     pages,
