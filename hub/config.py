@@ -195,6 +195,9 @@ class RoutingRule(_Strict):
     strategy: Literal["round_robin", "weighted", "least_loaded", "fixed"] = "round_robin"
     manager: str | None = Field(None, description="for strategy = fixed")
     sla_minutes: float | None = Field(None, gt=0, description="not taken in time: reassigned")
+    follow_up_hours: float | None = Field(
+        None, gt=0, description="in work with no attempt, note or task this long: the owner is reminded, "
+                                "then (as long again) the team lead is told")
 
 
 class RoutingConfig(_Strict):
@@ -264,6 +267,11 @@ class UiConfig(_Strict):
     notification_templates: str | None = None
 
 
+class DeskConfig(_Strict):
+    # Tags offered on the lead card and in the inbox's filter; people may add their own too.
+    tags: list[str] = []
+
+
 class WebConfig(_Strict):
     # Signs the session cookies. None: the hub makes one and keeps it in the database, shared by every
     # process. Set it (e.g. "env:HUB_SECRET_KEY", 32+ characters) to control rotation yourself.
@@ -299,6 +307,7 @@ class Config(_Strict):
     notify: NotifyConfig = NotifyConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     web: WebConfig = WebConfig()
+    desk: DeskConfig = DeskConfig()
     ui: UiConfig = UiConfig()
 
     # Filled by load_config, not by the file.

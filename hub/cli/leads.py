@@ -134,7 +134,7 @@ def leads_attempt(config_path: str, as_json: bool, lead_id: int, by: str | None)
     """Count one contact attempt (some refusal reasons need several)."""
     from hub.pipeline.routing.lifecycle import count_attempt
 
-    _lead_command(config_path, as_json, lambda s, c, now: count_attempt(s, lead_id, actor(by), now),
+    _lead_command(config_path, as_json, lambda s, c, now: count_attempt(s, c, lead_id, actor(by), now),
                   "lead {id}: {contact_attempts} contact attempt(s)")
 
 

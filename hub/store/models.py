@@ -150,10 +150,39 @@ class Lead(Base):
     sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     reassign_count: Mapped[int] = mapped_column(Integer, default=0)
     contact_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The deal's amount, given when the lead is converted (the reports' revenue).
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    # Follow-up of a lead in work: by when its owner must act again (an attempt, a note, a task), restarted
+    # by each of those; the stage says how far the sweep went (0 running, 1 owner reminded, 2 escalated).
+    follow_up_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    follow_up_stage: Mapped[int] = mapped_column(Integer, default=0)
 
     person: Mapped[Person] = relationship()
     touches: Mapped[list[Touch]] = relationship(back_populates="lead", order_by="Touch.at, Touch.id")
     history: Mapped[list[LeadHistory]] = relationship(order_by="LeadHistory.id")
+    tasks: Mapped[list[LeadTask]] = relationship(order_by="LeadTask.due_at, LeadTask.id")
+
+
+class LeadTask(Base):
+    """A call-back: "call back after 18:00". Its owner is reminded when it is due (the scheduler's sweep,
+    once: ``reminded_at``) and it shows as overdue until done. Notes are not a table: they are the lead's
+    history entries of kind ``note``."""
+
+    __tablename__ = "lead_task"
+    __table_args__ = (
+        # The due sweep reads the open tasks by due time.
+        Index("ix_lead_task_open_due", "done_at", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class LeadHistory(Base):

@@ -172,7 +172,7 @@ def leads_status(lead_id: int, json: StatusIn):
                tags=["leads"])
 def leads_attempt(lead_id: int):
     """Count one contact attempt (some refusal reasons need several)."""
-    return _lead_action(lead_id, lambda s, c, now: count_attempt(s, lead_id, actor().name, now))
+    return _lead_action(lead_id, lambda s, c, now: count_attempt(s, c, lead_id, actor().name, now))
 
 
 @api.post("/leads/<int:lead_id>/owner")

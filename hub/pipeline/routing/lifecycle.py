@@ -5,6 +5,8 @@ with a RoutingError that says why, and logs what it did."""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +18,7 @@ from hub.outbox.forwarding import queue_forwarding
 from hub.pipeline.history import from_to, history
 from hub.pipeline.routing.assignment import UPDATE_LEAD, assign, why_fields
 from hub.pipeline.routing.rules import forget_manager_states
+from hub.pipeline.routing.sla import restart_follow_up
 from hub.store.db import execute, insert_ignoring_conflicts
 from hub.store.models import Lead, LeadStatus, ManagerState
 
@@ -29,7 +32,7 @@ class RoutingError(HubError):
         super().__init__(str(msg))
 
 
-def _lock_lead(session: Session, lead_id: int) -> Lead:
+def lock_lead(session: Session, lead_id: int) -> Lead:
     lead = session.execute(select(Lead).where(Lead.id == lead_id).with_for_update()).scalar_one_or_none()
     if lead is None or lead.merged_into_id is not None:
         raise RoutingError(Msg("no lead %(id)s", id=lead_id) if lead is None else
@@ -40,7 +43,7 @@ def _lock_lead(session: Session, lead_id: int) -> Lead:
 def take(session: Session, config: Config, lead_id: int, manager: str, now: datetime) -> Lead:
     if config.manager(manager) is None:
         raise RoutingError(Msg("no manager named %(name)r", name=manager))
-    lead = _lock_lead(session, lead_id)
+    lead = lock_lead(session, lead_id)
     if lead.status != LeadStatus.NEW:
         raise RoutingError(Msg("lead %(id)s is %(status)s; only a new lead can be taken", id=lead_id,
                                status=lead.status))
@@ -51,13 +54,15 @@ def take(session: Session, config: Config, lead_id: int, manager: str, now: date
         LeadStatus.IN_WORK, manager, now, None, now
     history(session, lead_id, "taken", actor=manager, at=now, **from_to(previous, manager),
             **why_fields(Msg("taken into work")))
+    restart_follow_up(session, config, lead, now)
     queue_forwarding(session, config, lead_id, lead.source)
     return lead
 
 
 def set_status(session: Session, config: Config, lead_id: int, status: str, reason: str | None, actor: str,
-               now: datetime) -> Lead:
-    lead = _lock_lead(session, lead_id)
+               now: datetime, amount: Decimal | None = None) -> Lead:
+    """Converted (with the deal's amount, if known) or refused (with a reason from [[refuse_reasons]])."""
+    lead = lock_lead(session, lead_id)
     if status not in (LeadStatus.CONVERTED, LeadStatus.REFUSED):
         raise RoutingError(Msg("status %(status)r: set converted or refused (new → in_work is `take`)",
                                status=status))
@@ -76,20 +81,25 @@ def set_status(session: Session, config: Config, lead_id: int, status: str, reas
                                    has=lead.contact_attempts))
     elif reason is not None:
         raise RoutingError(Msg("--reason goes with refused only"))
+    if amount is not None and (status != LeadStatus.CONVERTED or amount < 0):
+        raise RoutingError(Msg("an amount goes with converted only, and is not negative"))
     previous = lead.status
     lead.status, lead.refuse_reason, lead.sla_due_at, lead.updated_at = status, reason, None, now
-    history(session, lead_id, "status", actor=actor, at=now, **from_to(previous, status), reason=reason)
+    lead.amount, lead.follow_up_due_at = amount, None
+    extra: dict[str, Any] = {"amount": str(amount)} if amount is not None else {}
+    history(session, lead_id, "status", actor=actor, at=now, **from_to(previous, status), reason=reason, **extra)
     queue_forwarding(session, config, lead_id, lead.source)
     return lead
 
 
-def count_attempt(session: Session, lead_id: int, actor: str, now: datetime) -> Lead:
-    lead = _lock_lead(session, lead_id)
+def count_attempt(session: Session, config: Config, lead_id: int, actor: str, now: datetime) -> Lead:
+    lead = lock_lead(session, lead_id)
     if lead.status not in LeadStatus.OPEN:
         raise RoutingError(Msg("lead %(id)s is %(status)s", id=lead_id, status=lead.status))
     lead.contact_attempts += 1
     lead.updated_at = now
     history(session, lead_id, "attempt", actor=actor, at=now, number=lead.contact_attempts)
+    restart_follow_up(session, config, lead, now)
     return lead
 
 
@@ -97,7 +107,7 @@ def reassign(session: Session, config: Config, lead_id: int, to: str, why: str |
              now: datetime) -> Lead:
     if config.manager(to) is None:
         raise RoutingError(Msg("no manager named %(name)r", name=to))
-    lead = _lock_lead(session, lead_id)
+    lead = lock_lead(session, lead_id)
     if lead.status not in LeadStatus.OPEN:
         raise RoutingError(Msg("lead %(id)s is %(status)s; only open leads are reassigned", id=lead_id,
                                status=lead.status))

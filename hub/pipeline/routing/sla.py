@@ -1,5 +1,6 @@
-"""The clock on an assigned lead: the sweep that reassigns a lead not taken within its rule's SLA (or
-escalates it to the team lead), and the team leads' daily digest of what is waiting."""
+"""The clocks on a lead: the sweep that reassigns a lead not taken within its rule's SLA (or escalates it
+to the team lead), the follow-up clock of a lead in work, and the team leads' daily digest of what is
+waiting."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ OVERDUE = (select(_LEADS.c.id, _LEADS.c.owner, _LEADS.c.routing_rule, _LEADS.c.r
            .where(_LEADS.c.status == LeadStatus.NEW, _LEADS.c.owner.is_not(None),
                   _LEADS.c.sla_due_at <= bindparam("now"), _LEADS.c.merged_into_id.is_(None))
            .order_by(_LEADS.c.sla_due_at).limit(200).with_for_update(skip_locked=True))
+
+
+def restart_follow_up(session: Session, config: Config, lead: Lead, now: datetime) -> None:
+    """Its owner acted on a lead in work (took it, tried to call, wrote a note, set a call-back): the
+    follow-up clock starts again from now, by the lead's routing rule's ``follow_up_hours`` (none: no clock)."""
+    rule = next((r for r in config.routing.rules if r.name == lead.routing_rule), None)
+    hours = rule.follow_up_hours if rule else None
+    in_work = lead.status == LeadStatus.IN_WORK
+    lead.follow_up_due_at = now + timedelta(hours=hours) if hours and in_work else None
+    lead.follow_up_stage = 0
 
 
 def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:

@@ -162,7 +162,7 @@ def lead_take(lead_id: int):
 @pages.post("/leads/<int:lead_id>/attempt")
 @allow(*SALES)
 def lead_attempt(lead_id: int):
-    return _lead_action(lead_id, lambda s, c, now: count_attempt(s, lead_id, g.actor.name, now),
+    return _lead_action(lead_id, lambda s, c, now: count_attempt(s, c, lead_id, g.actor.name, now),
                         gettext("Contact attempt counted."))
 
 
