@@ -1,5 +1,6 @@
-"""Scheduled jobs (SLA reassignment, the daily digest, polling sources, raw payload retention), run by exactly
-one process: the holder of a lease row in the store.
+"""Scheduled jobs (the lead clocks: SLA reassignment, the queue's SLA, follow-ups and call-back reminders; the
+daily digest, polling sources, raw payload retention), run by exactly one process: the holder of a lease row
+in the store.
 
 Every process may run a scheduler (`hub run` does, `hub scheduler` is one on its own); before each run a
 scheduler takes or renews the lease with one conditional UPDATE, so across several processes on one
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, update
 
 from hub.intake.polling import poll_due, poll_seconds, polling_sources
-from hub.pipeline.routing.sla import digest, sweep_sla
+from hub.pipeline.routing.sla import SWEEPS, digest
 from hub.runtime import Hub
 from hub.store.db import execute, insert_ignoring_conflicts, transaction
 from hub.store.models import SchedulerLease, utcnow
@@ -49,8 +50,10 @@ class Scheduler:
         now = now or utcnow()
         if not self.is_leader(now):
             return None
-        with transaction(self.hub.engine) as s:
-            done = sweep_sla(s, self.hub.config, now)
+        done: list[dict] = []
+        for sweep in SWEEPS:        # a transaction each: one sweep's locks are not held through the next
+            with transaction(self.hub.engine) as s:
+                done += sweep(s, self.hub.config, now)
         self._digest_if_due(now)
         poll_due(self.hub, now)
         if self.hub.config.privacy.retention_days:

@@ -9,16 +9,19 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from babel.dates import format_time, format_timedelta
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.config import Config
-from hub.i18n import format_day, format_moment, label, reason_label, translations
+from hub.i18n import Msg, format_day, format_moment, label, reason_label, translations
 from hub.store.users import User
 
-TEMPLATES = ("new_lead", "handed_over", "lead_back", "escalated", "digest", "calling")
+TEMPLATES = ("new_lead", "handed_over", "lead_back", "escalated", "digest", "calling", "queued", "follow_up",
+             "follow_up_escalated", "task_due")
 
 
 def language_of(session: Session, config: Config, manager_name: str) -> str:
@@ -53,6 +56,10 @@ def render(config: Config, template: str, lang: str, tz: str, **context: Any) ->
     helpers: dict[str, Callable[..., str]] = {
         "moment": lambda value, fmt="short": format_moment(value, lang, tz, fmt),
         "day": lambda value, fmt="medium": format_day(value, lang, fmt),
+        "time": lambda value: format_time(value, "short", tzinfo=ZoneInfo(tz), locale=lang),
+        # Units from 2 up: "36 hours" rather than a rounded "2 days", "90 minutes" rather than "2 hours".
+        "duration": lambda value: format_timedelta(value, threshold=2, locale=lang),
+        "explain": lambda why: why.translate(gettext) if isinstance(why, Msg) else str(why),
         "status_label": lambda code: label("status", code, gettext),
         "warmth_label": lambda code: label("warmth", code, gettext),
         "reason_label": lambda code: (reason_label(r, lang, gettext) if (r := config.refuse_reason(code)) else code),

@@ -1,6 +1,7 @@
 """Giving a lead to its owner: a new or returning lead routed (warmth, then sticky owner or the matching
-rule), the assignment written with its SLA clock and history entry, and the owner's notification queued
-in the outbox."""
+rule, then the fallback: only ever to someone available), the assignment written with its SLA clock and
+history entry, and the owner's notification queued in the outbox. A lead nobody can take waits in the
+queue, on its rule's SLA clock too, and the on-duty team leads hear of it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from hub.config import Config, RoutingRule
 from hub.i18n import Msg
 from hub.outbox.messages import language_of, render
 from hub.pipeline.history import from_to, history
-from hub.pipeline.routing.rules import WARMTH_ORDER, TouchFacts, availability, choose, judge_warmth, matching_rule
+from hub.pipeline.routing.rules import (
+    WARMTH_ORDER,
+    TouchFacts,
+    availability,
+    choose,
+    judge_warmth,
+    matching_rule,
+    next_in_team,
+    on_duty,
+)
 from hub.store.db import execute, mark_queued
 from hub.store.models import Lead, LeadStatus, Notification, utcnow
 
@@ -23,6 +33,8 @@ _LEADS = Lead.__table__
 INSERT_NOTIFICATION = insert(Notification.__table__)
 # The columns to set come from the parameters (SQLAlchemy compiles and caches one statement per set of them).
 UPDATE_LEAD = update(_LEADS).where(_LEADS.c.id == bindparam("b_lead_id"))
+# A lead already waiting in the queue under a rule (its person wrote again) keeps the clock it has.
+ENTER_QUEUE = update(_LEADS).where(_LEADS.c.id == bindparam("b_lead_id"), _LEADS.c.routing_rule.is_(None))
 
 
 def lead_link(config: Config, lead_id: int) -> str:
@@ -63,15 +75,35 @@ def queue_notifications(session: Session, config: Config, manager_name: str, lea
     return len(rows)
 
 
+def alert_team_leads(session: Session, config: Config, lead_id: int, teams: list[str] | None, now: datetime,
+                     **context) -> list[str]:
+    """Tell every on-duty team lead of these teams — none of them on duty, or no teams: every on-duty team
+    lead — that the lead waits in the queue (template queued.txt). Returns whom."""
+    def leads_of(names: list[str] | None) -> list[str]:
+        return sorted({t.lead for t in config.teams if t.lead and (names is None or t.name in names)})
+    told = on_duty(session, config, leads_of(teams), now) if teams else []
+    told = told or on_duty(session, config, leads_of(None), now)
+    for name in told:
+        queue_notifications(session, config, name, lead_id, "queued", **context)
+    return told
+
+
+def alerted(told: list[str]) -> Msg:
+    """alert_team_leads' outcome as a reason for the lead's history."""
+    return Msg("team leads alerted: %(names)s", names=", ".join(told)) if told \
+        else Msg("no team lead on duty to alert")
+
+
 def assign(session: Session, config: Config, lead_id: int, to: str | None, previous: str | None, why: str | Msg,
            rule: RoutingRule | None, now: datetime, kind: str = "assigned", actor: str = "hub",
            event_id: int | None = None, summary: str = "", reassign_count: int | None = None,
            also: dict | None = None) -> None:
-    """Give the lead to ``to`` (None: leave it in the queue), start its SLA clock, log the handover and
-    queue the new owner's notification. ``also``: other columns of the lead to set in the same UPDATE."""
+    """Give the lead to ``to`` (None: leave it in the queue), start its SLA clock (in the queue too), log the
+    handover and queue the new owner's notification. ``also``: other columns of the lead to set in the same
+    UPDATE."""
     sla = rule.sla_minutes if rule else None
     values: dict[str, Any] = dict(owner=to, assigned_at=now if to else None, updated_at=now,
-                                  sla_due_at=now + timedelta(minutes=sla) if (to and sla) else None,
+                                  sla_due_at=now + timedelta(minutes=sla) if sla else None,
                                   routing_rule=rule.name if rule else None)
     if reassign_count is not None:
         values["reassign_count"] = reassign_count
@@ -141,15 +173,42 @@ def _owner_for(session: Session, config: Config, lead: LeadState, how: str, fact
         return None
     to, why = choose(session, config, rule, now)
     if to is None:
-        to, why = _fallback(config, rule, why)
-    if to is None and lead.owner is None:
-        history(session, lead.id, "unassigned", event_id=event_id, at=now, **why_fields(why))
-        return None
-    return to, why, rule
+        to, why = _fallback(session, config, rule, why, now)
+    if to is not None:
+        return to, why, rule
+    # The queue. An owned lead gets there (and on the queue's clock) by assign(None); an unowned one here.
+    entered = lead.owner is not None or _enter_queue(session, rule, lead.id, how, now)
+    if entered and config.routing.fallback == "team_lead":     # "queue": the queue is where leads wait anyway
+        why = Msg.join(why, alerted(alert_team_leads(session, config, lead.id, [rule.team], now, about=summary,
+                                                     why=why, minutes=None)))
+    if lead.owner is not None:
+        return None, why, rule
+    history(session, lead.id, "unassigned", event_id=event_id, at=now, **why_fields(why))
+    return None
 
 
-def _fallback(config: Config, rule: RoutingRule, why: Msg) -> tuple[str | None, Msg]:
-    team = config.team(rule.team)
-    if config.routing.fallback == "team_lead" and team and team.lead:
-        return team.lead, Msg.join(why, Msg("fallback: team lead"))
+def _fallback(session: Session, config: Config, rule: RoutingRule, why: Msg,
+              now: datetime) -> tuple[str | None, Msg]:
+    """Nobody the rule may choose is available. "team_lead": the team lead if available, else the next
+    available member of the rule's team; else (and with "queue") nobody: the lead waits in the queue."""
+    if config.routing.fallback == "team_lead":
+        team = config.team(rule.team)
+        if team and team.lead:
+            why_not = availability(session, config, [team.lead], now)[team.lead]
+            if why_not is None:
+                return team.lead, Msg.join(why, Msg("fallback: team lead"))
+            why = Msg.join(why, Msg("team lead %(name)s: %(why)s", name=team.lead, why=why_not))
+        if rule.strategy == "fixed":    # choose looked at the rule's one manager: the rest of its team may be in
+            to, how = next_in_team(session, config, rule, now, skip=(rule.manager, team.lead if team else None))
+            if to is not None:
+                return to, Msg.join(why, how)
+            why = Msg.join(why, how)
     return None, Msg.join(why, Msg("left in the queue"))
+
+
+def _enter_queue(session: Session, rule: RoutingRule, lead_id: int, how: str, now: datetime) -> bool:
+    """An unowned lead waits in the queue under its rule, on the rule's SLA clock; True when it entered the
+    queue now, False when it was already waiting there (its person wrote again: the clock runs on)."""
+    values = {"b_lead_id": lead_id, "routing_rule": rule.name,
+              "sla_due_at": now + timedelta(minutes=rule.sla_minutes) if rule.sla_minutes else None}
+    return execute(session, ENTER_QUEUE if how == "existing" else UPDATE_LEAD, values).rowcount == 1

@@ -116,6 +116,9 @@ def reassign(session: Session, config: Config, lead_id: int, to: str, why: str |
     queue_forwarding(session, config, lead_id, lead.source)
     if lead.status == LeadStatus.IN_WORK:       # already taken: the new owner works on, no SLA clock
         execute(session, UPDATE_LEAD, {"b_lead_id": lead_id, "sla_due_at": None})
+        session.refresh(lead)
+        restart_follow_up(session, config, lead, now)     # the new owner's follow-up starts from now
+        session.flush()
     session.expire(lead)
     return lead
 

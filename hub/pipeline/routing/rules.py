@@ -150,6 +150,21 @@ def availability(session: Session, config: Config, names: list[str], now: dateti
     return out
 
 
+def on_duty(session: Session, config: Config, names: list[str], now: datetime) -> list[str]:
+    """Those of ``names`` who are at work in the wide sense: active, on duty and not on vacation (their working
+    hours and open-lead cap aside) — whom an alert about a waiting lead may reach."""
+    states = _manager_states(session)
+    out = []
+    for name in names:
+        manager, state = config.manager(name), states.get(name)
+        if manager is None or not manager.active:
+            continue
+        if state is not None and (not state.on_duty or (state.vacation_until and state.vacation_until > now)):
+            continue
+        out.append(name)
+    return out
+
+
 # -- choosing a manager ---------------------------------------------------------------------------------
 
 def _weighted_slots(members: list[ManagerConfig]) -> list[str]:
@@ -170,6 +185,9 @@ def _advance(session: Session, key: str) -> int:
     """Step the rule's position in the database and return the new value (1, 2, …): one
     ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, atomic, and the row stays locked until commit."""
     return execute(session, _advance_stmt(session.get_bind().dialect.name), {"key": key}).scalar_one()
+
+
+RULE_POSITION = select(RoutingPosition.__table__.c.position).where(RoutingPosition.__table__.c.key == bindparam("key"))
 
 
 @cache
@@ -215,3 +233,19 @@ def choose(session: Session, config: Config, rule: RoutingRule, now: datetime,
             return candidate, (Msg("rule %(rule)r: round-robin", rule=rule.name) if rule.strategy == "round_robin"
                                else Msg("rule %(rule)r: weighted", rule=rule.name))
     return None, Msg("nobody available")
+
+
+def next_in_team(session: Session, config: Config, rule: RoutingRule, now: datetime,
+                 skip: tuple[str | None, ...] = ()) -> tuple[str | None, Msg]:
+    """The next available member of the rule's team, ``skip`` aside: the fallback of a rule whose own choice
+    found nobody. Round-robin from the rule's position, which ``choose`` already stepped for this lead, so a
+    lead still moves it exactly once."""
+    members = [m.name for m in team_members(config, rule.team) if m.name not in skip]
+    free = availability(session, config, members, now)
+    position = execute(session, RULE_POSITION, {"key": f"rule:{rule.name}"}).scalar()
+    start = (position or 1) - 1
+    for i in range(len(members)):
+        candidate = members[(start + i) % len(members)]
+        if free[candidate] is None:
+            return candidate, Msg("fallback: next available in the team")
+    return None, Msg("nobody else in the team available")
