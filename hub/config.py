@@ -162,6 +162,8 @@ class ManagerConfig(_Strict):
 
 class TeamConfig(_Strict):
     name: str
+    # Its name on pages in other languages, e.g. {ru = "Север"}; else the name as written.
+    labels: dict[Literal["en", "ru"], str] = {}
     lead: str | None = Field(None, description="manager who gets escalations and the team's fallback leads")
 
 
@@ -169,6 +171,8 @@ class WarmthRule(_Strict):
     """First matching rule decides the warmth (and score) of a touch; every condition given must hold."""
 
     name: str
+    # Its name on pages in other languages, e.g. {ru = "просит счёт"}; else the name as written.
+    labels: dict[Literal["en", "ru"], str] = {}
     warmth: Warmth
     score: int | None = None
     sources: list[str] = []
@@ -187,6 +191,8 @@ class RoutingRule(_Strict):
     """First matching rule assigns: every condition given must hold."""
 
     name: str
+    # Its name on pages in other languages, e.g. {ru = "горячие и тёплые — старшим"}; else the name as written.
+    labels: dict[Literal["en", "ru"], str] = {}
     warmth: list[Warmth] = []
     sources: list[str] = []
     tags: list[str] = []
@@ -194,7 +200,8 @@ class RoutingRule(_Strict):
     team: str
     strategy: Literal["round_robin", "weighted", "least_loaded", "fixed"] = "round_robin"
     manager: str | None = Field(None, description="for strategy = fixed")
-    sla_minutes: float | None = Field(None, gt=0, description="not taken in time: reassigned")
+    sla_minutes: float | None = Field(None, gt=0, description="not taken in time: reassigned; left in the queue "
+                                                              "this long: the on-duty team leads are alerted")
     follow_up_hours: float | None = Field(
         None, gt=0, description="in work with no attempt, note or task this long: the owner is reminded, "
                                 "then (as long again) the team lead is told")
@@ -202,7 +209,9 @@ class RoutingRule(_Strict):
 
 class RoutingConfig(_Strict):
     rules: list[RoutingRule] = []
-    # Nobody available: give the lead to the team's lead, or leave it unassigned in the queue.
+    # Nobody the rule may choose is available. "team_lead": the team's lead if available, else the next
+    # available member of the rule's team, else the queue with an alert to the on-duty team leads. "queue":
+    # leave it unassigned in the queue (its rule's SLA then alerts them). Never someone unavailable.
     fallback: Literal["team_lead", "queue"] = "team_lead"
     # SLA reassignments of one lead before it is escalated to the team lead.
     max_reassignments: int = Field(2, ge=0)

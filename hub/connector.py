@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 from pydantic import BaseModel, ConfigDict
 
 from hub.errors import PayloadError
+from hub.i18n import Msg, Reason
 
 ENTRY_POINT_GROUP = "leadhub.connectors"
 
@@ -107,6 +108,10 @@ MAX_JSON_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _malformed(what: str, problem: Msg | str) -> PayloadError:
+    return PayloadError(str(Reason("malformed", what=what, problem=problem)), status=400)
+
+
 def check_payload(payload: Any, what: str = "payload") -> None:
     """PayloadError (400) unless the store can keep ``payload`` as JSON and read it back: nested at most
     ``MAX_JSON_DEPTH`` deep, every string (key or value) text (no unpaired surrogate, which no UTF-8 can
@@ -116,17 +121,16 @@ def check_payload(payload: Any, what: str = "payload") -> None:
         value, depth = pending.pop()
         if isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
-                raise PayloadError(f"malformed {what}: nested deeper than {MAX_JSON_DEPTH} levels", status=400)
+                raise _malformed(what, Reason("too_deep", levels=MAX_JSON_DEPTH))
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 if isinstance(key, str):
                     pending.append((key, depth))
                 pending.append((item, depth + 1))
         elif isinstance(value, str) and (found := _SURROGATE.search(value)):
-            raise PayloadError(f"malformed {what}: {found.group().encode('utf-8', 'backslashreplace').decode()} "
-                               "is half of a UTF-16 pair, not a character", status=400)
+            raise _malformed(what, Reason("half_pair", char=found.group().encode("utf-8", "backslashreplace").decode()))
         elif isinstance(value, float) and not math.isfinite(value):
-            raise PayloadError(f"malformed {what}: {value} is not a number JSON can hold", status=400)
+            raise _malformed(what, Reason("not_json_number", value=value))
 
 
 def decode_body(body: bytes, charset: str | None, what: str = "body") -> str:
@@ -135,10 +139,10 @@ def decode_body(body: bytes, charset: str | None, what: str = "body") -> str:
     try:
         return body.decode(charset or "utf-8")
     except LookupError:
-        raise PayloadError(f"unknown charset {charset!r} in Content-Type", status=415) from None
+        raise PayloadError(str(Reason("unknown_charset", charset=charset)), status=415) from None
     except UnicodeDecodeError as exc:
-        raise PayloadError(f"{what} is not valid {charset or 'utf-8'}: {exc.reason} at byte {exc.start}",
-                           status=400) from None
+        raise PayloadError(str(Reason("not_in_charset", what=what, charset=charset or "utf-8", reason=exc.reason,
+                                      at=exc.start)), status=400) from None
 
 
 class _NotStorable(Exception):
@@ -146,13 +150,13 @@ class _NotStorable(Exception):
 
 
 def _no_json_constant(name: str) -> NoReturn:
-    raise _NotStorable(f"{name} is not a number JSON allows")
+    raise _NotStorable(str(Reason("not_json_constant", name=name)))
 
 
 def _finite_float(literal: str) -> float:
     number = float(literal)
     if not math.isfinite(number):
-        raise _NotStorable(f"the number {literal[:20]}{'…' if len(literal) > 20 else ''} is out of range")
+        raise _NotStorable(str(Reason("out_of_range", literal=f"{literal[:20]}{'…' if len(literal) > 20 else ''}")))
     return number
 
 
@@ -160,8 +164,8 @@ def _int_of_bounded_length(literal: str) -> int:
     try:
         return int(literal)
     except ValueError:      # longer than Python converts, for conversion is quadratic in the digits
-        raise _NotStorable(f"a number of {len(literal.lstrip('-'))} digits, more than "
-                           f"{sys.get_int_max_str_digits()}") from None
+        raise _NotStorable(str(Reason("too_many_digits", digits=len(literal.lstrip("-")),
+                                      limit=sys.get_int_max_str_digits()))) from None
 
 
 def parse_json(text: str, what: str = "JSON") -> Any:
@@ -172,12 +176,11 @@ def parse_json(text: str, what: str = "JSON") -> Any:
         data = json.loads(text, parse_constant=_no_json_constant, parse_float=_finite_float,
                           parse_int=_int_of_bounded_length)
     except json.JSONDecodeError as exc:
-        raise PayloadError(f"malformed {what}: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                           status=400) from None
+        raise _malformed(what, Reason("at_line", problem=exc.msg, line=exc.lineno, column=exc.colno)) from None
     except _NotStorable as exc:
-        raise PayloadError(f"malformed {what}: {exc}", status=400) from None
+        raise _malformed(what, str(exc)) from None
     except RecursionError:
-        raise PayloadError(f"malformed {what}: nested deeper than {MAX_JSON_DEPTH} levels", status=400) from None
+        raise _malformed(what, Reason("too_deep", levels=MAX_JSON_DEPTH)) from None
     check_payload(data, what)
     return data
 
@@ -189,8 +192,7 @@ def form_fields(request: InboundRequest, what: str = "form") -> dict[str, str]:
     try:
         pairs = parse_qs(text, keep_blank_values=True, errors="strict")
     except UnicodeDecodeError as exc:
-        raise PayloadError(f"malformed {what}: a %-escaped field is not valid utf-8: {exc.reason}",
-                           status=400) from None
+        raise _malformed(what, Reason("bad_escape", reason=exc.reason)) from None
     return {k: v[0] for k, v in pairs.items()}
 
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hub.errors import ConfigError, PayloadError
+from hub.i18n import Reason
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 CLICK_ID_KEYS = ("gclid", "yclid", "fbclid")
@@ -172,7 +173,7 @@ def tilda_utm_cookie(cookies: str) -> list[tuple[str, str]]:
 def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     """Turn a provider's fields into a LeadDraft. Raises PayloadError when there is nothing to contact."""
     if not isinstance(fields, dict):
-        raise PayloadError("payload is not an object of named fields")
+        raise PayloadError(str(Reason("not_fields")))
     by_lower: dict[str, Any] = {}
     for key, value in fields.items():
         by_lower.setdefault(str(key).strip().lower(), value)
@@ -244,6 +245,6 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
 
     if not draft.phones and not draft.emails and not draft.messenger_ids:
         looked = ", ".join(names.phone + names.email + names.telegram_id + names.vk_id) \
-            or "(the mapping names no contact fields)"
-        raise PayloadError(f"no phone, e-mail or messenger id (looked for fields: {looked})")
+            or Reason("no_contact_fields")
+        raise PayloadError(str(Reason("no_contact", fields=looked)))
     return draft

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from hub.connector import InboundRequest, RawEvent, WebhookConnector, WebhookReply, WebhookResult, check_payload
 from hub.errors import PayloadError
+from hub.i18n import Reason
 from hub.mapping import apply_mapping
 from hub.pipeline.calls import route_live_call
 from hub.runtime import Hub, Source
@@ -106,7 +107,7 @@ def _unforeseen_failures_rejected(source: Source) -> Iterator[None]:
         raise
     except Exception as exc:
         log.exception("source=%s: connector %s failed on a delivery", source.name, source.connector.name)
-        raise PayloadError(f"the connector could not read this delivery: {type(exc).__name__}: {exc}"[:500],
+        raise PayloadError(str(Reason("unreadable", error=f"{type(exc).__name__}: {exc}"))[:500],
                            status=400) from exc
 
 

@@ -1,7 +1,8 @@
 """Phones to E.164 and e-mails to one normal form, with the libraries of the field.
 
 Invalid values are never dropped: they come back with ``value=None`` and a reason, and the caller keeps
-the raw text on the touch, flagged.
+the raw text on the touch, flagged. The reason is an English sentence (ours from hub/i18n.py REASONS,
+email-validator's as it words it) that pages read back and show in the reader's language.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+
+from hub.i18n import Reason
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,9 @@ def normalise_phone(raw: str, region: str) -> Normalised:
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
-        return Normalised(raw, None, f"not a phone number: {exc}")
+        return Normalised(raw, None, str(Reason("not_a_phone", detail=str(exc))))
     if not phonenumbers.is_valid_number(number):
-        return Normalised(raw, None, f"not a valid phone number for region {region}")
+        return Normalised(raw, None, str(Reason("invalid_phone_for_region", region=region)))
     return Normalised(raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
                       extension=number.extension or None)
 

@@ -13,6 +13,7 @@ from hub.desk.queries import (
 )
 from hub.desk.redact import Redactor
 from hub.errors import PayloadError
+from hub.i18n import reason_text
 from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
 from hub.store.db import transaction
@@ -115,7 +116,8 @@ def mapping_tester():
                 result = redactor.tried(source, try_payload(hub, source, form["payload"].strip().encode(),
                                                             form["content_type"] or None, form["path"]))
             except (ValueError, PayloadError) as exc:
-                error = gettext("The connector refuses this payload: %(why)s", why=redactor.text(str(exc)))
+                error = gettext("The connector refuses this payload: %(why)s",
+                                why=reason_text(redactor.text(str(exc)), gettext))
     return render_template("mapping.html", sources=webhook_sources, form=form, result=result, error=error)
 
 

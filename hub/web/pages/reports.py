@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
 from flask import Response, flash, g, redirect, render_template, request, url_for
-from flask_babel import gettext
+from flask_babel import get_locale, gettext
 
 from hub.desk.export import SafeCsvWriter
 from hub.desk.queries import (
@@ -17,7 +17,7 @@ from hub.desk.queries import (
     channel_report,
     set_spend,
 )
-from hub.i18n import WARMTH_LABELS
+from hub.i18n import AXIS_DAY_FORMATS, WARMTH_LABELS
 from hub.store.db import transaction
 from hub.store.models import utcnow
 from hub.store.users import Role
@@ -89,7 +89,7 @@ def report():
     data = _report_data(hub)
     return render_template("report.html", report=data, chart=chart(data), warmths=(*WARMTHS, NO_WARMTH),
                            sources=list(hub.sources), currency=hub.config.web.currency,
-                           this_month=utcnow().strftime("%Y-%m"))
+                           this_month=utcnow().strftime("%Y-%m"), axis_day_format=AXIS_DAY_FORMATS[str(get_locale())])
 
 
 @pages.get("/report.csv")
