@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert, select
 
 from hub.config import load_config
-from hub.pipeline.routing.lifecycle import count_attempt, set_manager_state, take
+from hub.pipeline.routing.lifecycle import count_attempt, set_manager_state, set_status, take
 from hub.pipeline.routing.sla import digest
 from hub.pipeline.worker import Worker
 from hub.pipeline.worklog import add_note, add_task
@@ -255,4 +255,16 @@ def test_a_round_robin_teams_fallback_skips_an_unavailable_team_lead(write_confi
     lead_id = new_lead(hub)
     assert lead_of(hub, lead_id).owner is None                        # not Lena, who is off duty
     assert "team leads alerted: Sveta" in entry(hub, lead_id, "unassigned")["why"]
+    hub.dispose()
+
+
+def test_a_closed_leads_call_back_is_not_reminded(write_config):
+    hub = Hub(load_config(write_config(desk_config())))
+    lead_id = taken(hub, T0)
+    six_pm_moscow = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+    with transaction(hub.engine) as s:
+        add_task(s, hub.config, lead_id, six_pm_moscow, "обсудить годовой тариф", "Olga", T0)
+        set_status(s, hub.config, lead_id, "converted", None, "Olga", T0 + timedelta(minutes=1))
+    assert Scheduler(hub, "only").tick(six_pm_moscow + timedelta(seconds=20)) == []
+    assert "task_reminded" not in kinds(hub, lead_id)
     hub.dispose()

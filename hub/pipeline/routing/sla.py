@@ -58,7 +58,9 @@ _TASKS = LeadTask.__table__
 TASKS_DUE = (select(_TASKS.c.id, _TASKS.c.lead_id, _TASKS.c.text, _TASKS.c.due_at, _TASKS.c.created_by,
                     _LEADS.c.owner)
              .join(_LEADS, _LEADS.c.id == _TASKS.c.lead_id)
-             .where(_TASKS.c.done_at.is_(None), _TASKS.c.reminded_at.is_(None), _TASKS.c.due_at <= bindparam("now"))
+             # A closed lead's call-back is not reminded (it would be, should the lead reopen).
+             .where(_TASKS.c.done_at.is_(None), _TASKS.c.reminded_at.is_(None), _TASKS.c.due_at <= bindparam("now"),
+                    _LEADS.c.status.in_(LeadStatus.OPEN))
              .order_by(_TASKS.c.due_at).limit(200).with_for_update(skip_locked=True, of=_TASKS))
 UPDATE_TASK = update(_TASKS).where(_TASKS.c.id == bindparam("b_task_id"))
 
