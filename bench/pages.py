@@ -1,13 +1,17 @@
 """Benchmark: how long the web app's pages and API calls take with 1k and with 100k leads in the store.
 
-One command:  .venv/bin/python -m bench.pages [--small 1000] [--large 100000] [--repeat 15] [--postgres URL]
+One command:  .venv/bin/python -m bench.pages [--small 1000] [--large 100000] [--repeat 15]
+                                              [--search-repeat 100] [--postgres URL]
 
 The store is filled with generated leads spread over 90 days, five sources, three warmths, eight managers
-(with touches carrying UTM marks); then each page is requested through the real app (Flask's test client:
-routing, access check, queries, templates — no network) ``--repeat`` times as a signed-in user, and the
-median is printed. The ratio large/small shows whether a page's cost grows with the store: the inbox and
+(with touches carrying UTM marks, Russian and Latin names, an e-mail for every third person, tags on some
+leads, call-back tasks on some in work); then each page is requested through the real app (Flask's test
+client: routing, access check, queries, templates — no network) ``--repeat`` times as a signed-in user, and
+the median is printed. The ratio large/small shows whether a page's cost grows with the store: the inbox and
 report queries must be served by indexes, so it should stay near 1 for the inbox and grow with the leads
-*in the chosen range* (not in the store) for the report. Results go to bench/results/pages.json.
+*in the chosen range* (not in the store) for the report. Then the API's search, tag filter and due-first
+order are requested ``--search-repeat`` times each and their p50 and p99 printed: a search by name reads
+every person's name, so it grows with the store. Results go to bench/results/pages.json.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import insert, text
 
@@ -30,13 +35,24 @@ from hub.desk.access import add_user
 from hub.runtime import Hub
 from hub.store import schema as store
 from hub.store.db import transaction
-from hub.store.models import IdentityKey, InboundEvent, Lead, Person, Touch, utcnow
+from hub.store.models import IdentityKey, InboundEvent, Lead, LeadTask, Person, Touch, utcnow
 from hub.web.app import create_app
 
 RESULTS = Path(__file__).parent / "results"
 SOURCES = ["site", "ads", "seo", "vk", "calls"]
 MANAGERS = [f"Manager {i}" for i in range(8)]
 PASSWORD = "benchmark password"
+FIRST_NAMES = ["Иван", "Мария", "Алексей", "Ольга", "Дмитрий", "Анна", "Сергей", "Елена", "John", "Anna", "Peter",
+               "Kate"]
+LAST_NAMES = ["Петров", "Смирнова", "Иванов", "Кузнецова", "Соколов", "Попова", "Лебедев", "Новикова", "Morozov",
+              "Volkova", "Smith", "Brown", "Фёдоров", "Орлова", "Ivanov", "Зайцев", "Белова", "Козлов", "Lee", "Stone"]
+STATUSES = ["new", "in_work", "converted", "refused"]
+# Lead n gets TAG_SETS[n % 50]: VIP on 1 lead in 10, "Перезвонить" on 1 in 50.
+TAG_SETS = [["VIP"]] * 4 + [["опт", "VIP"], ["Перезвонить"]] + [[]] * 44
+
+
+def _phone(n: int) -> str:
+    return f"+7912{n:07d}"
 
 
 def make_hub(url: str, workdir: Path) -> Hub:
@@ -62,17 +78,30 @@ def populate(hub: Hub, upto: int, batch: int = 20_000) -> float:
         hi = min(upto, lo + batch)
         rows = range(lo, hi)
         at = {n: now - timedelta(days=90 * (upto - n) / upto, seconds=rnd.randrange(60)) for n in rows}
+        status = {n: rnd.choice(STATUSES) for n in rows}
         with transaction(hub.engine) as s:
             conn = s.connection()
-            conn.execute(insert(Person.__table__), [{"id": n + 1, "name": f"Client {n}", "created_at": at[n]}
-                                                    for n in rows])
+            conn.execute(insert(Person.__table__), [
+                {"id": n + 1, "name": f"{FIRST_NAMES[n % 12]} {LAST_NAMES[n // 12 % 20]}", "created_at": at[n]}
+                for n in rows])
             conn.execute(insert(IdentityKey.__table__), [
-                {"kind": "phone", "value": f"+7912{n:07d}", "person_id": n + 1, "created_at": at[n]} for n in rows])
+                {"kind": "phone", "value": _phone(n), "person_id": n + 1, "created_at": at[n]} for n in rows])
+            conn.execute(insert(IdentityKey.__table__), [
+                {"kind": "email", "value": f"client{n}@example.ru", "person_id": n + 1, "created_at": at[n]}
+                for n in rows if n % 3 == 0])
             conn.execute(insert(Lead.__table__), [
-                {"id": n + 1, "person_id": n + 1, "status": rnd.choice(["new", "in_work", "converted", "refused"]),
+                {"id": n + 1, "person_id": n + 1, "status": status[n],
                  "source": SOURCES[n % 5], "warmth": rnd.choice(["cold", "warm", "hot"]),
-                 "owner": MANAGERS[n % 8], "tags": [], "reopened_count": 0, "created_at": at[n], "updated_at": at[n],
-                 "utm_campaign": f"campaign_{n % 12}", "sla_due_at": at[n] + timedelta(minutes=15)} for n in rows])
+                 "owner": MANAGERS[n % 8], "tags": TAG_SETS[n % 50], "reopened_count": 0, "created_at": at[n],
+                 "updated_at": at[n], "utm_campaign": f"campaign_{n % 12}",
+                 "sla_due_at": at[n] + timedelta(minutes=15) if status[n] == "new" else None,
+                 "follow_up_due_at": at[n] + timedelta(hours=24) if status[n] == "in_work" else None,
+                 "follow_up_stage": 0} for n in rows])
+            tasks = [{"lead_id": n + 1, "text": "call back", "created_at": at[n], "created_by": MANAGERS[n % 8],
+                      "due_at": now + timedelta(hours=rnd.uniform(-48, 48))}
+                     for n in rows if status[n] == "in_work" and n % 10 == 0]
+            if tasks:
+                conn.execute(insert(LeadTask.__table__), tasks)
             conn.execute(insert(InboundEvent.__table__), [
                 {"id": n + 1, "source": SOURCES[n % 5], "external_id": f"bench:{n}", "received_at": at[n],
                  "method": "POST", "headers": {}, "body": b"{}", "payload": {}, "status": "processed",
@@ -84,7 +113,8 @@ def populate(hub: Hub, upto: int, batch: int = 20_000) -> float:
     if hub.engine.dialect.name == "postgresql":
         with transaction(hub.engine) as s:
             for table in ("person", "inbound_event", "lead"):
-                s.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"))
+                s.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                               f"(SELECT MAX(id) FROM {table}))"))
             s.execute(text("ANALYZE"))
     return time.perf_counter() - started
 
@@ -114,36 +144,71 @@ def pages_to_time(hub: Hub) -> list[tuple[str, str, str]]:
     ]
 
 
-def measure(hub: Hub, repeat: int) -> dict[str, float]:
+def searches_to_time(hub: Hub) -> list[tuple[str, str, str]]:
+    """The API's search, tag filter and due-first order (who: "api" an admin, "api-manager" a manager)."""
+    with transaction(hub.engine, read_only=True) as s:
+        newest = s.execute(text("SELECT MAX(id) FROM lead")).scalar_one()
+    known = newest // 2 // 3 * 3                            # a person in the middle, with an e-mail
+    national = f"8 (912) {known:07d}"
+    national = f"{national[:11]}-{national[11:13]}-{national[13:]}"
+    return [
+        ("search: phone, national spelling", "api", f"/api/v1/leads?q={quote(national)}"),
+        ("search: part of a name, other case", "api", f"/api/v1/leads?q={quote('ИВАНОВ')}"),
+        ("search: a name nobody has", "api", f"/api/v1/leads?q={quote('Ковальчук')}"),
+        ("search: part of an e-mail", "api", f"/api/v1/leads?q={quote(f'client{known}@')}"),
+        ("search: a manager's own, part of a name", "api-manager", f"/api/v1/leads?q={quote('иван')}"),
+        ("tag on 1 lead in 10", "api", f"/api/v1/leads?tag={quote('vip')}"),
+        ("tag on 1 lead in 50", "api", f"/api/v1/leads?tag={quote('перезвонить')}"),
+        ("due first, admin", "api", "/api/v1/leads?order=due"),
+        ("due first, a manager", "api-manager", "/api/v1/leads?order=due"),
+    ]
+
+
+def _times(get, path: str, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        r = get(path)
+        times.append((time.perf_counter() - started) * 1000)
+        assert r.status_code == 200, (path, r.status_code)
+    return times
+
+
+def measure(hub: Hub, repeat: int, search_repeat: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Pages: median ms. Searches: p50 and p99 ms."""
     app = create_app(hub=hub)
     clients = {"admin": signed_in(app, "admin@bench"), "manager": signed_in(app, "manager@bench")}
     with transaction(hub.engine) as s:
         from hub.desk.access import add_token
-        _, plain = add_token(s, "admin@bench", "bench")
+        tokens = {"api": add_token(s, "admin@bench", "bench")[1],
+                  "api-manager": add_token(s, "manager@bench", "bench")[1]}
     api = app.test_client()
-    out = {}
-    for name, who, path in pages_to_time(hub):
-        times = []
-        for _ in range(repeat):
-            started = time.perf_counter()
-            r = api.get(path, headers={"Authorization": f"Bearer {plain}"}) if who == "api" else \
-                clients[who].get(path)
-            times.append(time.perf_counter() - started)
-            assert r.status_code == 200, (path, r.status_code)
-        out[name] = statistics.median(times) * 1000
-    return out
+
+    def getter(who: str):
+        if who in tokens:
+            return lambda path: api.get(path, headers={"Authorization": f"Bearer {tokens[who]}"})
+        return clients[who].get
+
+    pages = {name: statistics.median(_times(getter(who), path, repeat)) for name, who, path in pages_to_time(hub)}
+    searches = {}
+    for name, who, path in searches_to_time(hub):
+        _times(getter(who), path, 1)          # the first of a kind compiles its statement: not what is measured
+        times = _times(getter(who), path, search_repeat)
+        searches[name] = {"p50": statistics.median(times),
+                          "p99": statistics.quantiles(times, n=100, method="inclusive")[98]}
+    return pages, searches
 
 
-def run(url: str, workdir: Path, small: int, large: int, repeat: int) -> dict:
+def run(url: str, workdir: Path, small: int, large: int, repeat: int, search_repeat: int) -> dict:
     hub = make_hub(url, workdir)
     with transaction(hub.engine) as s:
         add_user(s, hub.config, "admin@bench", PASSWORD, "admin")
         add_user(s, hub.config, "manager@bench", PASSWORD, "manager", MANAGERS[3])
-    results = {"database": hub.engine.dialect.name, "sizes": {}}
+    results: dict = {"database": hub.engine.dialect.name, "sizes": {}, "searches": {}}
     for size in (small, large):
         print(f"{hub.engine.dialect.name}: filling to {size} leads …", file=sys.stderr, flush=True)
         populate(hub, size)
-        results["sizes"][size] = measure(hub, repeat)
+        results["sizes"][size], results["searches"][size] = measure(hub, repeat, search_repeat)
     hub.dispose()
     return results
 
@@ -153,19 +218,27 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--search-repeat", type=int, default=100, help="requests per search (for its p99)")
     parser.add_argument("--postgres", help="also run against this (empty, scratch) PostgreSQL database URL")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        results = [run(f"sqlite:///{workdir / 'pages.db'}", workdir, args.small, args.large, args.repeat)]
+        results = [run(f"sqlite:///{workdir / 'pages.db'}", workdir, args.small, args.large, args.repeat,
+                       args.search_repeat)]
         if args.postgres:
-            results.append(run(args.postgres, workdir, args.small, args.large, args.repeat))
+            results.append(run(args.postgres, workdir, args.small, args.large, args.repeat, args.search_repeat))
     for r in results:
         small, large = r["sizes"][args.small], r["sizes"][args.large]
         print(f"\n{r['database']}: median ms per request ({args.repeat} requests each)")
         print(f"{'page':<40} {args.small:>9} {args.large:>9}  ratio")
         for name in small:
             print(f"{name:<40} {small[name]:>9.1f} {large[name]:>9.1f}  {large[name] / small[name]:>5.2f}")
+        print(f"\n{r['database']}: API search, ms per request ({args.search_repeat} requests each)")
+        print(f"{'request':<40} {'p50 ' + str(args.small):>10} {'p99':>7} {'p50 ' + str(args.large):>12} {'p99':>7}")
+        for name, at_small in r["searches"][args.small].items():
+            at_large = r["searches"][args.large][name]
+            print(f"{name:<40} {at_small['p50']:>10.1f} {at_small['p99']:>7.1f} {at_large['p50']:>12.1f} "
+                  f"{at_large['p99']:>7.1f}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pages.json").write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {RESULTS / 'pages.json'}")

@@ -65,7 +65,8 @@ def rows(hub: Hub, f: LeadFilter) -> Iterator[list[Any]]:
     last = 0
     while True:
         with transaction(hub.engine, read_only=True) as session:
-            query = f.apply(select(Lead).where(Lead.merged_into_id.is_(None), Lead.id > last), utcnow())
+            query = f.apply(select(Lead).where(Lead.merged_into_id.is_(None), Lead.id > last), utcnow(),
+                            hub.config.default_region)
             batch = list(session.scalars(query.order_by(Lead.id).limit(BATCH).options(
                 selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.touches))))
             dicts = [lead_to_dict(lead, with_touches=False) for lead in batch]

@@ -169,12 +169,15 @@ def export_person(session: Session, person: Person) -> dict:
 def forget_person(session: Session, person: Person, actor: str) -> dict:
     """Erase the person's personal data everywhere it is held; keep the rows (statuses, sources, UTM,
     times) so counts, conversion and reconcile still add up. Their keys are deleted: if they write again,
-    they are a new person."""
-    from hub.store.models import Notification
+    they are a new person. What managers wrote about them (notes, call-back tasks) is erased too: it is
+    about the person, and often quotes them."""
+    from hub.store.models import LeadTask, Notification
 
     leads, touches, events = _person_rows(session, person)
     lead_ids = [lead.id for lead in leads]
-    counts = {"keys": len(person.keys), "leads": len(leads), "touches": len(touches), "raw_events": len(events)}
+    tasks = list(session.scalars(select(LeadTask).where(LeadTask.lead_id.in_(lead_ids))))
+    counts = {"keys": len(person.keys), "leads": len(leads), "touches": len(touches), "raw_events": len(events),
+              "notes": 0, "tasks": len(tasks)}
     for key in list(person.keys):
         session.delete(key)
     person.name = None
@@ -184,9 +187,15 @@ def forget_person(session: Session, person: Person, actor: str) -> dict:
     for e in events:
         e.body, e.payload, e.headers = b"", None, {}
     session.execute(update(Notification).where(Notification.lead_id.in_(lead_ids)).values(text=ERASED))
+    for task in tasks:
+        task.text = ERASED
     for entry in session.scalars(select(LeadHistory).where(LeadHistory.lead_id.in_(lead_ids))):
         if "keys" in entry.data:
             entry.data = {**entry.data, "keys": []}
+        if entry.kind in ("note", "task") and "text" in entry.data:     # a note, or a task as it was set
+            entry.data = {**entry.data, "text": ERASED}
+            if entry.kind == "note":
+                counts["notes"] += 1
     session.execute(update(PossibleDuplicate).where(or_(PossibleDuplicate.person_id == person.id,
                                                         PossibleDuplicate.other_person_id == person.id))
                     .values(keys=[]))

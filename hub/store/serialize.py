@@ -1,4 +1,5 @@
-"""The public JSON shapes of leads and events (CLI --json, and the API to come)."""
+"""The public JSON shapes of leads and events: the CLI's --json, /api/v1, the lead card, and what the sinks
+forward. Keys are only ever added: a sink or a script may read any of them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from hub.mapping import UTM_KEYS
-from hub.store.models import InboundEvent, KeyKind, Lead, LeadHistory, Touch
+from hub.store.models import InboundEvent, KeyKind, Lead, LeadHistory, LeadTask, Touch, utcnow
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -25,7 +26,20 @@ def history_to_dict(entry: LeadHistory) -> dict[str, Any]:
             **entry.data}
 
 
+def note_to_dict(entry: LeadHistory) -> dict[str, Any]:
+    """A note is the lead's history entry of kind "note"; its id is the entry's."""
+    return {"id": entry.id, "at": _iso(entry.at), "actor": entry.actor, "text": entry.data.get("text")}
+
+
+def task_to_dict(task: LeadTask, now: datetime) -> dict[str, Any]:
+    return {"id": task.id, "text": task.text, "due_at": _iso(task.due_at), "created_at": _iso(task.created_at),
+            "created_by": task.created_by, "done_at": _iso(task.done_at), "done_by": task.done_by,
+            "overdue": task.done_at is None and task.due_at < now}
+
+
 def lead_to_dict(lead: Lead, with_touches: bool = True) -> dict[str, Any]:
+    """The lead; ``with_touches`` adds its touches, history, notes and tasks (the short form, for listings,
+    reads nothing but the person's keys and the touches)."""
     keys = lead.person.keys
     touches = [touch_to_dict(t) for t in lead.touches]
     out = {
@@ -44,10 +58,16 @@ def lead_to_dict(lead: Lead, with_touches: bool = True) -> dict[str, Any]:
         "sla_due_at": _iso(lead.sla_due_at), "reassign_count": lead.reassign_count,
         "contact_attempts": lead.contact_attempts, "tags": lead.tags,
         "created_at": _iso(lead.created_at), "updated_at": _iso(lead.updated_at),
+        # Money as decimal text ("12500.00"): exact, where a JSON number is a binary float to most readers.
+        "amount": f"{lead.amount:.2f}" if lead.amount is not None else None,
+        "follow_up_due_at": _iso(lead.follow_up_due_at),
     }
     if with_touches:
+        now = utcnow()
         out["touches"] = touches
         out["history"] = [history_to_dict(h) for h in lead.history]
+        out["notes"] = [note_to_dict(h) for h in lead.history if h.kind == "note"]
+        out["tasks"] = [task_to_dict(t, now) for t in lead.tasks]
     return out
 
 

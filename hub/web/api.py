@@ -21,19 +21,24 @@ from hub.desk.queries import (
     get_lead,
     list_leads,
     managers_overview,
+    owners_of_visible,
     set_spend,
 )
 from hub.desk.redact import Redactor
 from hub.errors import PayloadError
+from hub.i18n import Msg
 from hub.intake.dryrun import try_payload
 from hub.intake.replay import replay_events
 from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, reassign, set_manager_state, set_status, take
+from hub.pipeline.worklog import add_note, add_task, complete_task, set_tags
 from hub.store.db import transaction
-from hub.store.models import InboundEvent, LeadStatus, utcnow
+from hub.store.models import InboundEvent, LeadStatus, LeadTask, utcnow
 from hub.store.serialize import lead_to_dict
 from hub.store.users import Role
 from hub.web.api_models import (
     MAX_ID,
+    AssignIn,
+    AssignOut,
     CostRow,
     Error,
     EventList,
@@ -48,6 +53,7 @@ from hub.web.api_models import (
     ManagerList,
     ManagerOut,
     Me,
+    NoteIn,
     OwnerIn,
     ReplayOut,
     Report,
@@ -55,6 +61,8 @@ from hub.web.api_models import (
     SourceList,
     SpendIn,
     StatusIn,
+    TagsIn,
+    TaskIn,
     TryIn,
     TryOut,
 )
@@ -117,13 +125,17 @@ def me():
 @spec.validate(query=LeadQuery, resp=Resp(HTTP_200=LeadList, HTTP_401=Error, HTTP_403=Error, HTTP_422=Error),
                tags=["leads"])
 def leads_list(query: LeadQuery):
-    """Leads this user may see, newest first. A manager sees their own; a team lead their teams' and the
-    unassigned queue."""
+    """Leads this user may see, newest first (or what is due first). A manager sees their own; a team lead
+    their teams' and the unassigned queue. ``q`` finds a client by phone (any spelling), or by part of their
+    name or e-mail."""
     hub = current_hub()
     f = LeadFilter(status=query.status, warmth=query.warmth, source=query.source, owner=query.owner,
-                   date_from=query.date_from, date_to=query.date_to, overdue=query.overdue)
+                   date_from=query.date_from, date_to=query.date_to, overdue=query.overdue, q=query.q,
+                   tag=query.tag)
+    before = query.before if query.order == "newest" else None
     with transaction(hub.engine, read_only=True) as session:
-        page = list_leads(session, hub.config, actor(), f, query.limit, query.before, with_touches=True)
+        page = list_leads(session, hub.config, actor(), f, query.limit, before, with_touches=True,
+                          order=query.order)
         items = [lead_to_dict(lead, with_touches=False) for lead in page.leads]
     return jsonify(items=items, total=page.total, total_is_exact=page.total_is_exact, next_before=page.next_before)
 
@@ -162,8 +174,12 @@ def leads_status(lead_id: int, json: StatusIn):
     if json.status == LeadStatus.IN_WORK:
         if not a.manager:
             return error(409, "conflict", "only a manager takes a lead; reassign it to one instead")
+        if json.amount is not None:
+            return error(409, "conflict", "an amount goes with converted only")
         return _lead_action(lead_id, lambda s, c, now: take(s, c, lead_id, a.manager, now))
-    return _lead_action(lead_id, lambda s, c, now: set_status(s, c, lead_id, json.status, json.reason, a.name, now))
+    amount = Decimal(str(json.amount)).quantize(Decimal("0.01")) if json.amount is not None else None
+    return _lead_action(lead_id, lambda s, c, now: set_status(s, c, lead_id, json.status, json.reason, a.name, now,
+                                                              amount=amount))
 
 
 @api.post("/leads/<int:lead_id>/attempts")
@@ -173,6 +189,82 @@ def leads_status(lead_id: int, json: StatusIn):
 def leads_attempt(lead_id: int):
     """Count one contact attempt (some refusal reasons need several)."""
     return _lead_action(lead_id, lambda s, c, now: count_attempt(s, c, lead_id, actor().name, now))
+
+
+@api.post("/leads/<int:lead_id>/notes")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(json=NoteIn, resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                      HTTP_409=Error, HTTP_422=Error), tags=["leads"])
+def leads_note(lead_id: int, json: NoteIn):
+    """Write a note on the lead (kept in its history, never edited)."""
+    return _lead_action(lead_id, lambda s, c, now: add_note(s, c, lead_id, json.text, actor().name, now))
+
+
+@api.post("/leads/<int:lead_id>/tags")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(json=TagsIn, resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                      HTTP_409=Error, HTTP_422=Error), tags=["leads"])
+def leads_tags(lead_id: int, json: TagsIn):
+    """Set the lead's tags: the whole list (the configured ones or any other)."""
+    return _lead_action(lead_id, lambda s, c, now: set_tags(s, c, lead_id, json.tags, actor().name, now))
+
+
+@api.post("/leads/<int:lead_id>/tasks")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(json=TaskIn, resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                      HTTP_409=Error, HTTP_422=Error), tags=["leads"])
+def leads_task(lead_id: int, json: TaskIn):
+    """Set a call-back: the lead's owner is reminded when it is due, and it shows as overdue until done."""
+    try:
+        due_at = json.due_at.astimezone(UTC)
+    except OverflowError:
+        return error(409, "conflict", "due_at: out of range")
+    return _lead_action(lead_id, lambda s, c, now: add_task(s, c, lead_id, due_at, json.text, actor().name, now))
+
+
+@api.post("/leads/<int:lead_id>/tasks/<int:task_id>/done")
+@allow(Role.ADMIN, Role.LEAD, Role.MANAGER)
+@spec.validate(resp=Resp(HTTP_200=LeadFull, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error, HTTP_409=Error),
+               tags=["leads"])
+def leads_task_done(lead_id: int, task_id: int):
+    """Mark a call-back task done (again: no change)."""
+    hub = current_hub()
+    if lead_id > MAX_ID or task_id > MAX_ID or _lead_json(lead_id) is None:
+        return _not_found(f"lead {lead_id}")
+    with transaction(hub.engine, read_only=True) as session:
+        found = session.get(LeadTask, task_id)
+    if found is None or found.lead_id != lead_id:
+        return _not_found(f"task {task_id} on lead {lead_id}")
+    return _lead_action(lead_id, lambda s, c, now: complete_task(s, c, lead_id, task_id, actor().name, now))
+
+
+@api.post("/leads/assign")
+@allow(Role.ADMIN, Role.LEAD)
+@spec.validate(json=AssignIn, resp=Resp(HTTP_200=AssignOut, HTTP_401=Error, HTTP_403=Error, HTTP_404=Error,
+                                        HTTP_409=Error, HTTP_422=Error), tags=["leads"])
+def leads_assign(json: AssignIn):
+    """Hand several leads to one manager: all of them or, if one cannot be (closed, not yours to see), none —
+    in one transaction, each a handover in the log. A team lead hands over within their teams."""
+    a, hub = actor(), current_hub()
+    visible = a.managers_visible(hub.config)
+    if visible is not None and json.to not in visible:
+        return error(409, "conflict", f"{json.to!r} is not in your teams")
+    why = json.why or Msg("reassigned by hand")
+    lead_ids = sorted(set(json.lead_ids))       # one order of locks for every batch: no deadlock between two
+    try:
+        with transaction(hub.engine) as session:
+            owners = owners_of_visible(session, hub.config, a, lead_ids)
+            unseen = [str(i) for i in lead_ids if i not in owners]
+            if unseen:
+                return _not_found(f"lead {', '.join(unseen)}")
+            moving = [i for i in lead_ids if owners[i] != json.to]
+            now = utcnow()
+            for lead_id in moving:
+                reassign(session, hub.config, lead_id, json.to, why, a.name, now)
+    except RoutingError as exc:
+        return error(409, "conflict", f"nothing reassigned: {exc}")
+    hub.notification_queued.set()
+    return jsonify(to=json.to, reassigned=moving, unchanged=[i for i in lead_ids if i not in moving])
 
 
 @api.post("/leads/<int:lead_id>/owner")

@@ -7,8 +7,9 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from hub.pipeline.worklog import MAX_NOTE_CHARS, MAX_TAG_CHARS, MAX_TAGS, MAX_TASK_CHARS
 from hub.store.models import EventStatus
 
 # Text a person or a script types: bounded, and no control characters (PostgreSQL refuses NUL in text).
@@ -30,8 +31,18 @@ def _iso(kind: type[date] | type[datetime]):
     return BeforeValidator(parse)
 
 
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("give the time with its offset, e.g. 2026-12-31T18:00:00+03:00 (or Z for UTC)")
+    return value
+
+
 Day = Annotated[date, _iso(date)]
 Moment = Annotated[datetime, _iso(datetime)]
+AwareMoment = Annotated[datetime, _iso(datetime), AfterValidator(_aware)]
+# What a manager writes: lines (\n or \r\n) and tabs, no other control characters (PostgreSQL refuses NUL).
+LongText = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$")]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$")]
 # Ids beyond a signed 64-bit integer cannot exist in either database.
 MAX_ID = 2**63 - 1
 
@@ -82,14 +93,37 @@ class LeadOut(Out):
     owner: str | None
     tags: list[str]
     sla_due_at: str | None
+    follow_up_due_at: str | None = Field(description="in work: by when its owner is to act again (an attempt, "
+                                                     "a note, a task)")
+    amount: str | None = Field(description='converted: the deal\'s amount as decimal text, e.g. "12500.00"')
     contact_attempts: int
     created_at: str
     updated_at: str
 
 
+class NoteOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    text: str
+
+
+class TaskOut(BaseModel):
+    id: int
+    text: str
+    due_at: str
+    created_at: str
+    created_by: str
+    done_at: str | None
+    done_by: str | None
+    overdue: bool = Field(description="not done and its time has passed")
+
+
 class LeadFull(LeadOut):
     touches: list[TouchOut]
     history: list[HistoryOut]
+    notes: list[NoteOut] = Field(description="the history's notes, oldest first")
+    tasks: list[TaskOut] = Field(description="call-back tasks, by due time")
 
 
 class LeadList(BaseModel):
@@ -108,14 +142,63 @@ class LeadQuery(BaseModel):
     date_from: Day | None = Field(None, description="created on or after this UTC day")
     date_to: Day | None = Field(None, description="created on or before this UTC day")
     overdue: bool = False
+    q: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = \
+        Field(None, description='a phone in any spelling ("8 912 345-67-89"), or part of a name or an e-mail, '
+                                'in any case')
+    tag: Tag | None = Field(None, description="leads with this tag, in any case")
+    order: Literal["newest", "due"] = Field(
+        "newest", description="due: open leads first, by SLA, then call-back task, then follow-up, then warmth; "
+                              "one page (no `next_before`)")
     limit: int = Field(50, ge=1, le=200)
-    before: int | None = Field(None, ge=1, le=MAX_ID, description="the `next_before` of the previous page")
+    before: int | None = Field(None, ge=1, le=MAX_ID, description="the `next_before` of the previous page "
+                                                                  "(order=newest)")
 
 
 class StatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     status: Literal["in_work", "converted", "refused"] = Field(description="in_work: take it (managers)")
     reason: Text | None = Field(None, description="refused: a refusal reason code")
+    amount: float | None = Field(None, ge=0, le=999_999_999_999.99, allow_inf_nan=False,
+                                 description="converted: the deal's amount, in [web] currency (kept to 2 decimals)")
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    text: Annotated[LongText, StringConstraints(max_length=MAX_NOTE_CHARS)]
+
+
+class TagsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tags: list[Tag] = Field(max_length=MAX_TAGS, description="the lead's whole list: a tag left out is taken "
+                                                             "off; the same tag in another case counts once")
+
+
+class TaskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    due_at: AwareMoment = Field(description="when to call back, with its offset: 2026-12-31T18:00:00+03:00")
+    text: Annotated[LongText, StringConstraints(max_length=MAX_TASK_CHARS)]
+
+
+MAX_BATCH = 200
+
+
+def _whole(value: Any) -> Any:
+    """JSON's 5.0 is the integer 5 (JSON Schema says so); a strict model would refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    lead_ids: list[Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_whole)]] = Field(
+        min_length=1, max_length=MAX_BATCH)
+    to: Text = Field(description="the manager who gets them")
+    why: Text | None = Field(None, description='for the handover log; default "reassigned by hand"')
+
+
+class AssignOut(BaseModel):
+    to: str
+    reassigned: list[int] = Field(description="handed over (each in the handover log)")
+    unchanged: list[int] = Field(description="already theirs")
 
 
 class OwnerIn(BaseModel):
