@@ -1,21 +1,25 @@
 """Browser tests: Debian's Chromium, headless, driven by Playwright against the real web app on a real
 SQLite store. Nothing is fetched from the internet (how, and what to install: tests/README.md). Every page
-is saved as a screenshot under test-artifacts/browser/ (BROWSER_ARTIFACTS moves them)."""
+is saved as a screenshot under test-artifacts/browser/<run>/ (BROWSER_ARTIFACTS moves them; BROWSER_RUN
+names the run, else the time it started), at a desktop's width and, where a test says so, a phone's."""
 
 from __future__ import annotations
 
 import os
 import pathlib
 import shutil
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select, update
 
+from hub.desk.queries import handover_log
 from hub.pipeline.worker import Worker
 from hub.store import schema as store
 from hub.store.db import make_engine, transaction
-from hub.store.models import EventStatus, InboundEvent, Lead
+from hub.store.models import EventStatus, InboundEvent, Lead, LeadTask, utcnow
 from tests.helpers.web import PASSWORD, USERS, WEB_CONFIG, deliver, make_users
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -23,7 +27,9 @@ expect = playwright.expect
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRE_BROWSER = os.environ.get("HUB_TEST_REQUIRE_BROWSER") == "1"
-ARTIFACTS = pathlib.Path(os.environ.get("BROWSER_ARTIFACTS", "test-artifacts/browser"))
+ARTIFACTS = pathlib.Path(os.environ.get("BROWSER_ARTIFACTS", "test-artifacts/browser")) / (
+    os.environ.get("BROWSER_RUN") or time.strftime("%Y%m%d-%H%M%S"))
+PHONE, DESKTOP = 390, 1366                  # an iPhone 12-14's CSS width; the commonest laptop's
 # Chromium looks up Google hosts even with every background feature off: resolve nothing but loopback.
 LAUNCH_ARGS = ["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost"]
 
@@ -70,8 +76,15 @@ def locale():
 
 
 @pytest.fixture
-def page(browser, request, locale):
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale=locale)
+def width():
+    return 1280
+
+
+@pytest.fixture
+def page(browser, request, locale, width):
+    phone = width <= PHONE
+    context = browser.new_context(viewport={"width": width, "height": 844 if phone else 800}, locale=locale,
+                                  is_mobile=phone, has_touch=phone)
     context.set_default_timeout(10_000)
     pg = context.new_page()
     errors: list[str] = []
@@ -137,6 +150,8 @@ def test_manager_sees_own_leads_takes_one_and_refuses_another(live_server, page,
     page.goto(f"{live_server}/leads/{second}")
     page.get_by_label("Refusal reason").select_option("by_mistake")
     page.get_by_role("button", name="Refuse").click()
+    expect(page.locator("#confirm-dialog")).to_contain_text("Refuse lead")
+    page.get_by_role("button", name="Yes, refuse").click()
     expect(page.locator("#lead-status")).to_have_attribute("data-status", "refused")
     expect(page.locator("#refuse-reason")).to_have_text("contacted by mistake")
     expect(page.locator('#timeline li[data-kind="status"]')).to_contain_text("Max")
@@ -276,3 +291,151 @@ def test_the_screen_pop_arrives_within_a_second_of_the_call(live_server, page, s
     alert.locator("a").click()
     expect(page).to_have_url(f"{live_server}/leads/{lead_id}")
     assert arrived < 1.0
+
+
+# -- the sales desk, on a desktop and on a phone -------------------------------------------------------------
+
+def fits(pg, width: int) -> None:
+    """No sideways scrolling: the page is no wider than the screen (else: what sticks out)."""
+    wide = pg.evaluate("document.scrollingElement.scrollWidth")
+    if wide > width:
+        culprits = pg.evaluate("""(width) => [...document.querySelectorAll('body *')]
+            .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > width + 0.5)
+            .slice(0, 8)
+            .map(e => `${e.tagName}#${e.id}.${e.className} → ${Math.round(e.getBoundingClientRect().right)}`)""",
+                               width)
+        pytest.fail(f"{pg.url} is {wide} px wide on a {width} px screen: {culprits}")
+
+
+@pytest.mark.parametrize("width", [DESKTOP, PHONE])
+def test_a_manager_finds_a_client_sees_a_new_lead_arrive_and_works_it_to_a_deal(live_server, page, screenshot, seeded,
+                                                                               hub, client, width):
+    deliver(client, hub, "site", "+79123456789", "call me after 18:00", name="Ivan Petrov")
+    with transaction(hub.engine, read_only=True) as s:
+        ivan = s.scalar(select(Lead.id).order_by(Lead.id.desc()).limit(1))
+    sign_in(page, live_server, "max@example.ru")
+    rows = page.locator("#leads tbody tr[data-lead-id]")
+    expect(rows).to_have_count(4)
+    fits(page, width)
+    screenshot(f"inbox-{width}")
+
+    # The client calls: the manager types the number the way the client says it.
+    page.get_by_role("searchbox").fill("8 912 345-67-89")
+    page.get_by_role("button", name="Find", exact=True).click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-lead-id", str(ivan))
+    screenshot(f"inbox-search-{width}")
+
+    # A new lead comes through the webhook and a worker while the inbox is open: it shows without a reload.
+    page.goto(live_server + "/leads")
+    expect(rows).to_have_count(4)
+    sound = page.get_by_label("Sound on a new lead")
+    sound.check()                                   # remembered in this browser, and it beeps on arrival
+    page.reload()
+    expect(sound).to_be_checked()
+    deliver(client, hub, "site", "+79125550000", "I want to pay", name="Petr Arrived")
+    with transaction(hub.engine, read_only=True) as s:
+        arrived = s.scalar(select(Lead.id).order_by(Lead.id.desc()).limit(1))
+    expect(page.locator(f'#leads tr.fresh[data-lead-id="{arrived}"]')).to_be_visible(timeout=15_000)
+    expect(rows.first).to_have_attribute("data-lead-id", str(arrived))
+    expect(rows).to_have_count(5)
+    assert page.title().startswith("(1) Inbox")
+    fits(page, width)
+    screenshot(f"inbox-new-lead-{width}")
+
+    page.locator(f'tr[data-lead-id="{ivan}"] td.c-name a').click()
+    expect(page.locator("#lead-status")).to_have_attribute("data-status", "new")
+    expect(page.locator('#person a[href="tel:+79123456789"]')).to_be_visible()
+    fits(page, width)
+    screenshot(f"lead-card-{width}")
+    page.get_by_role("button", name="Take into work").click()
+    expect(page.locator("#lead-status")).to_have_attribute("data-status", "in_work")
+
+    page.get_by_label("A note on the lead").fill("Asked to call back after 18:00, prefers WhatsApp")
+    page.get_by_role("button", name="Add the note").click()
+    expect(page.get_by_role("status")).to_have_text("Note added.")
+    expect(page.locator("#notes")).to_contain_text("prefers WhatsApp")
+
+    tomorrow = utcnow().date() + timedelta(days=1)                  # Max's time zone is UTC
+    page.get_by_label("Call back on").fill(tomorrow.isoformat())
+    page.locator('input[name="due_time"]').fill("18:00")
+    page.get_by_label("What to do").fill("call back after 18:00")
+    page.get_by_role("button", name="Set the call-back").click()
+    expect(page.get_by_role("status")).to_have_text("Call-back set.")
+    expect(page.locator("#tasks li[data-task-id]")).to_contain_text("6:00")
+    with transaction(hub.engine, read_only=True) as s:
+        task = s.scalars(select(LeadTask).where(LeadTask.lead_id == ivan)).one()
+    assert task.due_at == datetime(tomorrow.year, tomorrow.month, tomorrow.day, 18, tzinfo=UTC)
+
+    # Converting asks first; "Back" changes nothing.
+    page.get_by_label("Deal amount, RUB").fill("12 000")
+    page.get_by_role("button", name="Converted", exact=True).click()
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(f"Mark lead {ivan} as converted?")
+    expect(dialog).to_contain_text("Deal amount: 12 000")
+    screenshot(f"lead-card-confirm-{width}")
+    dialog.get_by_role("button", name="Back").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#lead-status")).to_have_attribute("data-status", "in_work")
+    page.get_by_role("button", name="Converted", exact=True).click()
+    dialog.get_by_role("button", name="Yes, converted").click()
+    expect(page.locator("#lead-status")).to_have_attribute("data-status", "converted")
+    expect(page.locator("#amount")).to_have_attribute("data-amount", "12000.00")
+    expect(page.locator('#timeline li[data-kind="taken"]')).to_contain_text("taken into work by Max")
+    fits(page, width)
+    screenshot(f"lead-card-converted-{width}")
+    with transaction(hub.engine, read_only=True) as s:
+        lead = s.get(Lead, ivan)
+        assert lead.status == "converted" and lead.amount == Decimal("12000")
+
+    sign_out = page.get_by_role("button", name="Sign out")
+    if width == PHONE:                                  # folded into the menu, one tap away
+        expect(sign_out).to_be_hidden()
+        page.locator(".menu-toggle").click()
+        screenshot(f"menu-{width}")
+    expect(sign_out).to_be_visible()
+    sign_out.click()
+    expect(page).to_have_url(live_server + "/login")
+
+
+@pytest.mark.parametrize("width", [DESKTOP, PHONE])
+def test_a_team_lead_assigns_a_batch(live_server, page, screenshot, seeded, hub, width):
+    sign_in(page, live_server, "lena@example.ru")
+    batch = sorted(i for i, owner in seeded.items() if owner == "Max")[:2]
+    for lead_id in batch:
+        page.locator(f'tr[data-lead-id="{lead_id}"] input[name="lead_id"]').check()
+    page.get_by_label("Hand the ticked leads to").select_option("Mia")
+    fits(page, width)
+    screenshot(f"inbox-batch-{width}")
+    page.get_by_role("button", name="Assign", exact=True).click()
+    expect(page.get_by_role("status")).to_have_text("2 leads handed over to Mia.")
+    for lead_id in batch:
+        expect(page.locator(f'tr[data-lead-id="{lead_id}"] td.c-owner')).to_have_text("Mia")
+    with transaction(hub.engine, read_only=True) as s:
+        log = handover_log(s)
+    assert sorted(e["lead_id"] for e in log if e["kind"] == "reassigned" and e["by"] == "Lena" and e["to"] == "Mia") \
+        == batch
+
+
+@pytest.mark.parametrize("width", [DESKTOP, PHONE])
+def test_every_page_fits_the_screen(live_server, page, screenshot, seeded, width):
+    page.goto(live_server + "/login")
+    fits(page, width)
+    screenshot(f"login-{width}")
+    sign_in(page, live_server, "admin@example.ru")
+    lead = min(seeded)
+    for name, path in [("inbox-admin", "/leads"), ("lead-card-admin", f"/leads/{lead}"), ("report", "/report"),
+                       ("report-by-campaign", "/report?group_by=utm_campaign"), ("channels", "/channels"),
+                       ("channel", "/channels/site"), ("mapping-tester", "/mapping-tester"), ("managers", "/managers"),
+                       ("profile", "/profile"), ("not-found", "/no-such-page")]:
+        page.goto(live_server + path)
+        fits(page, width)
+        screenshot(f"{name}-{width}")
+    assert page.js_errors == ["Failed to load resource: the server responded with a status of 404 (NOT FOUND)"]
+    page.js_errors.clear()
+    # The report's heading, its filters and its chart stack, none over another.
+    page.goto(live_server + "/report")
+    boxes = [page.locator(sel).bounding_box() for sel in ("h1", "form.filters[method=get]", "#chart")]
+    for above, below in zip(boxes, boxes[1:], strict=False):
+        assert above["y"] + above["height"] <= below["y"] + 0.5, boxes

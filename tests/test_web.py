@@ -34,6 +34,12 @@ EXPECTED_ACCESS = {
     "pages.lead_attempt": SALES,
     "pages.lead_status": SALES,
     "pages.lead_reassign": {ADMIN, LEAD},
+    "pages.lead_note": SALES,
+    "pages.lead_tags": SALES,
+    "pages.lead_task": SALES,
+    "pages.lead_task_done": SALES,
+    "pages.inbox_poll": SALES,
+    "pages.leads_assign": {ADMIN, LEAD},
     "pages.report": {ADMIN, MARKETER, LEAD},
     "pages.report_csv": {ADMIN},
     "pages.report_spend": MARKETING,
@@ -51,6 +57,11 @@ EXPECTED_ACCESS = {
     "api.leads_status": SALES,
     "api.leads_attempt": SALES,
     "api.leads_reassign": {ADMIN, LEAD},
+    "api.leads_note": SALES,
+    "api.leads_tags": SALES,
+    "api.leads_task": SALES,
+    "api.leads_task_done": SALES,
+    "api.leads_assign": {ADMIN, LEAD},
     "api.events_list": MARKETING,
     "api.events_show": MARKETING,
     "api.events_replay": MARKETING,
@@ -64,7 +75,7 @@ EXPECTED_ACCESS = {
 PUBLIC = {"pages.login", "hooks.webhook", "health.healthz", "health.metrics", "openapi", "static", "pages.static"}
 ROLE_LOGIN = {ADMIN: "admin@example.ru", MARKETER: "marketer@example.ru", MANAGER: "max@example.ru",
               LEAD: "lena@example.ru", TELEPHONY: "pbx@example.ru"}
-SAMPLE_ARGS = {"lead_id": 1, "event_id": 1, "source_name": "site", "name": "Max",
+SAMPLE_ARGS = {"lead_id": 1, "task_id": 1, "event_id": 1, "source_name": "site", "name": "Max",
                "filename": "hub.css"}
 
 
@@ -195,7 +206,8 @@ def test_take_refuse_convert_through_the_pages(app, hub, client, team):
               page=f"/leads/{lead}")
     card = client.get(f"/leads/{lead}").text
     assert "needs 5 contact attempts" in card and 'data-status="in_work"' in card
-    post_form(client, f"/leads/{lead}/status", {"status": "refused", "reason": "by_mistake"}, page=f"/leads/{lead}")
+    post_form(client, f"/leads/{lead}/status", {"status": "refused", "reason": "by_mistake", "confirmed": "1"},
+              page=f"/leads/{lead}")
     card = client.get(f"/leads/{lead}").text
     assert 'data-status="refused"' in card and 'data-reason="by_mistake"' in card
     with transaction(hub.engine, read_only=True) as s:

@@ -3,13 +3,15 @@ the query-string readers."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
+from decimal import Decimal
 
 from flask import Blueprint, flash, g, request
 from flask_babel import format_decimal, get_locale, get_timezone, gettext
 
-from hub.i18n import N_, format_day, format_moment, label, reason_label, why_of
-from hub.store.models import utcnow
+from hub.i18n import N_, format_day, format_moment, label, label_helpers, reason_label
+from hub.store.models import KeyKind, utcnow
 from hub.store.users import Role
 from hub.web.common import current_hub
 
@@ -33,13 +35,42 @@ def _globals():
         return reason_label(rr, lang, gettext) if rr else (code or "")
 
     return {"actor": g.get("actor"), "Role": Role, "now": utcnow(), "lang": lang,
+            "actor_label": actor_label, "contact_href": contact_href,
             "status_label": lambda code: label("status", code, gettext),
             "warmth_label": lambda code: label("warmth", code, gettext),
             "history_label": lambda code: label("history", code, gettext),
             "role_label": lambda code: label("role", code, gettext),
-            "why_text": lambda entry: why_of(entry, gettext),
             "event_label": lambda code: label("event", code, gettext),
-            "reason_label": reason}
+            "reason_label": reason,
+            **label_helpers(config, lang, gettext)}
+
+
+def actor_label(name: str | None) -> str:
+    """Who did it, as the timeline says: a person's name, or the hub itself (its history entries' actor)."""
+    return gettext("the hub") if name in (None, "hub") else name
+
+
+TELEGRAM_USERNAME = re.compile(r"^@?([A-Za-z][A-Za-z0-9_]{3,31})$")
+VK_SCREEN_NAME = re.compile(r"^[A-Za-z0-9_.]{2,64}$")
+
+
+def contact_href(kind: str, value: str) -> str | None:
+    """Where a tap on a contact goes: a call, a letter, a Telegram or VK chat; None when the value cannot
+    be one (an id that is neither a number nor a user name)."""
+    if kind == KeyKind.PHONE:
+        return f"tel:{value}"
+    if kind == KeyKind.EMAIL:
+        return f"mailto:{value}"
+    if kind == KeyKind.TELEGRAM:
+        if value.isascii() and value.isdigit():
+            return f"tg://user?id={value}"
+        username = TELEGRAM_USERNAME.match(value)
+        return f"https://t.me/{username.group(1)}" if username else None
+    if kind == KeyKind.VK:
+        if value.isascii() and value.isdigit():
+            return f"https://vk.com/id{value}"
+        return f"https://vk.com/{value}" if VK_SCREEN_NAME.match(value) else None
+    return None
 
 
 @pages.app_template_filter("moment")
@@ -57,6 +88,8 @@ def _day(value, fmt: str = "medium") -> str:
 def _number(value, digits: int = 0) -> str:
     if value is None:
         return "—"
+    if isinstance(value, str):              # money travels as decimal text ("12500.00"), exact
+        value = Decimal(value)
     return format_decimal(value, format=f"#,##0.{'0' * digits}" if digits else "#,##0")
 
 
@@ -64,12 +97,15 @@ def _number(value, digits: int = 0) -> str:
 
 # -- query-string readers ----------------------------------------------------------------------------------
 
-def date_arg(name: str) -> date | None:
+def date_arg(name: str, quiet: bool = False) -> date | None:
+    """The date in the query string, else None; a malformed one is ignored, and said so unless ``quiet``
+    (a script's request, whose message no page would show)."""
     value = request.args.get(name) or ""
     try:
         day = date.fromisoformat(value) if value else None
     except ValueError:
-        flash(gettext("%(value)s is not a date (YYYY-MM-DD); ignored", value=value), "error")
+        if not quiet:
+            flash(gettext("%(value)s is not a date (YYYY-MM-DD); ignored", value=value), "error")
         return None
     return day if day is None or date(2000, 1, 1) <= day <= date(2100, 12, 31) else None
 
