@@ -21,7 +21,7 @@ from waitress.server import create_server
 
 from hub.config import ServerConfig, config_flag
 from hub.connector import WebhookConnector
-from hub.desk.queries import has_users
+from hub.desk.listings import has_users
 from hub.intake.polling import poll_seconds
 from hub.outbox.forwarding import Forwarder
 from hub.outbox.notify import Notifier

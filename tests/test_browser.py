@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, update
 
-from hub.desk.queries import handover_log
+from hub.desk.listings import handover_log
 from hub.pipeline.worker import Worker
 from hub.store import schema as store
 from hub.store.db import make_engine, transaction

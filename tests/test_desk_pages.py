@@ -12,7 +12,7 @@ from html import unescape
 import pytest
 from sqlalchemy import select, update
 
-from hub.desk.queries import handover_log
+from hub.desk.listings import handover_log
 from hub.i18n import format_moment
 from hub.store.db import transaction
 from hub.store.models import IdentityKey, Lead, LeadHistory, LeadTask, utcnow

@@ -476,7 +476,7 @@ def test_what_the_libraries_say_is_read_back_and_said_in_russian():
 
 
 def test_every_flag_the_hub_sets_has_a_label():
-    from hub.i18n import gettext_for, flag_label
+    from hub.i18n import flag_label, gettext_for
     from hub.mapping import CLICK_ID_KEYS, MAX_FIELD_CHARS, UTM_KEYS
     flags = ["invalid_phone", "invalid_email", "unmapped_payload", "page_url_unparsable", "referrer_unparsable",
              *(f"{key}_truncated" for key in (*MAX_FIELD_CHARS, "phone", "email", "telegram", "vk", *UTM_KEYS,

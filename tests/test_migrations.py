@@ -6,9 +6,9 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from hub.store.db import make_engine
 from hub.store import models, users  # noqa: F401 — their tables make up Base.metadata
 from hub.store.base import Base
+from hub.store.db import make_engine
 
 
 def test_migrations_match_the_models(database_url):

@@ -25,7 +25,7 @@ def events() -> None:
 @click.option("--limit", type=int, default=50, show_default=True)
 def events_list(config_path: str, as_json: bool, status: str | None, source: str | None, limit: int) -> None:
     """Newest events first."""
-    from hub.desk.queries import newest_events
+    from hub.desk.listings import newest_events
 
     listing(config_path, as_json, lambda s, _: newest_events(s, status, source, limit),
             [("ID", lambda r: r["id"]), ("SOURCE", lambda r: r["source"]), ("STATUS", lambda r: r["status"]),
@@ -40,7 +40,7 @@ def events_list(config_path: str, as_json: bool, status: str | None, source: str
 @click.argument("event_id", type=int)
 def events_show(config_path: str, as_json: bool, event_id: int) -> None:
     """One event with its raw body and headers."""
-    from hub.desk.queries import event_details
+    from hub.desk.listings import event_details
 
     data = record(config_path, lambda s, _: event_details(s, event_id), f"no event {event_id}")
     if as_json:

@@ -43,7 +43,8 @@ def _utm(row: dict[str, Any]) -> str:
 def leads_list(config_path: str, as_json: bool, status: str | None, source: str | None, q: str | None,
                tag: str | None, order: str, limit: int) -> None:
     """Newest leads first (or what is due first)."""
-    from hub.desk.queries import LeadFilter, newest_leads
+    from hub.desk.listings import newest_leads
+    from hub.desk.queries import LeadFilter
 
     f = LeadFilter(status=status, source=source, q=q, tag=tag)
     listing(config_path, as_json, lambda s, hub: newest_leads(s, hub.config, f, limit, order, with_touches=as_json),
@@ -59,7 +60,7 @@ def leads_list(config_path: str, as_json: bool, status: str | None, source: str 
 @click.argument("lead_id", type=int)
 def leads_show(config_path: str, as_json: bool, lead_id: int) -> None:
     """One lead with all its touches."""
-    from hub.desk.queries import lead_details
+    from hub.desk.listings import lead_details
 
     data = record(config_path, lambda s, _: lead_details(s, lead_id), f"no lead {lead_id}")
     if as_json:
@@ -90,7 +91,7 @@ def leads_show(config_path: str, as_json: bool, lead_id: int) -> None:
 
 def _lead_command(config_path: str, as_json: bool, lead_id: int, action: LeadAction, message: str) -> None:
     """Run one operator action on a lead in a transaction; print the lead after it."""
-    from hub.desk.queries import lead_details
+    from hub.desk.listings import lead_details
     from hub.pipeline.routing.lifecycle import RoutingError
 
     hub = open_hub(config_path)
@@ -237,7 +238,7 @@ def leads_reassign(config_path: str, as_json: bool, lead_id: int, to: str, why: 
 @click.option("--limit", type=int, default=100, show_default=True)
 def leads_handovers(config_path: str, as_json: bool, lead_id: int | None, limit: int) -> None:
     """The handover log: every assignment, reassignment, escalation and take, newest first."""
-    from hub.desk.queries import handover_log
+    from hub.desk.listings import handover_log
 
     listing(config_path, as_json, lambda s, _: handover_log(s, lead_id, limit),
             [("LEAD", lambda r: r["lead_id"]), ("AT", lambda r: r["at"][:19]), ("KIND", lambda r: r["kind"]),

@@ -22,7 +22,7 @@ def managers() -> None:
 @json_option
 def managers_list(config_path: str, as_json: bool) -> None:
     """Every manager with their team, state, open leads and whether they can take a lead right now."""
-    from hub.desk.queries import managers_overview
+    from hub.desk.reports import managers_overview
 
     listing(config_path, as_json, lambda s, hub: managers_overview(s, hub.config),
             [("NAME", lambda r: r["name"]), ("TEAM", lambda r: r["team"]), ("WEIGHT", lambda r: r["weight"]),

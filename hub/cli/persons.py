@@ -21,7 +21,7 @@ def persons() -> None:
 @click.argument("ref")
 def persons_show(config_path: str, as_json: bool, ref: str) -> None:
     """A person by id, phone (any spelling) or e-mail."""
-    from hub.desk.queries import person_details
+    from hub.desk.listings import person_details
     from hub.pipeline.persons import find_person
 
     def details(session, hub):
@@ -94,7 +94,7 @@ def persons_forget(config_path: str, as_json: bool, ref: str, by: str | None, ye
 @click.option("--all", "show_all", is_flag=True, help="Include those resolved by a merge.")
 def persons_duplicates(config_path: str, as_json: bool, show_all: bool) -> None:
     """Persons that one delivery's keys pointed to at once: candidates for `hub persons merge`."""
-    from hub.desk.queries import possible_duplicates
+    from hub.desk.listings import possible_duplicates
 
     listing(config_path, as_json, lambda s, _: possible_duplicates(s, include_resolved=show_all),
             [("ID", lambda r: r["id"]), ("PERSON", lambda r: r["person_id"]),

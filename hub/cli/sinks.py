@@ -18,7 +18,7 @@ def sinks() -> None:
 @json_option
 def sinks_status(config_path: str, as_json: bool) -> None:
     """Deliveries per sink and state; dead ones with their last error."""
-    from hub.desk.queries import dead_deliveries
+    from hub.desk.listings import dead_deliveries
     from hub.outbox.forwarding import sink_status
     from hub.store.models import DeliveryStatus
 

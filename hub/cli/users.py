@@ -111,7 +111,7 @@ def users_disable(config_path: str, login: str, enable: bool) -> None:
 @json_option
 def users_list(config_path: str, as_json: bool) -> None:
     """Every user with role, manager link and last sign-in."""
-    from hub.desk.queries import users_overview
+    from hub.desk.listings import users_overview
 
     listing(config_path, as_json, lambda s, _: users_overview(s),
             [("LOGIN", lambda r: r["login"]), ("ROLE", lambda r: r["role"]), ("MANAGER", lambda r: r["manager"]),
@@ -151,7 +151,7 @@ def token_add(config_path: str, as_json: bool, login: str, name: str) -> None:
 @json_option
 def token_list(config_path: str, as_json: bool) -> None:
     """Every token: its user, name, prefix, last use, and whether it is revoked."""
-    from hub.desk.queries import api_tokens_overview
+    from hub.desk.listings import api_tokens_overview
 
     listing(config_path, as_json, lambda s, _: api_tokens_overview(s),
             [("ID", lambda r: r["id"]), ("LOGIN", lambda r: r["login"]), ("NAME", lambda r: r["name"]),

@@ -1,5 +1,5 @@
-"""What the web pages, the API and the command line read: the inbox, one lead, the channel report, channel
-health, managers.
+"""What the web pages, the API and the command line read: the inbox, one lead, the live inbox (reports: reports.py;
+the command line's listings: listings.py; search: search.py).
 
 Pages and /api/v1 call the same functions, so a number on a page and in the API cannot disagree. Every
 query here is bounded (a page of leads, a date range) and served by an index on 100k+ leads — but a search
@@ -9,217 +9,44 @@ at 100k), and the tag filter, which reads the tags of every lead with some.
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
     ColumnElement,
-    Date,
-    String,
-    and_,
     bindparam,
     case,
-    cast,
     func,
     select,
-    true,
-    union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import TypeDecorator
 
 from hub.config import Config
-from hub.connector import WebhookConnector
 from hub.desk.access import Actor, lead_scope
-from hub.pipeline.normalise import normalise_phone
-from hub.pipeline.routing.rules import OPEN_LEADS_OF, availability
-from hub.runtime import Hub
+from hub.desk.search import FoldedPattern, IdList, has_tag, in_ids, search_persons
 from hub.store.models import (
-    DeliveryStatus,
-    EventStatus,
-    IdentityKey,
-    InboundEvent,
-    KeyKind,
     Lead,
     LeadHistory,
     LeadStatus,
     LeadTask,
-    ManagerState,
     Person,
-    PollState,
-    PossibleDuplicate,
-    SinkDelivery,
-    SourceSpend,
     utcnow,
 )
-from hub.store.serialize import event_to_dict, lead_to_dict
-from hub.store.users import ApiToken, User
 
 WARMTHS = ("hot", "warm", "cold")
 NO_WARMTH = "none"
 
 
-# -- search: case-insensitive on both stores, Cyrillic included -----------------------------------------
-# PostgreSQL's ILIKE folds case by the database's LC_CTYPE (a UTF-8 locale folds Cyrillic; the bare "C" locale
-# folds ASCII only, like SQLite: create the database with a UTF-8 one). SQLite's LIKE and
-# lower() fold ASCII only, so there the text is matched with GLOB and a character class of each letter's
-# cases: "иван" → *[иИ][вВ][аА][нН]*. GLOB runs in SQLite's C code; a Python casefold() registered as an SQL
-# function was measured at twice its cost (44 vs 20 ms for 100k names), and it is called for every row.
-# (A letter whose fold is two letters, ß → ss, matches only as written; names here do not need it.)
-
-GLOB_SPECIAL = "*?["
-
-
-def _glob_class(ch: str) -> str:
-    cases = sorted({c for c in (ch, ch.lower(), ch.upper(), ch.casefold()) if len(c) == 1})
-    if len(cases) > 1:
-        return "[" + "".join(cases) + "]"
-    return f"[{ch}]" if ch in GLOB_SPECIAL else ch
-
-
-def _like_escaped(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-class _FoldedPattern(TypeDecorator[str]):
-    """The text a person typed, turned at execution into the database's pattern for it: a GLOB pattern on
-    SQLite, an ILIKE pattern on PostgreSQL. ``part``: anywhere in the value; else the whole value."""
-
-    impl = String
-    cache_ok = True
-
-    def __init__(self, part: bool):
-        super().__init__()
-        self.part = part
-
-    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        if dialect.name == "sqlite":
-            body = "".join(_glob_class(ch) for ch in value)
-            return f"*{body}*" if self.part else body
-        body = _like_escaped(value)
-        return f"%{body}%" if self.part else body
-
-
-class _matches_folded(FunctionElement[bool]):
-    """``column`` matches a _FoldedPattern, whatever the case of either."""
-
-    type = Boolean()
-    _is_implicitly_boolean = True     # a condition as it is: no "= 1" after it on SQLite (that hides an index)
-    inherit_cache = True
-    name = "matches_folded"
-
-
-@compiles(_matches_folded, "sqlite")
-def _matches_folded_sqlite(element: _matches_folded, compiler: Any, **kw: Any) -> str:
-    column, pattern = element.clauses
-    return f"({compiler.process(column, **kw)} GLOB {compiler.process(pattern, **kw)})"
-
-
-@compiles(_matches_folded, "postgresql")
-def _matches_folded_postgresql(element: _matches_folded, compiler: Any, **kw: Any) -> str:
-    column, pattern = element.clauses
-    return f"({compiler.process(column, **kw)} ILIKE {compiler.process(pattern, **kw)} ESCAPE '\\')"
-
-
-def _folded(column: Any, text: str, part: bool) -> ColumnElement[bool]:
-    return _matches_folded(column, bindparam(None, text, type_=_FoldedPattern(part)))
-
-
-class _has_tag(FunctionElement[bool]):
-    """The lead's JSON list of tags holds this tag (a _FoldedPattern of the whole value)."""
-
-    type = Boolean()
-    _is_implicitly_boolean = True     # a condition as it is: no "= 1" after it on SQLite (that hides an index)
-    inherit_cache = True
-    name = "has_tag"
-
-
-@compiles(_has_tag, "sqlite")
-def _has_tag_sqlite(element: _has_tag, compiler: Any, **kw: Any) -> str:
-    tags, pattern = (compiler.process(c, **kw) for c in element.clauses)
-    # A lead without tags is passed over by its text, unparsed.
-    return f"({tags} != '[]' AND EXISTS (SELECT 1 FROM json_each({tags}) WHERE json_each.value GLOB {pattern}))"
-
-
-@compiles(_has_tag, "postgresql")
-def _has_tag_postgresql(element: _has_tag, compiler: Any, **kw: Any) -> str:
-    tags, pattern = (compiler.process(c, **kw) for c in element.clauses)
-    # A lead without tags is passed over by its text, unparsed; a JSON null (not a list) would make
-    # json_array_elements_text fail for the whole query.
-    return (f"(CAST({tags} AS TEXT) <> '[]' AND EXISTS (SELECT 1 FROM json_array_elements_text(CASE WHEN "
-            f"json_typeof({tags}) = 'array' THEN {tags} END) AS tag WHERE tag ILIKE {pattern} ESCAPE '\\'))")
-
-
-class _IdList(TypeDecorator[list[int]]):
-    """A list of ids as one parameter: a PostgreSQL array, JSON text on SQLite. (An IN list of thousands of
-    parameters costs PostgreSQL a linear search per row: 70 ms for 5,000 persons against 14 ms as an array.)"""
-
-    impl = String
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Any) -> Any:
-        return dialect.type_descriptor(ARRAY(BigInteger) if dialect.name == "postgresql" else String())
-
-    def process_bind_param(self, value: list[int] | None, dialect: Any) -> Any:
-        return json.dumps(value) if dialect.name == "sqlite" else value
-
-
-class _in_ids(FunctionElement[bool]):
-    """``column`` is one of an _IdList's ids."""
-
-    type = Boolean()
-    _is_implicitly_boolean = True     # a condition as it is: no "= 1" after it on SQLite (that hides an index)
-    inherit_cache = True
-    name = "in_ids"
-
-
-@compiles(_in_ids, "sqlite")
-def _in_ids_sqlite(element: _in_ids, compiler: Any, **kw: Any) -> str:
-    column, ids = (compiler.process(c, **kw) for c in element.clauses)
-    return f"({column} IN (SELECT value FROM json_each({ids})))"
-
-
-@compiles(_in_ids, "postgresql")
-def _in_ids_postgresql(element: _in_ids, compiler: Any, **kw: Any) -> str:
-    column, ids = (compiler.process(c, **kw) for c in element.clauses)
-    return f"({column} = ANY({ids}))"
-
-
-def search_persons(q: str, region: str):
-    """The persons ``q`` names (a select of their ids, duplicates possible): a phone in any spelling
-    (normalised, then its key exactly), else a part of their name or of one of their e-mails, in any case."""
-    q = q.strip()
-    phone = normalise_phone(q, region).value if "@" not in q and any(ch.isdigit() for ch in q) else None
-    if phone:
-        return select(IdentityKey.person_id).where(IdentityKey.kind == KeyKind.PHONE, IdentityKey.value == phone)
-    by_name = select(Person.id).where(_folded(Person.name, q, part=True))
-    # E-mail keys are stored casefolded (normalise_email).
-    by_email = select(IdentityKey.person_id).where(IdentityKey.kind == KeyKind.EMAIL,
-                                                   IdentityKey.value.contains(q.casefold(), autoescape=True))
-    return union_all(by_name, by_email)
-
-
 # -- the inbox --------------------------------------------------------------------------------------------
 
-def _day_start(day: date) -> datetime:
+def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _after_day(day: date) -> datetime:
+def after_day(day: date) -> datetime:
     """The first instant after this UTC day (the last representable one for date.max)."""
-    return _day_start(day + timedelta(days=1)) if day < date.max else datetime.max.replace(tzinfo=UTC)
+    return day_start(day + timedelta(days=1)) if day < date.max else datetime.max.replace(tzinfo=UTC)
 
 
 DEFAULT_REGION: str = Config.model_fields["default_region"].default
@@ -260,18 +87,18 @@ class LeadFilter:
         if self.owner:
             query = query.where(Lead.owner.is_(None) if self.owner == "-" else Lead.owner == self.owner)
         if self.date_from:
-            query = query.where(Lead.created_at >= _day_start(self.date_from))
+            query = query.where(Lead.created_at >= day_start(self.date_from))
         if self.date_to:
-            query = query.where(Lead.created_at < _after_day(self.date_to))
+            query = query.where(Lead.created_at < after_day(self.date_to))
         if self.overdue:
             query = query.where(Lead.status == LeadStatus.NEW, Lead.sla_due_at < now)
         if self.q and self.q.strip():
             query = query.where(Lead.person_id.in_(search_persons(self.q, region)))
         if self.person_ids is not None:
-            query = query.where(_in_ids(Lead.person_id, bindparam(None, self.person_ids, type_=_IdList())))
+            query = query.where(in_ids(Lead.person_id, bindparam(None, self.person_ids, type_=IdList())))
         if self.tag and self.tag.strip():
-            query = query.where(_has_tag(Lead.tags, bindparam(None, " ".join(self.tag.split()),
-                                                               type_=_FoldedPattern(part=False))))
+            query = query.where(has_tag(Lead.tags, bindparam(None, " ".join(self.tag.split()),
+                                                               type_=FoldedPattern(part=False))))
         return query
 
 
@@ -321,7 +148,7 @@ def _resolve_search(session: Session, f: LeadFilter, region: str) -> LeadFilter:
     return replace(f, q=None, person_ids=sorted(set(persons)))
 
 
-def _page_of_leads(session: Session, config: Config, scope: ColumnElement[bool], f: LeadFilter, limit: int,
+def page_of_leads(session: Session, config: Config, scope: ColumnElement[bool], f: LeadFilter, limit: int,
                    before: int | None, order: str, loads: list[Any]) -> LeadPage:
     if order not in ORDERS:
         raise ValueError(f"order is one of {', '.join(ORDERS)}")
@@ -360,7 +187,7 @@ def list_leads(session: Session, config: Config, actor: Actor, f: LeadFilter, li
     loads = [selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.tasks)]
     if with_touches:
         loads.append(selectinload(Lead.touches))
-    return _page_of_leads(session, config, lead_scope(actor, config), f, limit, before, order, loads)
+    return page_of_leads(session, config, lead_scope(actor, config), f, limit, before, order, loads)
 
 
 def get_lead(session: Session, config: Config, actor: Actor, lead_id: int) -> Lead | None:
@@ -372,282 +199,6 @@ def get_lead(session: Session, config: Config, actor: Actor, lead_id: int) -> Le
 
 def is_overdue(lead: Lead, now: datetime) -> bool:
     return lead.status == LeadStatus.NEW and lead.sla_due_at is not None and lead.sla_due_at < now
-
-
-# -- the channel report -----------------------------------------------------------------------------------
-
-def _utc_day(session: Session):
-    """The UTC calendar day of lead.created_at, in the database's own dialect."""
-    if session.get_bind().dialect.name == "sqlite":
-        return func.date(Lead.created_at)          # stored as naive UTC text
-    return cast(func.timezone("UTC", Lead.created_at), Date)
-
-
-@dataclass
-class GroupRow:
-    key: str
-    leads: int = 0
-    by_warmth: dict[str, dict[str, int]] = field(default_factory=dict)   # warmth -> {leads, converted, refused}
-
-    def conversion(self, warmth: str | None = None) -> float | None:
-        cells = [self.by_warmth.get(warmth, {})] if warmth else list(self.by_warmth.values())
-        total = sum(c.get("leads", 0) for c in cells)
-        return round(100 * sum(c.get("converted", 0) for c in cells) / total, 1) if total else None
-
-
-def channel_report(session: Session, date_from: date, date_to: date, group_by: str = "source") -> dict[str, Any]:
-    """Leads per day, and conversion per warmth group, per source or per first-touch utm_campaign, for the
-    leads created from ``date_from`` to ``date_to`` (UTC days, both included); cost per lead by month."""
-    if group_by not in ("source", "utm_campaign"):
-        raise ValueError("group_by is source or utm_campaign")
-    group_col = Lead.source if group_by == "source" else func.coalesce(Lead.utm_campaign, "(none)")
-    in_range = and_(Lead.created_at >= _day_start(date_from),
-                    Lead.created_at < _day_start(date_to + timedelta(days=1)), Lead.merged_into_id.is_(None))
-    day = _utc_day(session)
-    per_day: dict[str, dict[str, int]] = defaultdict(dict)
-    for d, key, n in session.execute(select(day, group_col, func.count()).where(in_range).group_by(day, group_col)):
-        per_day[str(d)][key] = n
-    groups: dict[str, GroupRow] = {}
-    converted = func.sum(case((Lead.status == LeadStatus.CONVERTED, 1), else_=0))
-    refused = func.sum(case((Lead.status == LeadStatus.REFUSED, 1), else_=0))
-    for key, warmth, n, conv, ref in session.execute(
-            select(group_col, Lead.warmth, func.count(), converted, refused).where(in_range)
-            .group_by(group_col, Lead.warmth)):
-        row = groups.setdefault(key, GroupRow(key))
-        row.leads += n
-        row.by_warmth[warmth or NO_WARMTH] = {"leads": n, "converted": int(conv or 0), "refused": int(ref or 0)}
-    days = [date_from + timedelta(days=i) for i in range((date_to - date_from).days + 1)]
-    ordered = sorted(groups.values(), key=lambda g: (-g.leads, g.key))
-    return {
-        "date_from": date_from.isoformat(), "date_to": date_to.isoformat(), "group_by": group_by,
-        "days": [{"day": d.isoformat(), "counts": per_day.get(d.isoformat(), {}),
-                  "total": sum(per_day.get(d.isoformat(), {}).values())} for d in days],
-        "groups": [{"key": g.key, "leads": g.leads, "conversion": g.conversion(),
-                    "warmth": {w: {**g.by_warmth.get(w, {"leads": 0, "converted": 0, "refused": 0}),
-                                   "conversion": g.conversion(w)} for w in (*WARMTHS, NO_WARMTH)}}
-                   for g in ordered],
-        "cost": cost_per_lead(session, date_from, date_to) if group_by == "source" else [],
-    }
-
-
-def _months(date_from: date, date_to: date) -> list[str]:
-    out, y, m = [], date_from.year, date_from.month
-    while (y, m) <= (date_to.year, date_to.month):
-        out.append(f"{y:04d}-{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return out
-
-
-def cost_per_lead(session: Session, date_from: date, date_to: date) -> list[dict[str, Any]]:
-    """Per source and calendar month touched by the range: the spend entered, the leads of that whole
-    month, and their ratio. Whole months, because spend is entered per month."""
-    months = _months(date_from, date_to)
-    spend = {(s.source, s.month): s.amount for s in
-             session.scalars(select(SourceSpend).where(SourceSpend.month.in_(months)))}
-    if not spend:
-        return []
-    first = date(int(months[0][:4]), int(months[0][5:]), 1)
-    last_y, last_m = int(months[-1][:4]), int(months[-1][5:])
-    end = date(last_y + (last_m == 12), 1 if last_m == 12 else last_m + 1, 1)
-    month = func.substr(cast(_utc_day(session), Lead.source.type), 1, 7)
-    counts = {(src, m): n for src, m, n in session.execute(
-        select(Lead.source, month, func.count()).where(
-            Lead.created_at >= _day_start(first), Lead.created_at < _day_start(end), Lead.merged_into_id.is_(None),
-            Lead.source.in_({s for s, _ in spend})).group_by(Lead.source, month))}
-    rows = []
-    for (src, m), amount in sorted(spend.items()):
-        leads = counts.get((src, m), 0)
-        amount = Decimal(amount)
-        rows.append({"source": src, "month": m, "spend": float(amount), "leads": leads,
-                     "cost_per_lead": float((amount / leads).quantize(Decimal("0.01"))) if leads else None})
-    return rows
-
-
-def set_spend(session: Session, source: str, month: str, amount: Decimal, actor: str) -> None:
-    row = session.get(SourceSpend, (source, month), with_for_update=True)
-    if row is None:
-        session.add(SourceSpend(source=source, month=month, amount=amount, updated_at=utcnow(), updated_by=actor))
-    else:
-        row.amount, row.updated_at, row.updated_by = amount, utcnow(), actor
-
-
-# -- channel health ---------------------------------------------------------------------------------------
-
-def channel_health(session: Session, hub: Hub) -> list[dict[str, Any]]:
-    """Per configured source: its URL, last delivery, today's deliveries and rejections, the queue, dead
-    letters, and for polling sources the last poll."""
-    now = utcnow()
-    today = _day_start(now.date())
-    names = list(hub.sources)
-    today_counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for src, status, n in session.execute(
-            select(InboundEvent.source, InboundEvent.status, func.count())
-            .where(InboundEvent.received_at >= today).group_by(InboundEvent.source, InboundEvent.status)):
-        today_counts[src][status] = n
-    waiting = {(src, st): n for src, st, n in session.execute(
-        select(InboundEvent.source, InboundEvent.status, func.count())
-        .where(InboundEvent.status.in_([EventStatus.DEAD, EventStatus.PENDING, EventStatus.PROCESSING]))
-        .group_by(InboundEvent.source, InboundEvent.status))}
-    polls = {p.source: p for p in session.scalars(select(PollState))}
-    base = hub.config.notify.base_url.rstrip("/")
-    rows = []
-    for name in names:
-        source = hub.sources[name]
-        last = session.scalar(select(func.max(InboundEvent.received_at)).where(InboundEvent.source == name))
-        counts = today_counts.get(name, {})
-        poll = polls.get(name)
-        webhook = isinstance(source.connector, WebhookConnector)
-        rows.append({
-            "name": name, "connector": source.connector.name, "enabled": source.config.enabled,
-            "kind": "webhook" if webhook else "polling",
-            "url": f"{base}/hooks/{name}" if webhook else None,
-            "needs_token": bool(getattr(source.connector.settings, "token", None)) if webhook else False,
-            "last_event_at": last.isoformat() if last else None,
-            "events_today": sum(counts.values()),
-            "rejected_today": counts.get(EventStatus.REJECTED, 0),
-            "pending": waiting.get((name, EventStatus.PENDING), 0) + waiting.get((name, EventStatus.PROCESSING), 0),
-            "dead": waiting.get((name, EventStatus.DEAD), 0),
-            "last_poll_at": poll.polled_at.isoformat() if poll and poll.polled_at else None,
-            "last_poll_error": poll.last_error if poll else None,
-        })
-    return rows
-
-
-def recent_events(session: Session, source: str, status: str | None = None, limit: int = 20) -> list[InboundEvent]:
-    query = select(InboundEvent).where(InboundEvent.source == source)
-    if status:
-        query = query.where(InboundEvent.status == status)
-    return list(session.scalars(query.order_by(InboundEvent.id.desc()).limit(limit)))
-
-
-# -- managers ---------------------------------------------------------------------------------------------
-
-def managers_overview(session: Session, config: Config, names: list[str] | None = None,
-                      translate: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
-    """Every manager (or those named) with team, state, open leads and whether they can take a lead now
-    (why not: in English, or through ``translate`` for a page)."""
-    managers = [m for m in config.managers if names is None or m.name in names]
-    all_names = [m.name for m in managers]
-    if not all_names:
-        return []
-    now = utcnow()
-    free = availability(session, config, all_names, now)
-    states = {s.name: s for s in session.scalars(select(ManagerState).where(ManagerState.name.in_(all_names)))}
-    open_counts: dict[str, int] = dict(session.execute(OPEN_LEADS_OF, {"owners": all_names}).all())
-    rows = []
-    for m in managers:
-        state, why_not = states.get(m.name), free[m.name]
-        rows.append({"name": m.name, "team": m.team, "weight": m.weight, "active": m.active,
-                     "on_duty": state.on_duty if state else True,
-                     "vacation_until": state.vacation_until.isoformat() if state and state.vacation_until else None,
-                     "open_leads": open_counts.get(m.name, 0), "max_open_leads": m.max_open_leads,
-                     "available": why_not is None,
-                     "unavailable_because": (why_not.translate(translate) if translate else str(why_not))
-                     if why_not else None})
-    return rows
-
-
-# -- the command line's listings --------------------------------------------------------------------------
-# An operator on the server sees everything: these read without an actor's scope. Users, tokens and
-# open duplicates are a handful of rows, so those lists have no limit.
-
-HANDOVER_KINDS = ("assigned", "reassigned", "escalated", "taken")
-
-
-def _everything_of_a_lead() -> list[Any]:
-    return [selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.touches),
-            selectinload(Lead.history), selectinload(Lead.tasks)]
-
-
-def _lead_with_everything():
-    return select(Lead).where(Lead.merged_into_id.is_(None)).options(*_everything_of_a_lead())
-
-
-def newest_leads(session: Session, config: Config, f: LeadFilter, limit: int = 50, order: str = NEWEST,
-                 with_touches: bool = False) -> list[dict[str, Any]]:
-    """Leads, newest first (or "due" first, see list_leads), merged ones left out."""
-    page = _page_of_leads(session, config, true(), f, limit, None, order, _everything_of_a_lead())
-    return [lead_to_dict(lead, with_touches=with_touches) for lead in page.leads]
-
-
-def lead_details(session: Session, lead_id: int) -> dict[str, Any] | None:
-    """One lead with its person's keys, touches and history; None if there is none (or it was merged)."""
-    lead = session.scalars(_lead_with_everything().where(Lead.id == lead_id)).one_or_none()
-    return lead_to_dict(lead) if lead else None
-
-
-def handover_log(session: Session, lead_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Every assignment, reassignment, escalation and take (of one lead, if given), newest first."""
-    query = select(LeadHistory).where(LeadHistory.kind.in_(HANDOVER_KINDS)).order_by(LeadHistory.id.desc())
-    if lead_id:
-        query = query.where(LeadHistory.lead_id == lead_id)
-    return [{"lead_id": h.lead_id, "at": h.at.isoformat(), "kind": h.kind, "from": h.data.get("from"),
-             "to": h.data.get("to"), "why": h.data.get("why"), "by": h.actor}
-            for h in session.scalars(query.limit(limit))]
-
-
-def person_details(session: Session, person: Person) -> dict[str, Any]:
-    """A person's keys and leads (merged ones too, marked)."""
-    leads_of = session.scalars(select(Lead).where(Lead.person_id == person.id).order_by(Lead.id)).all()
-    return {"id": person.id, "name": person.name, "merged_into_id": person.merged_into_id,
-            "keys": [f"{k.kind}:{k.value}" for k in person.keys],
-            "leads": [{"id": lead.id, "status": lead.status, "merged_into_id": lead.merged_into_id}
-                      for lead in leads_of]}
-
-
-def possible_duplicates(session: Session, include_resolved: bool = False) -> list[dict[str, Any]]:
-    """Pairs of persons one delivery's keys pointed to at once, oldest first."""
-    query = select(PossibleDuplicate).order_by(PossibleDuplicate.id)
-    if not include_resolved:
-        query = query.where(PossibleDuplicate.resolved_by_merge_id.is_(None))
-    return [{"id": d.id, "person_id": d.person_id, "other_person_id": d.other_person_id, "keys": d.keys,
-             "event_id": d.event_id, "created_at": d.created_at.isoformat(),
-             "resolved_by_merge_id": d.resolved_by_merge_id} for d in session.scalars(query)]
-
-
-def newest_events(session: Session, status: str | None = None, source: str | None = None,
-                  limit: int = 50) -> list[dict[str, Any]]:
-    """Inbound events of every source (or one), newest first."""
-    query = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(limit)
-    if status:
-        query = query.where(InboundEvent.status == status)
-    if source:
-        query = query.where(InboundEvent.source == source)
-    return [event_to_dict(e) for e in session.scalars(query)]
-
-
-def event_details(session: Session, event_id: int) -> dict[str, Any] | None:
-    """One event with its raw body and headers."""
-    event = session.get(InboundEvent, event_id)
-    return event_to_dict(event, with_body=True) if event else None
-
-
-def dead_deliveries(session: Session, limit: int = 100) -> list[dict[str, Any]]:
-    """Sink deliveries that gave up, oldest first, with their last error."""
-    return [{"id": d.id, "sink": d.sink, "lead_id": d.lead_id, "attempts": d.attempts, "last_error": d.last_error}
-            for d in session.scalars(select(SinkDelivery).where(SinkDelivery.status == DeliveryStatus.DEAD)
-                                     .order_by(SinkDelivery.id).limit(limit))]
-
-
-def has_users(session: Session) -> bool:
-    return session.scalar(select(User.id).limit(1)) is not None
-
-
-def users_overview(session: Session) -> list[dict[str, Any]]:
-    """Every user with role, manager link and last sign-in, by login."""
-    return [{"login": u.login, "role": u.role, "manager": u.manager, "disabled": u.disabled,
-             "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
-            for u in session.scalars(select(User).order_by(User.login))]
-
-
-def api_tokens_overview(session: Session) -> list[dict[str, Any]]:
-    """Every API token with its user, name, prefix and last use; never the token itself."""
-    return [{"id": t.id, "login": u.login, "name": t.name, "prefix": t.prefix,
-             "created_at": t.created_at.isoformat(),
-             "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-             "revoked": t.revoked_at is not None}
-            for t, u in session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                                        .order_by(ApiToken.id))]
 
 
 # -- the live inbox and the batch (the pages' inbox) ------------------------------------------------------

@@ -14,17 +14,9 @@ from spectree import Response as Resp, SecurityScheme, SpecTree
 from spectree.models import SecureType, SecuritySchemeData
 
 from hub.desk.access import Actor
-from hub.desk.queries import (
-    LeadFilter,
-    channel_health,
-    channel_report,
-    get_lead,
-    list_leads,
-    managers_overview,
-    owners_of_visible,
-    set_spend,
-)
+from hub.desk.queries import LeadFilter, get_lead, list_leads, owners_of_visible
 from hub.desk.redact import Redactor
+from hub.desk.reports import channel_health, channel_report, managers_overview, set_spend
 from hub.errors import PayloadError
 from hub.i18n import Msg
 from hub.intake.dryrun import try_payload

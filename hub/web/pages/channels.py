@@ -7,11 +7,8 @@ import json
 from flask import flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from hub.desk.queries import (
-    channel_health,
-    recent_events,
-)
 from hub.desk.redact import Redactor
+from hub.desk.reports import channel_health, recent_events
 from hub.errors import PayloadError
 from hub.i18n import reason_text
 from hub.intake.dryrun import try_payload

@@ -11,12 +11,8 @@ from flask import Response, flash, g, redirect, render_template, request, url_fo
 from flask_babel import get_locale, gettext
 
 from hub.desk.export import SafeCsvWriter
-from hub.desk.queries import (
-    NO_WARMTH,
-    WARMTHS,
-    channel_report,
-    set_spend,
-)
+from hub.desk.queries import NO_WARMTH, WARMTHS
+from hub.desk.reports import channel_report, set_spend
 from hub.i18n import AXIS_DAY_FORMATS, WARMTH_LABELS
 from hub.store.db import transaction
 from hub.store.models import utcnow

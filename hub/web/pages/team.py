@@ -7,9 +7,7 @@ from datetime import UTC, datetime
 from flask import flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from hub.desk.queries import (
-    managers_overview,
-)
+from hub.desk.reports import managers_overview
 from hub.pipeline.routing.lifecycle import set_manager_state
 from hub.store.db import transaction
 from hub.store.models import utcnow
