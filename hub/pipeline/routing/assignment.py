@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
-from hub.config import Config, RoutingRule
+from hub.config import Config
 from hub.i18n import Msg
 from hub.outbox.messages import language_of, render
 from hub.pipeline.history import from_to, history
@@ -26,6 +26,7 @@ from hub.pipeline.routing.rules import (
     next_in_team,
     on_duty,
 )
+from hub.sales_config import RoutingRule
 from hub.store.db import execute, mark_queued
 from hub.store.models import Lead, LeadStatus, Notification, utcnow
 

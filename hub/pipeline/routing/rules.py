@@ -13,8 +13,9 @@ import phonenumbers
 from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.orm import Session
 
-from hub.config import WEEKDAYS, Config, ManagerConfig, RoutingRule, WarmthRule
+from hub.config import Config
 from hub.i18n import Msg
+from hub.sales_config import WEEKDAYS, ManagerConfig, RoutingRule, WarmthRule
 from hub.store.db import dialect_insert_for, execute
 from hub.store.models import Lead, LeadStatus, ManagerState, RoutingPosition
 
