@@ -24,7 +24,7 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -43,7 +43,7 @@ FLOOR_APP = textwrap.dedent('''
     with engine.begin() as c:
         c.execute(text("CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY "
                        + ("AUTOINCREMENT" if engine.dialect.name == "sqlite" else "GENERATED ALWAYS AS IDENTITY")
-                       + ", body BYTEA NOT NULL)".replace("BYTEA", "BLOB" if engine.dialect.name == "sqlite" else "BYTEA")))
+                       + (", body BLOB NOT NULL)" if engine.dialect.name == "sqlite" else ", body BYTEA NOT NULL)")))
     INSERT = text("INSERT INTO floor (body) VALUES (:b)")
 
     def app(environ, start_response):
@@ -96,7 +96,8 @@ def load(port: int, count: int, concurrency: int, offset: int) -> dict:
         list(pool.map(send, range(count)))
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"requests": count, "per_second": round(count / elapsed), "p50_ms": round(latencies[len(latencies) // 2] * 1e3, 1),
+    return {"requests": count, "per_second": round(count / elapsed),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1e3, 1),
             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1e3, 1)}
 
 
@@ -128,7 +129,8 @@ def write_config(path: Path, url: str) -> Path:
     managers = "".join(f'\n[[managers]]\nname = "m{i}"\nteam = "sales"\nworking_days = ["mon", "tue", "wed", '
                        f'"thu", "fri", "sat", "sun"]\n' for i in range(5))
     # poll_interval 0.1 s: an idle `hub worker` looks for new events this often (default 0.5 s).
-    path.write_text(f'[database]\nurl = {json.dumps(url)}\n[worker]\nthreads = 1\npoll_interval_seconds = 0.1\n[[sources]]\nname = "site"\n'
+    path.write_text(f'[database]\nurl = {json.dumps(url)}\n[worker]\nthreads = 1\npoll_interval_seconds = 0.1\n'
+                    f'[[sources]]\nname = "site"\n'
                     f'connector = "site_form"\n[[teams]]\nname = "sales"\n{managers}\n[[routing.rules]]\n'
                     f'name = "all"\nteam = "sales"\n')
     return path
@@ -145,7 +147,8 @@ STORE = textwrap.dedent('''
     for i in range(int(sys.argv[2])):
         body = json.dumps({"phone": f"+7915{i:07d}", "name": f"bench {i}", "request_id": f"b{i}",
                            "page_url": "https://example.com/?utm_source=bench&utm_campaign=load"}).encode()
-        reply = handle_webhook(hub, hub.sources["site"], InboundRequest("POST", "", {}, {}, body, "application/json", None))
+        request = InboundRequest("POST", "", {}, {}, body, "application/json", None)
+        reply = handle_webhook(hub, hub.sources["site"], request)
         assert reply.status == 200, reply
 ''')
 
@@ -159,7 +162,8 @@ def run_one(url: str, floor_url: str, workdir: Path, count: int, e2e_only: bool 
         result["end_to_end"] = end_to_end(url, config, workdir)
         return result
     floor_port, hub_port = free_port(), free_port()
-    floor = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(floor_port)], env={**os.environ, "FLOOR_DB": floor_url},
+    floor = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(floor_port)],
+                             env={**os.environ, "FLOOR_DB": floor_url},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     serve = subprocess.Popen([HUB, "serve", "--config", str(config), "--port", str(hub_port), "--threads", "8"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -258,7 +262,7 @@ def _utc(moment: datetime | str) -> datetime:
     """func.max() loses the column's type: SQLite hands back its text, PostgreSQL an aware datetime."""
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def main() -> None:

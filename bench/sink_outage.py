@@ -34,7 +34,7 @@ WHSEC = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 class DeadSink(BaseHTTPRequestHandler):
     hits = 0
 
-    def do_POST(self):  # noqa: N802 — the http.server interface
+    def do_POST(self):
         DeadSink.hits += 1
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         time.sleep(1.0)

@@ -227,7 +227,8 @@ def test_mango_routes_a_known_client_with_its_route_command(write_config, tmp_pa
     sent = json.loads(form["json"][0])
     assert sent["call_id"] == "MTAx" and sent["to_number"] == "101"
     import hashlib
-    assert form["sign"][0] == hashlib.sha256(("mango-api-key-1" + form["json"][0] + "mango-salt-1").encode()).hexdigest()
+    signed = ("mango-api-key-1" + form["json"][0] + "mango-salt-1").encode()
+    assert form["sign"][0] == hashlib.sha256(signed).hexdigest()
     mango_event(client, "events/call", {**appeared, "seq": 2, "location": "abonent"})   # reported again
     import time
     time.sleep(0.3)

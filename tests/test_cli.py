@@ -40,7 +40,8 @@ def test_events_list_show_and_replay_rules(client, hub, runner):
     listed = json.loads(runner("events", "list", "--json").output)
     assert [(e["id"], e["status"]) for e in listed] == [(3, "rejected"), (2, "processed"), (1, "rejected")]
     shown = json.loads(runner("events", "show", "1", "--json").output)
-    assert shown["payload"] == {"name": "no contact"} and shown["reject_reason"].startswith("no phone, e-mail or messenger id")
+    assert shown["payload"] == {"name": "no contact"}
+    assert shown["reject_reason"].startswith("no phone, e-mail or messenger id")
     assert "body:\n{broken" in runner("events", "show", "3").output
 
     out = runner("events", "replay", "2", "3", "--json", expect=1).output
@@ -76,6 +77,8 @@ def test_json_log_lines():
 
     from hub.cli.common import JsonLogFormatter
 
-    record = logging.LogRecord("hub.pipeline.worker", logging.INFO, __file__, 1, "event=%s processed lead=%s", (7, 3), None)
+    record = logging.LogRecord("hub.pipeline.worker", logging.INFO, __file__, 1, "event=%s processed lead=%s", (7, 3),
+                               None)
     line = json.loads(JsonLogFormatter().format(record))
-    assert line["message"] == "event=7 processed lead=3" and line["level"] == "INFO" and line["logger"] == "hub.pipeline.worker"
+    assert line["message"] == "event=7 processed lead=3" and line["level"] == "INFO"
+    assert line["logger"] == "hub.pipeline.worker"

@@ -67,7 +67,8 @@ def test_every_problem_is_reported_with_its_path(tmp_path, monkeypatch):
     assert "default_region: unknown phone region 'XX'" in err
     assert "sources[1].name: duplicate source name 'site'" in err
     assert "sources[1].tokn: Extra inputs are not permitted" in err
-    assert "sources[2].connector: unknown connector 'tilda2' (known: csv_import, email_imap, mango, site_form, telegram, telegram_polling, telephony_generic, tilda, vk, vk_longpoll, zadarma)" in err
+    assert ("sources[2].connector: unknown connector 'tilda2' (known: csv_import, email_imap, mango, site_form, "
+            "telegram, telegram_polling, telephony_generic, tilda, vk, vk_longpoll, zadarma)") in err
     assert "sources[3].region: unknown phone region 'ZZ'" in err
     assert "sources[3].mapping: no mapping 'no_such_mapping'" in err
     assert "7 problem(s)" in err

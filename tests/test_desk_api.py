@@ -110,7 +110,8 @@ def test_due_first_puts_an_overdue_sla_then_the_earliest_task_before_the_newest(
 def test_notes_tasks_and_the_amount_through_the_api(app, hub, team):
     api, mia = app.test_client(), token_for(hub, "mia@example.ru")
     lead = team["Mia"]
-    r = api.post(f"/api/v1/leads/{lead}/notes", headers=mia, json={"text": "Просит перезвонить после 18:00\nпо WhatsApp"})
+    r = api.post(f"/api/v1/leads/{lead}/notes", headers=mia,
+                 json={"text": "Просит перезвонить после 18:00\nпо WhatsApp"})
     assert r.status_code == 200
     due_at = (utcnow() + timedelta(hours=3)).replace(microsecond=0)
     r = api.post(f"/api/v1/leads/{lead}/tasks", headers=mia,

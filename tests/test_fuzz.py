@@ -3,8 +3,9 @@ PayloadError (or SignatureError at the door) — never crash a worker or answer 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.resources import files
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -45,10 +46,8 @@ def test_normalisers_never_raise(text, region):
     assert phone.value is None or phone.value.startswith("+")
     email = normalise_email(text, gmail_canonical=True)
     assert email.value is None or "@" in email.value
-    try:
+    with contextlib.suppress(ValueError):
         parse_when(text, "Europe/Moscow")
-    except ValueError:
-        pass
 
 
 SETTINGS = {"tilda": {"token": "t" * 16}, "vk": {"secret": "s" * 8, "confirmation": "c"},
@@ -78,7 +77,7 @@ def test_every_webhook_connector_refuses_garbage_cleanly(name, body, mimetype, m
                              headers={"content-type": mimetype}, body=body, mimetype=mimetype, charset=None)
     try:
         connector.verify(request)
-        result = connector.receive(request, datetime.now(timezone.utc))
+        result = connector.receive(request, datetime.now(UTC))
     except (PayloadError, SignatureError):
         return
     for event in result.events:
@@ -94,10 +93,8 @@ def _map_or_reject(connector_name: str, payload) -> None:
     connector = _connector(connector_name)
     source = Source(config=SourceConfig(name="fuzz", connector=connector_name), connector=connector,
                     mapping=load_mapping(connector.default_mapping), region="RU")
-    try:
+    with contextlib.suppress(PayloadError):
         map_event(source, payload)
-    except PayloadError:
-        pass
 
 
 @given(name=st.sampled_from(sorted(available_connectors())), payload=st.one_of(FORMS, JSONISH))

@@ -409,7 +409,8 @@ def test_rules_and_teams_carry_their_own_labels_and_a_recorded_why_uses_them(wri
                                                                        team="north")),
                    Msg("rule %(rule)r: fixed", rule="site to Max"))
     entry = {"why": str(why), "why_msg": why.to_json()}
-    assert "'Север'" in why_of(entry, gettext_for("ru"), ru) and "'с сайта — Максу'" in why_of(entry, gettext_for("ru"), ru)
+    shown = why_of(entry, gettext_for("ru"), ru)
+    assert "'Север'" in shown and "'с сайта — Максу'" in shown
     assert why_of(entry, gettext_for("en"), en) == str(why)
 
 
@@ -469,7 +470,8 @@ def test_what_the_libraries_say_is_read_back_and_said_in_russian():
     refusals.append(str(refused.value))
     for stored in refusals:
         shown = reason_text(stored, ru)
-        assert shown != stored and not english_words(shown, TECHNICAL | {"NaN", "utf-", "x-no-such", "Content-Type"}), stored
+        allowed = TECHNICAL | {"NaN", "utf-", "x-no-such", "Content-Type"}
+        assert shown != stored and not english_words(shown, allowed), stored
     assert reason_text("malformed JSON: Expecting value at line 1 column 1", ru) == \
         "JSON с ошибкой: ожидалось значение (строка 1, столбец 1)"
     assert reason_text("a sentence of a plugin's own", ru) == "a sentence of a plugin's own"

@@ -169,7 +169,8 @@ DELIVERIES = 1000
 def _spellings(n: int) -> tuple[list[str], list[str]]:
     d = f"912{n:07d}"
     a, b, c, e = d[:3], d[3:6], d[6:8], d[8:]
-    phones = [f"8 ({a}) {b}-{c}-{e}", f"+7 {a} {b}{c}{e}", f"8{d}", f"+7{d}", f"8-{a}-{b}-{c}-{e}", f"7 {a} {b} {c} {e}"]
+    phones = [f"8 ({a}) {b}-{c}-{e}", f"+7 {a} {b}{c}{e}", f"8{d}", f"+7{d}", f"8-{a}-{b}-{c}-{e}",
+              f"7 {a} {b} {c} {e}"]
     emails = [f"person{n}@example.ru", f" Person{n}@Example.RU ", f"PERSON{n}@EXAMPLE.RU"]
     return phones, emails
 
@@ -229,7 +230,7 @@ def test_1000_deliveries_through_two_web_and_two_worker_processes(hub, config_pa
     webs = [procs.start("serve", "--config", str(config_path), "--port", str(p)) for p in ports]
     workers = [procs.start("worker", "--config", str(config_path)) for _ in range(2)]
     try:
-        for proc, port in zip(webs, ports):
+        for proc, port in zip(webs, ports, strict=True):
             procs.wait_healthy(proc, port)
         session = requests.Session()
         session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))

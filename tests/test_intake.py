@@ -174,7 +174,8 @@ def test_per_source_rate_limit_and_body_cap(write_config):
     big = client.post("/hooks/site", json={"phone": "+79120000008", "message": "x" * 400})
     assert big.status_code == 200                                # the global cap is 1 MiB
     before = count(hub, InboundEvent)
-    hub2 = Hub(load_config(write_config('[[sources]]\nname = "small"\nconnector = "site_form"\nmax_body_bytes = 300\n')))
+    small = '[[sources]]\nname = "small"\nconnector = "site_form"\nmax_body_bytes = 300\n'
+    hub2 = Hub(load_config(write_config(small)))
     resp = create_app(hub=hub2).test_client().post("/hooks/small", json={"phone": "+7912", "message": "x" * 400})
     assert resp.status_code == 413 and "300 bytes" in resp.get_json()["message"]
     assert count(hub2, InboundEvent) == before                    # the same store: the 413 stored nothing

@@ -31,7 +31,7 @@ def test_killing_a_web_and_a_worker_process_loses_and_doubles_nothing(write_conf
     ports = [procs.free_port(), procs.free_port()]
     webs = [procs.start("serve", "--config", str(config), "--port", str(p), "--threads", "8") for p in ports]
     workers = [procs.start("worker", "--config", str(config)) for _ in range(2)]
-    for proc, port in zip(webs, ports):
+    for proc, port in zip(webs, ports, strict=True):
         procs.wait_healthy(proc, port)
     sent = threading.Semaphore(0)
     retries = []

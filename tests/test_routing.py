@@ -8,7 +8,7 @@ import sys
 import threading
 import tomllib
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, insert, select
@@ -308,11 +308,11 @@ timezone = "Asia/Yekaterinburg"
 working_hours = "09:00-18:00"
 max_open_leads = 1
 """)))
-    monday_0330_utc = datetime(2026, 11, 23, 3, 30, tzinfo=timezone.utc)     # 08:30 in Yekaterinburg
+    monday_0330_utc = datetime(2026, 11, 23, 3, 30, tzinfo=UTC)     # 08:30 in Yekaterinburg
     with transaction(hub.engine, read_only=True) as s:
         assert why_not(s, hub.config, ["Ural"], monday_0330_utc) == {"Ural": "outside working hours"}
         assert why_not(s, hub.config, ["Ural"], monday_0330_utc + timedelta(hours=1)) == {"Ural": None}
-        saturday = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
+        saturday = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
         assert why_not(s, hub.config, ["Ural"], saturday) == {"Ural": "outside working hours"}
     store_events(hub, 1)
     Worker(hub).drain()

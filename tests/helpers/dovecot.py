@@ -45,7 +45,7 @@ class Dovecot:
         for p in [self.root, *self.root.rglob("*")] if AS_ROOT else []:
             os.chown(p, self.pw.pw_uid, self.pw.pw_gid)
 
-    def start(self, timeout: float = 10.0) -> "Dovecot":
+    def start(self, timeout: float = 10.0) -> Dovecot:
         drop = dict(user=self.pw.pw_uid, group=self.pw.pw_gid, extra_groups=[]) if AS_ROOT else {}
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)], start_new_session=True, **drop)
         end = time.monotonic() + timeout

@@ -23,7 +23,7 @@ def free_port() -> int:
 def start(*args: str) -> subprocess.Popen:
     # Output goes to a file, not a pipe: nobody reads a pipe until stop(), and a process whose log filled
     # the pipe's 64 KB would block in its next log line (with every thread that logs after it).
-    log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+    log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 — it lives as long as the process
     proc = subprocess.Popen([HUB, *args], stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log = log
     return proc

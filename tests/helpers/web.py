@@ -15,7 +15,7 @@ ALL_DAYS = json.dumps(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
 
 # Team "north" (lead Lena: Lena, Max, Mia) and team "south" (lead Sam: Sam, Sid). Each source routes to one
 # fixed manager, so the test knows who owns what; the message decides warmth.
-WEB_CONFIG = f'''
+WEB_CONFIG = '''
 [[sources]]
 name = "ads"
 connector = "site_form"
