@@ -199,6 +199,8 @@ def authenticate(session: Session, login: str, password: str) -> User | None:
 # A session's last_seen_at is written at most this often: were every page view a write, each reader would
 # queue for the writers' lock (SQLite has one), for a time no one needs to the second.
 SESSION_SEEN_INTERVAL = timedelta(minutes=5)
+# A token's last_used_at likewise: a busy script must not turn every read into a write.
+TOKEN_USED_INTERVAL = timedelta(minutes=5)
 
 
 def start_session(session: Session, user: User, hours: int) -> str | None:
@@ -231,20 +233,37 @@ def _end_sessions_of(session: Session, user: User) -> None:
 def user_for_session(engine: Engine, token: str) -> User | None:
     """The user a session cookie's token signs in, or None (signed out, ended by a change to the user,
     expired, or the user disabled)."""
-    digest = _sha256(token)
-    with transaction(engine, read_only=True) as session:
-        row = session.execute(select(WebSession, User).join(User, User.id == WebSession.user_id)
-                              .where(WebSession.id == digest)).first()
-    if row is None or not hmac.compare_digest(row.WebSession.id, digest):
+    found = _holder_of(engine, WebSession, WebSession.id, token)
+    if found is None:
         return None
-    web_session, user = row
+    web_session, user = found
     now = utcnow()
-    if web_session.expires_at <= now or user.disabled:
+    if web_session.expires_at <= now:
         return None
-    if now - web_session.last_seen_at > SESSION_SEEN_INTERVAL:
-        with transaction(engine) as session:
-            session.execute(update(WebSession).where(WebSession.id == digest).values(last_seen_at=now))
+    _mark_used(engine, WebSession, WebSession.id, web_session.id, "last_seen_at", web_session.last_seen_at, now,
+               SESSION_SEEN_INTERVAL)
     return user
+
+
+def _holder_of(engine: Engine, model: Any, digest_column: Any, plain: str) -> tuple[Any, User] | None:
+    """The row a secret (a session token, an API token) is kept by, as its SHA-256, with its user; None
+    when there is none or its user is disabled."""
+    digest = _sha256(plain)
+    with transaction(engine, read_only=True) as session:
+        row = session.execute(select(model, User).join(User, User.id == model.user_id)
+                              .where(digest_column == digest)).first()
+    # The lookup is by hash; compare again in constant time so no branch depends on the secret's bytes.
+    if row is None or not hmac.compare_digest(getattr(row[0], digest_column.key), digest) or row[1].disabled:
+        return None
+    return row[0], row[1]
+
+
+def _mark_used(engine: Engine, model: Any, key_column: Any, key: Any, column: str, last: datetime | None,
+               now: datetime, every: timedelta) -> None:
+    """Write when a secret was last used, at most ``every``: a busy user must not turn every read into a write."""
+    if last is None or now - last > every:
+        with transaction(engine) as session:
+            session.execute(update(model).where(key_column == key).values({column: now}))
 
 
 # -- the sign-in throttle -------------------------------------------------------------------------------
@@ -333,21 +352,12 @@ def revoke_token(session: Session, token_id: int) -> ApiToken:
 
 def user_for_token(engine: Engine, plain: str) -> User | None:
     """The user a bearer token acts for, or None (unknown, revoked, or its user disabled)."""
-    digest = _sha256(plain)
-    with transaction(engine, read_only=True) as session:
-        row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                              .where(ApiToken.token_sha256 == digest)).first()
-    # The lookup is by hash; compare again in constant time so no branch depends on the secret's bytes.
-    if row is None or not hmac.compare_digest(row.ApiToken.token_sha256, digest):
+    found = _holder_of(engine, ApiToken, ApiToken.token_sha256, plain)
+    if found is None or found[0].revoked_at is not None:
         return None
-    token, user = row
-    if token.revoked_at is not None or user.disabled:
-        return None
-    now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):
-        # Written at most every five minutes: a busy script must not turn every read into a write.
-        with transaction(engine) as session:
-            session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+    token, user = found
+    _mark_used(engine, ApiToken, ApiToken.id, token.id, "last_used_at", token.last_used_at, utcnow(),
+               TOKEN_USED_INTERVAL)
     return user
 
 
