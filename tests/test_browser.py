@@ -439,3 +439,30 @@ def test_every_page_fits_the_screen(live_server, page, screenshot, seeded, width
     boxes = [page.locator(sel).bounding_box() for sel in ("h1", "form.filters[method=get]", "#chart")]
     for above, below in zip(boxes, boxes[1:], strict=False):
         assert above["y"] + above["height"] <= below["y"] + 0.5, boxes
+
+
+# What each role works with, in both languages: every page it may open, at a desk and on a phone.
+ROLE_PAGES = {
+    "admin@example.ru": ["/leads", "/leads/{lead}", "/report", "/channels", "/channels/site", "/mapping-tester",
+                         "/managers", "/profile"],
+    "marketer@example.ru": ["/report", "/channels", "/channels/ads", "/mapping-tester", "/profile"],
+    "max@example.ru": ["/leads", "/leads/{lead}", "/profile"],
+    "lena@example.ru": ["/leads", "/leads/{lead}", "/report", "/managers", "/profile"],
+}
+
+
+@pytest.mark.parametrize("locale", ["ru-RU", "en-US"])
+@pytest.mark.parametrize("width", [DESKTOP, PHONE])
+@pytest.mark.parametrize("login", list(ROLE_PAGES))
+def test_every_role_sees_its_pages_fit_in_both_languages(live_server, page, screenshot, seeded, width, locale,
+                                                         login):
+    sign_in(page, live_server, login)
+    lead = min(lead for lead, owner in seeded.items() if owner == "Max")
+    lang = locale[:2]
+    assert page.locator("html").get_attribute("lang") == lang
+    for path in ROLE_PAGES[login]:
+        page.goto(live_server + path.format(lead=lead))
+        assert page.locator("html").get_attribute("lang") == lang, path
+        fits(page, width)
+        screenshot(f"{login.split('@')[0]}-{path.strip('/').replace('/', '-').replace('{lead}', 'lead') or 'home'}"
+                   f"-{lang}-{width}")
