@@ -190,6 +190,11 @@ class LeadHistory(Base):
     assignments and status changes). Append-only."""
 
     __tablename__ = "lead_history"
+    __table_args__ = (
+        # The reports read a period's entries by kind and by who acted (speed to lead, handovers, the
+        # activity per day); this index covers those columns, so a period costs a range scan.
+        Index("ix_lead_history_at_kind", "at", "kind", "actor"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), index=True)

@@ -18,6 +18,7 @@ from hub.config import Config, load_config
 from hub.desk.access import Actor, actor_of, session_secret, timezone_of, user_for_session, user_for_token
 from hub.i18n import TRANSLATIONS_DIR, best_language
 from hub.runtime import Hub
+from hub.web import api_reports  # noqa: F401  (adds the reports' routes to the api blueprint)
 from hub.web.api import api, openapi, spec
 from hub.web.common import PUBLIC_ENDPOINTS, SessionUser, current_hub, deny, json_error, roles_of, wants_json
 from hub.web.hooks import RateLimits, health, hooks

@@ -7,9 +7,10 @@ import re
 from datetime import date
 from decimal import Decimal
 
-from flask import Blueprint, flash, g, request
+from flask import Blueprint, current_app, flash, g, request
 from flask_babel import format_decimal, get_locale, get_timezone, gettext
 
+from hub.desk.period import MAX_DAYS, Period, PeriodError, team_period
 from hub.i18n import N_, format_day, format_moment, label, label_helpers, reason_label
 from hub.store.models import KeyKind, utcnow
 from hub.store.users import Role
@@ -41,8 +42,25 @@ def _globals():
             "history_label": lambda code: label("history", code, gettext),
             "role_label": lambda code: label("role", code, gettext),
             "event_label": lambda code: label("event", code, gettext),
-            "reason_label": reason,
+            "reason_label": reason, "report_tabs": report_tabs,
             **label_helpers(config, lang, gettext)}
+
+
+# The reports' tabs, in the order a head of sales reads them: endpoint, label, who may open it.
+REPORT_TABS = (
+    ("pages.report", N_("Channels"), (Role.ADMIN, Role.MARKETER, Role.LEAD)),
+    ("pages.report_funnel", N_("Funnel"), (Role.ADMIN, Role.MARKETER, Role.LEAD)),
+    ("pages.report_managers", N_("Managers"), (Role.ADMIN, Role.LEAD)),
+    ("pages.report_statuses", N_("Statuses"), (Role.ADMIN, Role.MARKETER, Role.LEAD)),
+    ("pages.report_activity", N_("Activity"), (Role.ADMIN, Role.LEAD)),
+)
+
+
+def report_tabs() -> list[tuple[str, str]]:
+    """The report tabs this reader may open (endpoint, label in their language)."""
+    actor = g.get("actor")
+    return [(endpoint, gettext(text)) for endpoint, text, roles in REPORT_TABS
+            if actor and actor.role in roles and endpoint in current_app.view_functions]
 
 
 def actor_label(name: str | None) -> str:
@@ -115,3 +133,15 @@ def choice_arg(name: str, choices) -> str | None:
     return value if value in choices else None
 
 
+def period_arg(default_days: int = 30) -> Period:
+    """The report period in the query string (date_from, date_to: the team's days), defaulting to the last
+    ``default_days`` days; a reversed range is turned round and a too long one shortened, each said so."""
+    config = current_hub().config
+    date_from, date_to = date_arg("date_from"), date_arg("date_to")
+    if date_from and date_to and date_from > date_to:
+        date_from, date_to = date_to, date_from
+    try:
+        return team_period(config, date_from, date_to, default_days)
+    except PeriodError:
+        flash(gettext("At most %(days)s days at a time: the range was shortened.", days=MAX_DAYS), "error")
+        return team_period(config, None, date_to, MAX_DAYS)
