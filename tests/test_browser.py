@@ -442,12 +442,14 @@ def test_every_page_fits_the_screen(live_server, page, screenshot, seeded, width
 
 
 # What each role works with, in both languages: every page it may open, at a desk and on a phone.
+REPORTS = ["/report/funnel", "/report/managers", "/report/statuses", "/report/activity"]
 ROLE_PAGES = {
-    "admin@example.ru": ["/leads", "/leads/{lead}", "/report", "/channels", "/channels/site", "/mapping-tester",
-                         "/managers", "/profile"],
-    "marketer@example.ru": ["/report", "/channels", "/channels/ads", "/mapping-tester", "/profile"],
+    "admin@example.ru": ["/leads", "/leads/{lead}", "/report", *REPORTS, "/channels", "/channels/site",
+                         "/mapping-tester", "/managers", "/profile"],
+    "marketer@example.ru": ["/report", "/report/funnel", "/report/statuses", "/channels", "/channels/ads",
+                            "/mapping-tester", "/profile"],
     "max@example.ru": ["/leads", "/leads/{lead}", "/profile"],
-    "lena@example.ru": ["/leads", "/leads/{lead}", "/report", "/managers", "/profile"],
+    "lena@example.ru": ["/leads", "/leads/{lead}", "/report", *REPORTS, "/managers", "/profile"],
 }
 
 

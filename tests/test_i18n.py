@@ -198,7 +198,9 @@ def page_paths(app, seeded, hub):
 
 # Page routes that answer no page: a download, or JSON for a page's own script (the inbox's live rows are
 # the inbox's own template, checked on the inbox).
-NOT_PAGES = {"pages.calls_poll", "pages.inbox_poll", "pages.leads_export", "pages.report_csv"}
+NOT_PAGES = {"pages.calls_poll", "pages.inbox_poll", "pages.leads_export", "pages.report_csv",
+             "pages.report_funnel_csv", "pages.report_statuses_csv", "pages.report_handovers_csv",
+             "pages.report_activity_csv", "pages.report_managers_csv"}
 
 TESTER = {  # the mapping tester, each payload once as every role that may use it
     "rejected": {"source": "site", "payload": json.dumps(NO_CONTACT, ensure_ascii=False)},

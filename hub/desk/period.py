@@ -83,12 +83,27 @@ class Period:
 def team_period(config: Config, date_from: date | None, date_to: date | None, default_days: int = 30,
                 today: date | None = None) -> Period:
     """The period a reader asked for, in the team's time zone: missing ends default to the last
-    ``default_days`` days up to today (the team's today)."""
+    ``default_days`` days up to today (the team's today). Raises PeriodError for a reversed or too long one."""
     tz = config.ui.timezone
     today = today or datetime.now(ZoneInfo(tz)).date()
     date_to = date_to or today
     date_from = date_from or date_to - timedelta(days=default_days - 1)
     return Period(date_from, date_to, tz)
+
+
+def lenient_period(config: Config, date_from: date | None, date_to: date | None,
+                   default_days: int = 30) -> tuple[Period, str | None]:
+    """team_period for a reader who typed the dates: reversed ones are turned round, a too long range is
+    shortened to its last MAX_DAYS days. Returns the period and, when it differs from the request, why
+    (the answer's ``period`` always says what was reported)."""
+    note = None
+    if date_from and date_to and date_from > date_to:
+        date_from, date_to = date_to, date_from
+        note = "date_from was after date_to: the two were swapped"
+    try:
+        return team_period(config, date_from, date_to, default_days), note
+    except PeriodError:
+        return team_period(config, None, date_to, MAX_DAYS), f"at most {MAX_DAYS} days at a time: shortened"
 
 
 def hour_bucket(session: Session, column) -> ColumnElement:

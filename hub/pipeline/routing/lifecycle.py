@@ -20,7 +20,11 @@ from hub.pipeline.routing.assignment import UPDATE_LEAD, assign, why_fields
 from hub.pipeline.routing.rules import forget_manager_states
 from hub.pipeline.routing.sla import restart_follow_up
 from hub.store.db import execute, insert_ignoring_conflicts
-from hub.store.models import Lead, LeadStatus, ManagerState
+from hub.store.models import Lead, LeadHistory, LeadStatus, ManagerState
+
+# What hands a lead to someone (or to the queue): the moment the lead's clock for its next owner starts.
+HANDOVERS = ("assigned", "reassigned", "escalated")
+_CLOCK_KINDS = (*HANDOVERS, "unassigned", "reopened", "taken", "attempt")
 
 
 class RoutingError(HubError):
@@ -50,10 +54,11 @@ def take(session: Session, config: Config, lead_id: int, manager: str, now: date
     if lead.owner not in (None, manager):
         raise RoutingError(Msg("lead %(id)s belongs to %(owner)s; reassign it first", id=lead_id, owner=lead.owner))
     previous = lead.owner
+    waited_s = _seconds(now, _waiting_since(session, lead))
     lead.status, lead.owner, lead.taken_at, lead.sla_due_at, lead.updated_at = \
         LeadStatus.IN_WORK, manager, now, None, now
     history(session, lead_id, "taken", actor=manager, at=now, **from_to(previous, manager),
-            **why_fields(Msg("taken into work")))
+            **why_fields(Msg("taken into work")), waited_s=waited_s)
     restart_follow_up(session, config, lead, now)
     queue_forwarding(session, config, lead_id, lead.source)
     return lead
@@ -96,11 +101,59 @@ def count_attempt(session: Session, config: Config, lead_id: int, actor: str, no
     lead = lock_lead(session, lead_id)
     if lead.status not in LeadStatus.OPEN:
         raise RoutingError(Msg("lead %(id)s is %(status)s", id=lead_id, status=lead.status))
+    given_at = _first_attempt_clock(session, lead, actor)
     lead.contact_attempts += 1
     lead.updated_at = now
-    history(session, lead_id, "attempt", actor=actor, at=now, number=lead.contact_attempts)
+    # The owner's first attempt since the lead was given to them: how long it took (the managers report).
+    timing = {"after_s": _seconds(now, given_at)} if given_at is not None else {}
+    history(session, lead_id, "attempt", actor=actor, at=now, number=lead.contact_attempts, **timing)
     restart_follow_up(session, config, lead, now)
     return lead
+
+
+def _clock_entries(session: Session, lead_id: int):
+    """The lead's entries that start or stop the speed clocks, oldest first (a lead has a handful)."""
+    return session.execute(select(LeadHistory.kind, LeadHistory.at, LeadHistory.actor, LeadHistory.data)
+                           .where(LeadHistory.lead_id == lead_id, LeadHistory.kind.in_(_CLOCK_KINDS))
+                           .order_by(LeadHistory.id)).all()
+
+
+def _waiting_since(session: Session, lead: Lead) -> datetime:
+    """Since when the lead has waited to be taken: its last handover (to its owner, or into the queue), or its
+    reopening, else its creation (the first touch's time). Read from the history rather than ``assigned_at``,
+    which a returning person's lead given back to its owner keeps from the first assignment when its rule has
+    no SLA."""
+    since = None
+    for kind, at, _, data in _clock_entries(session, lead.id):
+        if kind in ("unassigned", "reopened") or _handed_over(kind, data):
+            since = at
+    return since or lead.created_at
+
+
+def _first_attempt_clock(session: Session, lead: Lead, actor: str) -> datetime | None:
+    """When the lead was given to ``actor`` — handed over to them, or taken by them from the queue — if this
+    attempt is their first since then and the lead is theirs; else None (nothing to time)."""
+    if lead.owner != actor:
+        return None
+    given_at: datetime | None = None
+    tried = False
+    for kind, at, by, data in _clock_entries(session, lead.id):
+        if (_handed_over(kind, data) and (data or {}).get("to") == actor) or \
+                (kind == "taken" and by == actor and (data or {}).get("from") is None):
+            given_at, tried = at, False
+        elif kind == "attempt" and by == actor:
+            tried = True
+    return None if tried else given_at
+
+
+def _handed_over(kind: str, data: dict | None) -> bool:
+    """A handover that starts a new owner's clock: not an escalation that found no team lead and left the
+    lead where it was (its from and to are the same owner); a returning lead given back to its owner is one."""
+    return kind in HANDOVERS and not (kind == "escalated" and (data or {}).get("from") == (data or {}).get("to"))
+
+
+def _seconds(now: datetime, since: datetime) -> int:
+    return max(0, int((now - since).total_seconds()))
 
 
 def reassign(session: Session, config: Config, lead_id: int, to: str, why: str | Msg, actor: str,

@@ -5,8 +5,18 @@ Pages read through hub.desk.queries and act through hub.pipeline.routing — the
 One blueprint (``pages``, in blueprint.py); each module adds the routes of one part of the app to it.
 """
 
-from hub.web.pages import account, channels, leads, report_funnel, report_managers, report_statuses, reports, team
+from hub.web.pages import (
+    account,
+    channels,
+    leads,
+    report_activity,
+    report_funnel,
+    report_managers,
+    report_statuses,
+    reports,
+    team,
+)
 from hub.web.pages.blueprint import pages
 
-__all__ = ["pages", "account", "channels", "leads", "report_funnel", "report_managers", "report_statuses", "reports",
-           "team"]
+__all__ = ["pages", "account", "channels", "leads", "report_activity", "report_funnel", "report_managers",
+           "report_statuses", "reports", "team"]

@@ -10,7 +10,7 @@ from decimal import Decimal
 from flask import Blueprint, current_app, flash, g, request
 from flask_babel import format_decimal, get_locale, get_timezone, gettext
 
-from hub.desk.period import MAX_DAYS, Period, PeriodError, team_period
+from hub.desk.period import MAX_DAYS, Period, lenient_period
 from hub.i18n import N_, format_day, format_moment, label, label_helpers, reason_label
 from hub.store.models import KeyKind, utcnow
 from hub.store.users import Role
@@ -136,12 +136,10 @@ def choice_arg(name: str, choices) -> str | None:
 def period_arg(default_days: int = 30) -> Period:
     """The report period in the query string (date_from, date_to: the team's days), defaulting to the last
     ``default_days`` days; a reversed range is turned round and a too long one shortened, each said so."""
-    config = current_hub().config
     date_from, date_to = date_arg("date_from"), date_arg("date_to")
-    if date_from and date_to and date_from > date_to:
-        date_from, date_to = date_to, date_from
-    try:
-        return team_period(config, date_from, date_to, default_days)
-    except PeriodError:
+    period, note = lenient_period(current_hub().config, date_from, date_to, default_days)
+    if note and date_from and date_to and date_from > date_to:
+        flash(gettext("The dates were the wrong way round: swapped."), "error")
+    elif note:
         flash(gettext("At most %(days)s days at a time: the range was shortened.", days=MAX_DAYS), "error")
-        return team_period(config, None, date_to, MAX_DAYS)
+    return period
