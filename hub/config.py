@@ -156,7 +156,8 @@ class NotifyConfig(_Strict):
     email: EmailConfig | None = None
     max_attempts: int = Field(10, ge=1)
     timeout_seconds: float = Field(5, gt=0)
-    # Daily digest of unassigned and overdue leads to each team lead, at this UTC time; none: no digest.
+    # Daily digest to each team lead (the queue, their teams' overdue leads, yesterday per manager) at this
+    # time of day in the team lead's own time zone when their [[managers]] entry sets one, else [ui] timezone.
     digest_at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 

@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
 
+from hub.desk.digest import send_due_digests
 from hub.intake.polling import poll_due, poll_seconds, polling_sources
-from hub.pipeline.routing.sla import SWEEPS, digest
+from hub.pipeline.routing.sla import SWEEPS
 from hub.runtime import Hub
 from hub.store.db import execute, insert_ignoring_conflicts, transaction
 from hub.store.models import SchedulerLease, utcnow
@@ -68,17 +69,11 @@ class Scheduler:
         return done
 
     def _digest_if_due(self, now: datetime) -> None:
-        """Once a day at [notify] digest_at (UTC): a marker row per day makes it once, whoever leads."""
-        at = self.hub.config.notify.digest_at
-        if at is None or now.strftime("%H:%M") < at:
-            return
-        table = SchedulerLease.__table__
+        """Each team lead's digest at [notify] digest_at in their time zone, once a day (hub/desk/digest.py)."""
         with transaction(self.hub.engine) as s:
-            first = insert_ignoring_conflicts(s, table, ["name"], {"name": f"digest:{now:%Y-%m-%d}",
-                                                                  "holder": self.name, "expires_at": now})
-            if first is not None:
-                queued = digest(s, self.hub.config, now)
-                log.info("daily digest: %s message(s) queued", queued)
+            queued = send_due_digests(s, self.hub.config, now, self.name)
+        if queued:
+            log.info("daily digest: %s message(s) queued", queued)
 
     def run_forever(self, stop: threading.Event) -> None:
         """APScheduler 3 drives the ticks; this thread only waits for the stop."""

@@ -108,9 +108,11 @@ def sweep_sla(session: Session, config: Config, now: datetime) -> list[dict]:
     return done
 
 
-def digest(session: Session, config: Config, now: datetime) -> int:
-    """Tell each team lead what is waiting: leads in the queue, and leads past their SLA. Returns how many
-    messages were queued."""
+def digest(session: Session, config: Config, now: datetime, team_leads: list[str] | None = None,
+           yesterday: dict[str, list[dict]] | None = None) -> int:
+    """Tell each team lead (or those named) what is waiting: leads in the queue, and their teams' leads past
+    the SLA; with ``yesterday`` (team lead → rows per manager, from the managers report) also yesterday's
+    numbers per manager. Returns how many messages were queued."""
     queued = session.execute(select(Lead.id, Lead.source, Lead.created_at).where(
         Lead.owner.is_(None), Lead.status.in_(LeadStatus.OPEN), Lead.merged_into_id.is_(None))
         .order_by(Lead.id)).all()
@@ -121,13 +123,21 @@ def digest(session: Session, config: Config, now: datetime) -> int:
     # Not taken within the rule's SLA, escalated ones included (their clock no longer runs).
     overdue = [r for r in owned if r.routing_rule in sla and r.assigned_at is not None
                and r.assigned_at + timedelta(minutes=sla[r.routing_rule]) <= now]
-    if not queued and not overdue:
-        return 0
     sent = 0
-    for lead_of_team in sorted({t.lead for t in config.teams if t.lead}):
+    for lead_of_team in team_leads if team_leads is not None else sorted({t.lead for t in config.teams if t.lead}):
+        teams = {t.name for t in config.teams if t.lead == lead_of_team}
+        theirs = {m.name for m in config.managers if m.team in teams} | {lead_of_team}
+        their_overdue = [r for r in overdue if r.owner in theirs]
+        numbers = (yesterday or {}).get(lead_of_team) or []
+        if not queued and not their_overdue and not any(_did_something(row) for row in numbers):
+            continue
         sent += queue_notifications(session, config, lead_of_team, None, "digest", today=now.date(),
-                                    queued=queued, overdue=overdue)
+                                    queued=queued, overdue=their_overdue, yesterday=numbers)
     return sent
+
+
+def _did_something(row: dict) -> bool:
+    return any(row.get(k) for k in ("received", "taken", "converted", "refused", "attempts"))
 
 
 def sweep_queue(session: Session, config: Config, now: datetime) -> list[dict]:
