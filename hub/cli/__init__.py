@@ -1,7 +1,7 @@
 """The `hub` command. Every listing takes --json (UTF-8, Cyrillic kept as is) for scripts.
 
 One module per group of commands: serve (run, serve, worker, scheduler, poll), leads, events, persons,
-managers, users (and their API tokens), sinks, data (check, db, import, reconcile, mapping test); what
+managers, users (and their API tokens), sinks, data (check, db, import, reconcile, mapping test), reports; what
 they share is in common.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from hub.cli import data, events, leads, managers, persons, serve, sinks, users
+from hub.cli import data, events, leads, managers, persons, reports, serve, sinks, users
 from hub.cli.common import setup_logging
 
 
@@ -22,5 +22,5 @@ def main() -> None:
 
 for command in (serve.run, serve.serve, serve.worker, serve.scheduler, serve.poll,
                 leads.leads, events.events, persons.persons, managers.managers, users.users, sinks.sinks,
-                data.check, data.db, data.import_csv, data.reconcile_command, data.mapping):
+                data.check, data.db, data.import_csv, data.reconcile_command, data.mapping, reports.report):
     main.add_command(command)
