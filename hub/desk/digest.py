@@ -11,8 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from hub.config import Config
-from hub.desk.period import Period
-from hub.desk.report_managers import managers_report
+from hub.desk.report_managers import yesterday_per_manager
 from hub.pipeline.routing.sla import digest
 from hub.store.db import insert_ignoring_conflicts
 from hub.store.models import SchedulerLease
@@ -47,8 +46,8 @@ def yesterday_numbers(session: Session, config: Config, team_lead: str, today: d
     """Yesterday's row per manager of the team lead's teams (and the team lead's own), as the report has it."""
     teams = {t.name for t in config.teams if t.lead == team_lead}
     names = [m.name for m in config.managers if m.team in teams or m.name == team_lead]
-    day = today - timedelta(days=1)
-    return managers_report(session, config, Period(day, day, zone), names)["managers"]
+    numbers = yesterday_per_manager(session, config, today - timedelta(days=1), names, zone)
+    return [{"name": name, **counts} for name, counts in numbers.items()]
 
 
 def send_due_digests(session: Session, config: Config, now: datetime, holder: str) -> int:

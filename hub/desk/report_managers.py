@@ -78,11 +78,11 @@ def managers_report(session: Session, config: Config, period: Period, managers: 
             "reasons": [c for c in known if c in codes] + sorted(codes - set(known))}
 
 
-def yesterday_per_manager(session: Session, config: Config, day: date,
-                          managers: list[str] | None = None) -> dict[str, dict[str, int]]:
-    """The daily digest's lines: per manager, for the team's ``day``, leads received, taken, converted,
-    refused and contact attempts."""
-    report = managers_report(session, config, Period(day, day, config.ui.timezone), managers)
+def yesterday_per_manager(session: Session, config: Config, day: date, managers: list[str] | None = None,
+                          timezone: str | None = None) -> dict[str, dict[str, int]]:
+    """The daily digest's lines: per manager, for ``day`` (the team's, or in ``timezone``: the reader's), leads
+    received, taken, converted, refused and contact attempts."""
+    report = managers_report(session, config, Period(day, day, timezone or config.ui.timezone), managers)
     return {row["name"]: {k: row[k] for k in ("received", "taken", "converted", "refused", "attempts")}
             for row in report["managers"]}
 
