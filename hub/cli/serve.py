@@ -46,7 +46,7 @@ def run(config_path: str, host: str | None, port: int | None, workers: int | Non
     hub = open_hub(config_path)
     server = _listening(hub, host, port, threads=8)
     count = workers or hub.config.worker.threads
-    with background_threads(hub, count, scheduler=True):
+    with background_threads(hub, count, scheduler=True, beside_web=True):
         _serve(server, running=f" with {count} worker(s), database {hub.engine.url!r}")
 
 

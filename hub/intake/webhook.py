@@ -31,7 +31,7 @@ from hub.intake.group import group_writer
 from hub.mapping import apply_mapping
 from hub.pipeline.calls import route_live_call
 from hub.runtime import Hub, Source
-from hub.store.db import execute, insert_ignoring_conflicts, transaction
+from hub.store.db import InsertIgnoring, execute, transaction
 from hub.store.models import EventStatus, InboundEvent, utcnow
 
 log = logging.getLogger("hub.intake.webhook")
@@ -100,10 +100,15 @@ _EXISTING = select(InboundEvent.id, InboundEvent.status).where(
     InboundEvent.source == bindparam("source"), InboundEvent.external_id == bindparam("external_id"))
 
 
+_INSERT_EVENT = InsertIgnoring(InboundEvent.__table__, (
+    "source", "external_id", "received_at", "method", "content_type", "headers", "body", "payload", "status",
+    "reject_reason", "attempts", "next_attempt_at"), ("source", "external_id"))
+
+
 def _insert(session: Session, values: list[dict[str, Any]]) -> list[StoredEvent]:
     stored: list[StoredEvent] = []
     for row in values:
-        new_id = insert_ignoring_conflicts(session, InboundEvent.__table__, ["source", "external_id"], row)
+        new_id = _INSERT_EVENT(session, row)
         if new_id is not None:
             stored.append(StoredEvent(new_id, False, row["status"]))
         else:
@@ -131,6 +136,7 @@ def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datet
             stored = _insert(session, values)
             if also is not None and any(not s.duplicate for s in stored):
                 also(session)
+    hub.intake_stored_at = time.monotonic()
     if any(s.status == EventStatus.PENDING and not s.duplicate for s in stored):
         hub.event_stored.set()
     return stored
