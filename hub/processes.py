@@ -37,6 +37,11 @@ from hub.web.app import create_app
 # and let the next writer in; by default Python hands the GIL over every 5 ms, so busy request
 # threads kept it waiting. Every 0.5 ms: +11% acks under 16 senders, p99 lower (A/B, same run).
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+# Web threads for `hub run` and `hub serve`. A delivery's thread mostly waits for the group writer's commit
+# (hub/intake/group.py), and the deliveries waiting together make one batch, so the threads bound the batch:
+# under 64 senders, 8 threads gave batches of ~4 and 470-580 acks/s, 32 gave ~10-14 and 920-970, 64 no
+# more than 32 (and a worse p99); measured on the shared 2-core machine in one run.
+WEB_THREADS = 32
 # How long a stopping process waits for each thread to finish what it holds (an event, a send).
 JOIN_TIMEOUT_SECONDS = 30
 # A request body is kept in memory up to this, then in a temporary file: what a thousand connections
@@ -212,7 +217,8 @@ class WebServer:
     """The web app on waitress. Its port is bound when it is made, so a taken port is reported before
     any worker starts, not as a traceback after."""
 
-    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None, threads: int = 8):
+    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None,
+                 threads: int = WEB_THREADS):
         self.hub = hub
         self.host, self.port = host or hub.config.server.host, port or hub.config.server.port
         try:

@@ -185,7 +185,7 @@ def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dic
         return dict(external_id=external_id[:255], payload=event.payload, status=EventStatus.PENDING)
     try:
         with _unforeseen_failures_rejected(source):
-            draft = apply_mapping(source.mapping, source.connector.fields(event.payload))
+            draft = apply_mapping(source.mapping, source.connector.fields(event.payload), contacts_only=True)
     except PayloadError as exc:
         return dict(external_id=event.external_id or _content_id(event.payload, received_at),
                     payload=event.payload, status=EventStatus.REJECTED, reject_reason=_storable(str(exc)))
