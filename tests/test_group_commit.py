@@ -206,3 +206,21 @@ def test_every_acknowledged_delivery_survives_a_kill_right_after_its_answer(writ
     finally:
         hub.dispose()
     assert set(acked) <= stored
+
+
+def test_a_worker_beside_the_door_rests_while_deliveries_arrive(hub, monkeypatch):
+    from hub.pipeline import worker as worker_module
+    from hub.pipeline.worker import Worker
+
+    w = Worker(hub, yield_to_intake=True)
+    w._stop = threading.Event()
+    monkeypatch.setattr(w, "run_batch", lambda: time.sleep(0.02) or 1)
+    started = time.monotonic()
+    w.run_batch_yielding()                                 # the door idle: no rest
+    idle = time.monotonic() - started
+    hub.intake_stored_at = time.monotonic()
+    started = time.monotonic()
+    w.run_batch_yielding()                                 # a delivery just stored: rest 3 × the batch
+    busy = time.monotonic() - started
+    share = worker_module.WORKER_SHARE_WHILE_INTAKE_BUSY
+    assert idle < 0.02 / share * 0.8 and busy >= 0.02 / share * 0.95
