@@ -2,7 +2,7 @@
 
 One command:  .venv/bin/python -m bench.intake [--postgres URL] [--requests 3000]
 
-(1) `POST /hooks/site` through `hub serve` (waitress, 8 threads) under 16 concurrent senders: throughput and
+(1) `POST /hooks/site` through `hub serve` (waitress, 32 threads) under 16 concurrent senders: throughput and
     p50/p99 latency, against a *floor* measured in the same run — a minimal WSGI app on the same server that
     only inserts the raw body into the same database with the same durability settings. Then a fixed
     200 requests/s for 10 s: p99 latency. Targets: throughput ≥ 0.5× the floor, p99 < 50 ms at 200/s.

@@ -170,8 +170,12 @@ def tilda_utm_cookie(cookies: str) -> list[tuple[str, str]]:
     return []
 
 
-def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
-    """Turn a provider's fields into a LeadDraft. Raises PayloadError when there is nothing to contact."""
+def apply_mapping(mapping: Mapping, fields: dict[str, Any], contacts_only: bool = False) -> LeadDraft:
+    """Turn a provider's fields into a LeadDraft. Raises PayloadError when there is nothing to contact.
+
+    ``contacts_only``: the check intake makes before its answer — the external id and the contacts, read
+    exactly as the full mapping reads them, so it refuses what the worker's mapping would refuse; the name,
+    message, URLs and UTM marks are left for the worker (a site form: 93 → 31 µs of CPU, measured)."""
     if not isinstance(fields, dict):
         raise PayloadError(str(Reason("not_fields")))
     by_lower: dict[str, Any] = {}
@@ -197,18 +201,21 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
     draft = LeadDraft()
     flags = draft.flags
     draft.external_id = _clip("external_id", first(names.external_id), flags)
-    draft.name = _clip("name", first(names.name), flags)
-    draft.message = _clip("message", first(names.message), flags)
-    draft.page_url = _clip("page_url", first(names.page_url), flags)
-    draft.referrer = _clip("referrer", first(names.referrer), flags)
-    draft.occurred_at = _clip("occurred_at", first(names.occurred_at), flags)
-    draft.recording = _clip("recording", first(names.recording), flags)
     draft.phones = [_clip("phone", p, flags) for p in every(names.phone)][:10]
     draft.emails = [_clip("email", e, flags) for e in every(names.email)][:10]
     for kind in ("telegram", "vk"):
         user_id = _clip(kind, first(getattr(names, f"{kind}_id")), flags)
         if user_id:
             draft.messenger_ids[kind] = user_id
+    if contacts_only:
+        _check_contacts(draft, names)
+        return draft
+    draft.name = _clip("name", first(names.name), flags)
+    draft.message = _clip("message", first(names.message), flags)
+    draft.page_url = _clip("page_url", first(names.page_url), flags)
+    draft.referrer = _clip("referrer", first(names.referrer), flags)
+    draft.occurred_at = _clip("occurred_at", first(names.occurred_at), flags)
+    draft.recording = _clip("recording", first(names.recording), flags)
 
     marks = UTM_KEYS + CLICK_ID_KEYS
     found: dict[str, str] = {}
@@ -242,9 +249,12 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any]) -> LeadDraft:
             flags.append("unmapped_payload")
     draft.utm = {k: v for k, v in found.items() if k in UTM_KEYS}
     draft.click_ids = {k: v for k, v in found.items() if k in CLICK_ID_KEYS}
+    _check_contacts(draft, names)
+    return draft
 
+
+def _check_contacts(draft: LeadDraft, names: _FieldNames) -> None:
     if not draft.phones and not draft.emails and not draft.messenger_ids:
         looked = ", ".join(names.phone + names.email + names.telegram_id + names.vk_id) \
             or Reason("no_contact_fields")
         raise PayloadError(str(Reason("no_contact", fields=looked)))
-    return draft

@@ -13,10 +13,12 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 from hub.config import ServerConfig, config_flag
@@ -35,6 +37,11 @@ from hub.web.app import create_app
 # and let the next writer in; by default Python hands the GIL over every 5 ms, so busy request
 # threads kept it waiting. Every 0.5 ms: +11% acks under 16 senders, p99 lower (A/B, same run).
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+# Web threads for `hub run` and `hub serve`. A delivery's thread mostly waits for the group writer's commit
+# (hub/intake/group.py), and the deliveries waiting together make one batch, so the threads bound the batch:
+# under 64 senders, 8 threads gave batches of ~4 and 470-580 acks/s, 32 gave ~10-14 and 920-970, 64 no
+# more than 32 (and a worse p99); measured on the shared 2-core machine in one run.
+WEB_THREADS = 32
 # How long a stopping process waits for each thread to finish what it holds (an event, a send).
 JOIN_TIMEOUT_SECONDS = 30
 # A request body is kept in memory up to this, then in a temporary file: what a thousand connections
@@ -55,11 +62,14 @@ log = logging.getLogger("hub.processes")
 
 
 @contextmanager
-def background_threads(hub: Hub, workers: int, scheduler: bool = False) -> Iterator[threading.Event]:
+def background_threads(hub: Hub, workers: int, scheduler: bool = False,
+                       beside_web: bool = False) -> Iterator[threading.Event]:
     """Worker threads, a notifier, a forwarder when sinks are configured (and, for `hub run` and
-    `hub scheduler`, the scheduler) for the duration of the block; set the yielded event to stop them early."""
+    `hub scheduler`, the scheduler) for the duration of the block; set the yielded event to stop them early.
+    ``beside_web``: the web server shares the process (`hub run`), and the workers yield to its intake."""
     stop = threading.Event()
-    threads = [threading.Thread(target=lambda: Worker(hub).run_forever(stop), name=f"worker-{i + 1}", daemon=True)
+    threads = [threading.Thread(target=lambda: Worker(hub, yield_to_intake=beside_web).run_forever(stop),
+                                name=f"worker-{i + 1}", daemon=True)
                for i in range(workers)]
     threads.append(threading.Thread(target=Notifier(hub).run_forever, args=(stop,), name="notifier", daemon=True))
     if hub.config.sinks:
@@ -148,11 +158,67 @@ def waitress_settings(server: ServerConfig, threads: int) -> dict[str, Any]:
     }
 
 
+class QuietChannel(HTTPChannel):
+    """Waitress's channel, without the busy loop it falls into under load.
+
+    While a request's task runs, waitress's own channel says it is writable as soon as the task has put a
+    byte in its output buffer; the main loop's poll() then returns at once, over and over, trying to flush
+    what the task thread is flushing itself (``send_bytes`` is 1: a task sends as it writes, under the
+    buffer's lock). Counted under 16 senders: 5-10 empty wake-ups per request, 40,000 polls a second, each
+    taking the GIL from the threads doing the work. The spin fed itself, and the process collapsed into
+    it now and then: a plain INSERT-the-body WSGI app on waitress, 8 threads, ran at 280-1,400 req/s and
+    1.3-4.3 ms of CPU per request; with this channel at 2,100-3,200 req/s and 0.25-0.42 ms (same run).
+
+    Nothing is left unsent by it: a task that cannot send everything pulls the trigger, and so does every
+    task when it ends, and the loop looks again; past the high watermark the task waits for the loop to
+    flush, so then the channel says writable as before."""
+
+    def writable(self) -> bool:
+        if self.will_close or self.close_when_flushed:
+            return True
+        pending = self.total_outbufs_len
+        return bool(pending) and (not self.requests or pending > self.adj.outbuf_high_watermark)
+
+
+class QueueDepthLog:
+    """Waitress logs "Task queue depth is N" at WARNING for every request that waits for a thread: under a
+    burst, thousands of lines a second, each made and written by the thread that accepts connections (a
+    record costs ~5 µs before any filter sees it). This stands in for its queue logger: one line a minute,
+    saying how many were left out."""
+
+    def __init__(self, logger: logging.Logger, every_seconds: float = 60.0):
+        self._log = logger
+        self.every = every_seconds
+        self._next = 0.0
+        self._dropped = 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._dropped += 1
+            return
+        more = f" ({self._dropped} such lines left out since the last)" if self._dropped else ""
+        self._next, self._dropped = now + self.every, 0
+        self._log.warning(msg + more, *args)
+
+
+def _quiet_waitress(server: Any) -> None:
+    # create_server gives one server, or a MultiSocketServer holding one per listening address.
+    servers = [server] + [s for s in getattr(server, "map", {}).values() if hasattr(s, "channel_class")]
+    for s in servers:
+        if hasattr(s, "channel_class"):
+            s.channel_class = QuietChannel
+    dispatcher = getattr(server, "task_dispatcher", None)
+    if dispatcher is not None and hasattr(dispatcher, "queue_logger"):
+        dispatcher.queue_logger = QueueDepthLog(dispatcher.queue_logger)
+
+
 class WebServer:
     """The web app on waitress. Its port is bound when it is made, so a taken port is reported before
     any worker starts, not as a traceback after."""
 
-    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None, threads: int = 8):
+    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None,
+                 threads: int = WEB_THREADS):
         self.hub = hub
         self.host, self.port = host or hub.config.server.host, port or hub.config.server.port
         try:
@@ -160,6 +226,7 @@ class WebServer:
                                          **waitress_settings(hub.config.server, threads))
         except OSError as exc:
             raise ListenError(self.host, self.port, exc) from None
+        _quiet_waitress(self._server)
 
     @property
     def url(self) -> str:

@@ -54,6 +54,9 @@ class Hub:
                 region=sc.region or config.default_region)
         # Set when intake stores an event, so an in-process worker starts at once instead of at its next poll.
         self.event_stored = threading.Event()
+        # When (time.monotonic()) intake last stored a delivery in this process: an in-process worker yields
+        # to the door while it is recent (hub/pipeline/worker.py).
+        self.intake_stored_at = 0.0
         # Set when a notification is queued, so the notifier sends it at once.
         self.notification_queued = threading.Event()
         # Set when a lead is queued for a sink, so the forwarder sends it at once.

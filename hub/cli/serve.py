@@ -41,12 +41,12 @@ def _serve(server: WebServer, running: str = "") -> None:
 @click.option("--workers", type=int, help="Worker threads (default: [worker] threads).")
 def run(config_path: str, host: str | None, port: int | None, workers: int | None) -> None:
     """Web, workers and scheduler in one process: the embedded default."""
-    from hub.processes import background_threads
+    from hub.processes import WEB_THREADS, background_threads
 
     hub = open_hub(config_path)
-    server = _listening(hub, host, port, threads=8)
+    server = _listening(hub, host, port, threads=WEB_THREADS)
     count = workers or hub.config.worker.threads
-    with background_threads(hub, count, scheduler=True):
+    with background_threads(hub, count, scheduler=True, beside_web=True):
         _serve(server, running=f" with {count} worker(s), database {hub.engine.url!r}")
 
 
@@ -54,7 +54,8 @@ def run(config_path: str, host: str | None, port: int | None, workers: int | Non
 @config_option
 @click.option("--host")
 @click.option("--port", type=int)
-@click.option("--threads", type=int, default=8, show_default=True, help="HTTP threads.")
+@click.option("--threads", type=int, default=32, show_default=True,
+              help="HTTP threads (they bound the intake's group commit: hub/processes.py, WEB_THREADS).")
 def serve(config_path: str, host: str | None, port: int | None, threads: int) -> None:
     """Only the web part (run `hub worker` separately)."""
     hub = open_hub(config_path)

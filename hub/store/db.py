@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Engine, Table, bindparam, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool, QueuePool
@@ -233,3 +233,46 @@ def execute(session: Session, stmt: Any, params: dict[str, Any] | list[dict[str,
     """Run a prebuilt Core statement on the session's connection. Hot paths (every delivery, every imported
     row) use statements built once at import time: building one per call costs more than running it."""
     return session.connection().execute(stmt, params or {})
+
+
+class InsertIgnoring:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING <primary key>`` over fixed columns, for the one statement
+    run per delivery. On SQLite it is compiled once and run on the DBAPI cursor, each value passed through
+    the column type's own bind processor (so what is stored is what SQLAlchemy would store): executing a
+    Core statement cost ~180 µs of CPU a row here, the cursor ~25 µs (a batch of 32 deliveries, measured).
+    Elsewhere (PostgreSQL, where a row's cost is the round trip) it is the Core statement."""
+
+    def __init__(self, table: Table, columns: tuple[str, ...], index_elements: tuple[str, ...]):
+        self.table, self.columns, self.index_elements = table, columns, index_elements
+        self._compiled: dict[str, tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]] = {}
+
+    def _sqlite(self, dialect: Any) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            key = next(iter(self.table.primary_key.columns))
+            stmt = (sqlite.insert(self.table).values({c: bindparam(c) for c in self.columns})
+                    .on_conflict_do_nothing(index_elements=list(self.index_elements)).returning(key))
+            sql = stmt.compile(dialect=dialect)
+            order = sql.positiontup or []               # the table's column order, not ours
+            if sorted(order) != sorted(self.columns):
+                raise RuntimeError(f"unexpected parameters {order} for {self.columns}")
+            processors: list[tuple[str, Callable[[Any], Any] | None]] = [
+                (c, self.table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for c in order]
+            compiled = self._compiled[dialect.name] = (str(sql), processors)
+        return compiled
+
+    def __call__(self, session: Session, values: dict[str, Any]) -> Any:
+        """The new row's key, or None when a row with the same key already existed."""
+        connection = session.connection()
+        dialect = connection.dialect
+        if dialect.name != "sqlite":
+            return insert_ignoring_conflicts(session, self.table, list(self.index_elements),
+                                             {c: values.get(c) for c in self.columns})
+        sql, processors = self._sqlite(dialect)
+        params = [values.get(c) if p is None else p(values.get(c)) for c, p in processors]
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            row = cursor.execute(sql, params).fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else row[0]

@@ -21,6 +21,7 @@ from hub.runtime import Hub
 from hub.web import api_reports  # noqa: F401  (adds the reports' routes to the api blueprint)
 from hub.web.api import api, openapi, spec
 from hub.web.common import PUBLIC_ENDPOINTS, SessionUser, current_hub, deny, json_error, roles_of, wants_json
+from hub.web.door import PAGE_CSP, HookDoor
 from hub.web.hooks import RateLimits, health, hooks
 from hub.web.metrics import AckLatency
 from hub.web.pages import pages
@@ -63,6 +64,9 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.after_request(_security_headers)
+    # Deliveries are answered in front of Flask (hub/web/door.py); what the fast lane does not take reaches
+    # the app as before.
+    app.wsgi_app = HookDoor(app.wsgi_app, hub, app.extensions, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
     return app
 
 
@@ -123,10 +127,6 @@ def _api_actor() -> Actor | None:
 def _csrf_error(exc: CSRFError):
     return deny(400, "csrf_failed", f"{exc.description} Reload the page and try again.",
                  gettext("The form had expired. Reload the page and try again."))
-
-
-PAGE_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
-            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 def _security_headers(response: Response) -> Response:

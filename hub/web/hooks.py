@@ -1,7 +1,9 @@
 """The door providers knock on — ``/hooks/<source>`` — and the health endpoints (``/healthz``, ``/metrics``).
 
 The door does only what must happen before the provider's answer: find the source, keep it under its rate
-limit and body cap, and hand the body to hub/intake/webhook.py, which verifies, stores and commits.
+limit and body cap, and hand the body to hub/intake/webhook.py, which verifies, stores and commits. The
+common case never reaches this view: hub/web/door.py answers it in front of Flask, through the same
+``deliver``; what it does not take (404, 405, 413, 429, chunked bodies) is answered here.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from flask.blueprints import BlueprintSetupState
 from sqlalchemy import func, select, text
 
 from hub.connector import InboundRequest, WebhookConnector
-from hub.errors import FailureLog, SignatureError
-from hub.intake.webhook import handle_webhook
+from hub.errors import FailureLog
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent
 from hub.web.common import current_hub, json_error
+from hub.web.door import deliver
 from hub.web.metrics import render as render_metrics
 
 log = logging.getLogger("hub.web.hooks")
@@ -86,21 +88,10 @@ def webhook(source_name: str, subpath: str):
     body = request.get_data(cache=False)   # raises 413 past MAX_CONTENT_LENGTH, chunked bodies included
     if cap and len(body) > cap:           # chunked bodies carry no Content-Length
         return _too_large(source_name, cap)
-    response: Response | tuple[Response, int]
-    try:
-        reply = handle_webhook(hub, source, _inbound_request(subpath, body))
-        response = Response(reply.body, status=reply.status, content_type=reply.content_type)
-    except SignatureError as exc:
-        log.warning("source=%s signature check failed: %s (from %s)", source_name, exc, request.remote_addr)
-        response = json_error(exc.status, "unauthorized", str(exc))
-    except Exception as exc:  # noqa: BLE001 — not stored means not acknowledged: the provider must retry
-        _store_failures().failed(exc, f" (source {source_name})")
-        response = json_error(503, "store_unavailable", "the delivery could not be stored; please retry")
-    else:
-        _store_failures().recovered()
-    status = response[1] if isinstance(response, tuple) else response.status_code
-    current_app.extensions["ack_latency"].observe(source_name, status, time.perf_counter() - started)
-    return response
+    answer = deliver(hub, source, _inbound_request(subpath, body), request.remote_addr,
+                     current_app.extensions["ack_latency"], _store_failures(), started)
+    return Response(answer.body, status=answer.status, content_type=answer.content_type,
+                    headers=list(answer.headers))
 
 
 @hooks.record_once

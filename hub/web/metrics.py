@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 
 from sqlalchemy import func, select
 
+from hub.intake.group import group_writer
 from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent, Notification
@@ -69,4 +70,17 @@ def render(hub: Hub, latency: AckLatency) -> str:
               "# HELP leadhub_notifications Notifications in the outbox by status.",
               "# TYPE leadhub_notifications gauge"]
     lines += [f'leadhub_notifications{{status="{status}"}} {n}' for status, n in sorted(notes)]
+    writer = group_writer(hub.engine)
+    if writer is not None:
+        lines += ["# HELP leadhub_intake_commits_total Transactions the intake's group writer committed "
+                  "(this process); deliveries ÷ commits is the mean batch.",
+                  "# TYPE leadhub_intake_commits_total counter", f"leadhub_intake_commits_total {writer.batches}",
+                  "# HELP leadhub_intake_batched_deliveries_total Deliveries written by the group writer "
+                  "(this process).",
+                  "# TYPE leadhub_intake_batched_deliveries_total counter",
+                  f"leadhub_intake_batched_deliveries_total {writer.jobs}",
+                  "# HELP leadhub_intake_batch_fallbacks_total Batches that failed and were written again one "
+                  "delivery a transaction (this process).",
+                  "# TYPE leadhub_intake_batch_fallbacks_total counter",
+                  f"leadhub_intake_batch_fallbacks_total {writer.fallbacks}"]
     return "\n".join(lines + latency.lines()) + "\n"
