@@ -35,7 +35,7 @@ from hub.desk.access import add_user
 from hub.runtime import Hub
 from hub.store import schema as store
 from hub.store.db import transaction
-from hub.store.models import IdentityKey, InboundEvent, Lead, LeadTask, Person, Touch, utcnow
+from hub.store.models import IdentityKey, InboundEvent, Lead, LeadHistory, LeadTask, Person, Touch, utcnow
 from hub.web.app import create_app
 
 RESULTS = Path(__file__).parent / "results"
@@ -58,8 +58,8 @@ def _phone(n: int) -> str:
 def make_hub(url: str, workdir: Path) -> Hub:
     config = parse_config({
         "sources": [{"name": s, "connector": "site_form"} for s in SOURCES],
-        "teams": [{"name": "sales", "lead": MANAGERS[0]}],
-        "managers": [{"name": m, "team": "sales"} for m in MANAGERS],
+        "teams": [{"name": "north", "lead": MANAGERS[0]}, {"name": "south", "lead": MANAGERS[4]}],
+        "managers": [{"name": m, "team": "north" if i < 4 else "south"} for i, m in enumerate(MANAGERS)],
     }, workdir)
     config.database_url = url
     hub = Hub(config)
@@ -79,6 +79,8 @@ def populate(hub: Hub, upto: int, batch: int = 20_000) -> float:
         rows = range(lo, hi)
         at = {n: now - timedelta(days=90 * (upto - n) / upto, seconds=rnd.randrange(60)) for n in rows}
         status = {n: rnd.choice(STATUSES) for n in rows}
+        waited = {n: rnd.randrange(30, 3600) for n in rows}           # seconds from assignment to taken
+        reasons = [r.code for r in hub.config.refuse_reasons] or ["no_answer"]
         with transaction(hub.engine) as s:
             conn = s.connection()
             conn.execute(insert(Person.__table__), [
@@ -93,7 +95,11 @@ def populate(hub: Hub, upto: int, batch: int = 20_000) -> float:
                 {"id": n + 1, "person_id": n + 1, "status": status[n],
                  "source": SOURCES[n % 5], "warmth": rnd.choice(["cold", "warm", "hot"]),
                  "owner": MANAGERS[n % 8], "tags": TAG_SETS[n % 50], "reopened_count": 0, "created_at": at[n],
-                 "updated_at": at[n], "utm_campaign": f"campaign_{n % 12}",
+                 "updated_at": at[n], "utm_campaign": f"campaign_{n % 12}", "assigned_at": at[n],
+                 "taken_at": at[n] + timedelta(seconds=waited[n]) if status[n] != "new" else None,
+                 "refuse_reason": reasons[n % len(reasons)] if status[n] == "refused" else None,
+                 "amount": 1000 + n % 50 * 500 if status[n] == "converted" else None,
+                 "contact_attempts": 1 + n % 3 if status[n] != "new" else 0,
                  "sla_due_at": at[n] + timedelta(minutes=15) if status[n] == "new" else None,
                  "follow_up_due_at": at[n] + timedelta(hours=24) if status[n] == "in_work" else None,
                  "follow_up_stage": 0} for n in rows])
@@ -106,6 +112,7 @@ def populate(hub: Hub, upto: int, batch: int = 20_000) -> float:
                 {"id": n + 1, "source": SOURCES[n % 5], "external_id": f"bench:{n}", "received_at": at[n],
                  "method": "POST", "headers": {}, "body": b"{}", "payload": {}, "status": "processed",
                  "attempts": 1, "lead_id": n + 1} for n in rows])
+            conn.execute(insert(LeadHistory.__table__), _history(rows, at, status, waited, reasons))
             conn.execute(insert(Touch.__table__), [
                 {"lead_id": n + 1, "event_id": n + 1, "source": SOURCES[n % 5], "channel": "site_form", "at": at[n],
                  "utm_source": "yandex", "utm_medium": "cpc", "utm_campaign": f"campaign_{n % 12}",
@@ -117,6 +124,35 @@ def populate(hub: Hub, upto: int, batch: int = 20_000) -> float:
                                f"(SELECT MAX(id) FROM {table}))"))
             s.execute(text("ANALYZE"))
     return time.perf_counter() - started
+
+
+def _history(rows: range, at: dict, status: dict, waited: dict, reasons: list[str]) -> list[dict]:
+    """A lead's timeline as the desk writes it: assigned; then, for a lead in work or closed, taken, one to
+    three attempts and a note; a status change for a closed one; an SLA reassignment on 1 lead in 20.
+    About five entries a lead, so that the reports read a history of the size a real team's would be."""
+    out = []
+    for n in rows:
+        owner, t0 = MANAGERS[n % 8], at[n]
+        out.append({"lead_id": n + 1, "at": t0, "kind": "assigned", "actor": "hub",
+                    "data": {"from": None, "to": owner, "why": "round robin"}})
+        if n % 20 == 0:
+            out.append({"lead_id": n + 1, "at": t0 + timedelta(seconds=1), "kind": "reassigned", "actor": "hub",
+                        "data": {"from": MANAGERS[(n + 1) % 8], "to": owner, "why": "SLA"}})
+        if status[n] == "new":
+            continue
+        taken = t0 + timedelta(seconds=waited[n])
+        out.append({"lead_id": n + 1, "at": taken, "kind": "taken", "actor": owner,
+                    "data": {"from": owner, "to": owner, "waited_s": waited[n]}})
+        for i in range(1 + n % 3):
+            out.append({"lead_id": n + 1, "at": taken + timedelta(minutes=5 * (i + 1)), "kind": "attempt",
+                        "actor": owner, "data": {"number": i + 1, **({"after_s": waited[n] + 300} if i == 0 else {})}})
+        out.append({"lead_id": n + 1, "at": taken + timedelta(minutes=20), "kind": "note", "actor": owner,
+                    "data": {"text": "перезвонить завтра"}})
+        if status[n] in ("converted", "refused"):
+            out.append({"lead_id": n + 1, "at": taken + timedelta(hours=2), "kind": "status", "actor": owner,
+                        "data": {"from": "in_work", "to": status[n],
+                                 "reason": reasons[n % len(reasons)] if status[n] == "refused" else None}})
+    return out
 
 
 def signed_in(app, login: str):
@@ -140,6 +176,14 @@ def pages_to_time(hub: Hub) -> list[tuple[str, str, str]]:
         ("report, 30 days by source", "admin", "/report"),
         ("report, 30 days by campaign", "admin", "/report?group_by=utm_campaign"),
         ("channels health", "admin", "/channels"),
+        ("report: managers, 30 days", "admin", "/report/managers"),
+        ("report: managers, a team lead's", "lead", "/report/managers"),
+        ("report: funnel by source, 30 days", "admin", "/report/funnel"),
+        ("report: funnel by tag, 30 days", "admin", "/report/funnel?group_by=tag"),
+        ("report: statuses, 30 days", "admin", "/report/statuses"),
+        ("report: activity, 7 days", "admin", "/report/activity"),
+        ("API reports/managers, 30 days", "api", "/api/v1/reports/managers"),
+        ("API reports/funnel, 30 days", "api", "/api/v1/reports/funnel"),
         ("API /leads?limit=50", "api", "/api/v1/leads?limit=50"),
     ]
 
@@ -177,7 +221,8 @@ def _times(get, path: str, repeat: int) -> list[float]:
 def measure(hub: Hub, repeat: int, search_repeat: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Pages: median ms. Searches: p50 and p99 ms."""
     app = create_app(hub=hub)
-    clients = {"admin": signed_in(app, "admin@bench"), "manager": signed_in(app, "manager@bench")}
+    clients = {"admin": signed_in(app, "admin@bench"), "manager": signed_in(app, "manager@bench"),
+               "lead": signed_in(app, "lead@bench")}
     with transaction(hub.engine) as s:
         from hub.desk.access import add_token
         tokens = {"api": add_token(s, "admin@bench", "bench")[1],
@@ -204,6 +249,7 @@ def run(url: str, workdir: Path, small: int, large: int, repeat: int, search_rep
     with transaction(hub.engine) as s:
         add_user(s, hub.config, "admin@bench", PASSWORD, "admin")
         add_user(s, hub.config, "manager@bench", PASSWORD, "manager", MANAGERS[3])
+        add_user(s, hub.config, "lead@bench", PASSWORD, "lead", MANAGERS[0])
     results: dict = {"database": hub.engine.dialect.name, "sizes": {}, "searches": {}}
     for size in (small, large):
         print(f"{hub.engine.dialect.name}: filling to {size} leads …", file=sys.stderr, flush=True)
