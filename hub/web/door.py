@@ -38,7 +38,7 @@ log = logging.getLogger("hub.web.hooks")
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
 PAGE_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-_COMMON_HEADERS = [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                    ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store")]
 _STATUS_LINES = {code: f"{code} {name.upper()}" for code, name in HTTP_STATUS_CODES.items()}
 
@@ -155,7 +155,7 @@ class HookDoor:
                              self.extensions["ack_latency"], self.extensions["store_failures"], started)
         mimetype = answer.content_type.partition(";")[0].strip().lower()
         headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
-                   *answer.headers, *_COMMON_HEADERS,
+                   *answer.headers, *SECURITY_HEADERS,
                    ("Content-Security-Policy", PAGE_CSP if mimetype == "text/html" else JSON_CSP),
                    ("Vary", "Cookie")]
         start_response(_STATUS_LINES.get(answer.status, f"{answer.status} UNKNOWN"), headers)
