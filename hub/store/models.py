@@ -305,6 +305,9 @@ class Notification(QueuedRow, Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
     channel: Mapped[str] = mapped_column(String(16))          # telegram | email
+    # What the message is: the notification template's name (new_lead, handed_over, ...) — it decides the
+    # buttons a Telegram message carries — or "client_answer" for the answer to the client.
+    kind: Mapped[str | None] = mapped_column(String(32))
     recipient: Mapped[str] = mapped_column(String(320))       # chat id / address
     subject: Mapped[str] = mapped_column(String(255))
     text: Mapped[str] = mapped_column(Text)

@@ -70,7 +70,7 @@ def queue_notifications(session: Session, config: Config, manager_name: str, lea
     now = utcnow()
     for row in rows:
         execute(session, INSERT_NOTIFICATION, dict(
-            row, lead_id=lead_id, subject=subject, text=text, status="pending", attempts=0,
+            row, lead_id=lead_id, kind=template, subject=subject, text=text, status="pending", attempts=0,
             next_attempt_at=now, created_at=now))
     mark_queued(session, "notification")
     return len(rows)
