@@ -16,9 +16,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hub.answer_config import AnswerConfig, check_answers
 from hub.errors import ConfigError
+from hub.mapping import TrackingNumbers, tracking_numbers
 from hub.sales_config import (
     DEFAULT_REFUSE_REASONS,
     ManagerConfig,
@@ -95,6 +97,10 @@ class SourceConfig(BaseModel):
     rate_limit_per_minute: int | None = Field(None, ge=1)
     # A source may accept less than [server] max_body_bytes.
     max_body_bytes: int | None = Field(None, ge=256)
+    # What the client hears back (see AnswerConfig); None: nothing.
+    answer: AnswerConfig | None = None
+    # Call tracking: the number a client called → that ad's UTM marks (keys become E.164 at load).
+    numbers: TrackingNumbers = {}
 
     @field_validator("name")
     @classmethod
@@ -138,6 +144,18 @@ class SinkConfig(BaseModel):
 class TelegramConfig(_Strict):
     bot_token: str = Field(min_length=10)
     api_url: str = "https://api.telegram.org"
+    # How the manager bot hears button presses and /link: "polling" (one `hub run`/`hub worker` process long-polls
+    # getUpdates; works behind NAT) or "webhook" (Telegram POSTs to <base_url>/telegram/manager-bot: needs a
+    # public HTTPS address, and the secret below, which Telegram sends back in a header).
+    updates: Literal["polling", "webhook"] = "polling"
+    webhook_secret: str | None = Field(None, min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_-]+$")
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> TelegramConfig:
+        if self.updates == "webhook" and not self.webhook_secret:
+            raise ValueError('updates = "webhook" needs webhook_secret (16+ characters of A-Z, a-z, 0-9, _ and -), '
+                             "the secret_token given to setWebhook")
+        return self
 
 
 class EmailConfig(_Strict):
@@ -369,6 +387,8 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
         seen.add(src.name)
         _check_region(src.region, f"{loc}.region", problems)
         _check_timezone(src.timezone, f"{loc}.timezone", problems)
+        src.numbers, bad_numbers = tracking_numbers(src.numbers, src.region or config.default_region)
+        problems.extend(f"{loc}.numbers: {problem}" for problem in bad_numbers)
         cls = connectors.get(src.connector)
         if cls is None:
             known = ", ".join(sorted(connectors)) or "none installed: run `pip install -e .`"
@@ -389,6 +409,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
                 problems.extend(f"{loc}.mapping: {p}" for p in exc.problems)
     _check_routing(config, problems)
     _check_sinks(config, problems)
+    check_answers(config.sources, config.notify.email is not None, problems)
     _check_timezone(config.ui.timezone, "ui.timezone", problems)
     if config.ui.notification_templates and not (base_dir / config.ui.notification_templates).is_dir():
         problems.append(f"ui.notification_templates: no folder {config.ui.notification_templates!r} "

@@ -27,12 +27,16 @@ from hub.runtime import Hub
 from hub.store import schema as store
 from hub.store.db import make_engine
 from hub.web.app import create_app
+from tests.helpers.fake_telegram import fake_telegram  # noqa: F401 - a fixture, for every Telegram test
+from tests.helpers.fake_vk import fake_vk  # noqa: F401 - a fixture, for every VK test
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("HUB_TEST_REQUIRE_POSTGRES") == "1"
 REQUIRE_IMAP = os.environ.get("HUB_TEST_REQUIRE_IMAP") == "1"
-TABLES = ("lead_task", "web_session", "sign_in_counter", "call_alert", "web_presence", "sink_delivery", "sink_link",
+TABLES = ("notification_message", "telegram_link", "telegram_link_code",
+          "vk_profile",
+          "lead_task", "web_session", "sign_in_counter", "call_alert", "web_presence", "sink_delivery", "sink_link",
           "sink_state", "api_token", "hub_user", "source_spend", "poll_state", "notification", "manager_state",
           "routing_position", "scheduler_lease", "lead_history", "possible_duplicate", "person_merge", "touch",
           "inbound_event", "lead", "identity_key", "person")

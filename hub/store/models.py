@@ -290,6 +290,9 @@ class RoutingPosition(Base):
     position: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+CLIENT_ANSWER_PREDICATE = "kind = 'client_answer'"
+
+
 class NotificationStatus:
     PENDING = "pending"
     SENT = "sent"
@@ -300,7 +303,12 @@ class Notification(QueuedRow, Base):
     """Outbox: written in the lead's transaction, sent after commit by the notifier, retried with backoff."""
 
     __tablename__ = "notification"
-    __table_args__ = (Index("ix_notification_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_notification_due", "status", "next_attempt_at"),
+                      # A client hears back once per lead, however often they write and however many workers
+                      # race: the second answer's INSERT meets this index (hub/outbox/client_answer.py).
+                      Index("uq_notification_client_answer", "lead_id", unique=True,
+                            sqlite_where=text(CLIENT_ANSWER_PREDICATE),
+                            postgresql_where=text(CLIENT_ANSWER_PREDICATE)))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"))
@@ -309,11 +317,49 @@ class Notification(QueuedRow, Base):
     # buttons a Telegram message carries — or "client_answer" for the answer to the client.
     kind: Mapped[str | None] = mapped_column(String(32))
     recipient: Mapped[str] = mapped_column(String(320))       # chat id / address
+    # A client answer's source: its bot or community sends it. None: the hub's own channels ([notify]).
+    source: Mapped[str | None] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(255))
     text: Mapped[str] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)    # also a claim's lease
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class NotificationMessage(Base):
+    """The Telegram message a notification became: the manager bot edits it when its lead is acted on."""
+
+    __tablename__ = "notification_message"
+
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notification.id"), primary_key=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id"), index=True)
+    chat_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TelegramLink(Base):
+    """A manager's own Telegram (``/link CODE`` to the notification bot): their notifications go to this chat,
+    and this Telegram user — only this one — may work their leads from the buttons."""
+
+    __tablename__ = "telegram_link"
+
+    manager: Mapped[str] = mapped_column(String(128), primary_key=True)
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    chat_id: Mapped[str] = mapped_column(String(64))
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TelegramLinkCode(Base):
+    """A one-time code of ``hub managers link-telegram``: its SHA-256 only, good for 15 minutes, once."""
+
+    __tablename__ = "telegram_link_code"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    manager: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class SchedulerLease(Base):
@@ -388,6 +434,9 @@ class SinkLink(Base):
     lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id"), primary_key=True)
     remote_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # What the sink posted once and must not post again (the ids of the notes sent, the refusal commented):
+    # hub.sink.Step.remember, kept as each answer comes. None: nothing yet.
+    remembered: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class SinkState(Base):
@@ -425,3 +474,15 @@ class WebPresence(Base):
 
     manager: Mapped[str] = mapped_column(String(128), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VkProfile(Base):
+    """A VK user's name and city as users.get last gave them: a lead from VK is named without asking VK
+    again for every message of the same client (re-asked after hub.pipeline.vk_profiles.PROFILE_MAX_AGE)."""
+
+    __tablename__ = "vk_profile"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str | None] = mapped_column(String(255))
+    city: Mapped[str | None] = mapped_column(String(255))
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
