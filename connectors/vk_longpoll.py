@@ -1,9 +1,12 @@
-"""VK communities without a public URL: the Bots Long Poll API.
+"""VK communities without a public URL: the Bots Long Poll API, through ``vk_api``'s ``VkBotLongPoll``.
 
 ``groups.getLongPollServer`` gives a server, key and ``ts``; each poll asks the server for events after
-``ts`` (kept by the hub as this source's cursor). Events have the Callback API's shape and ``event_id``, so
-the fields and the dedup are the same as connectors/vk.py. VK's ``failed`` answers are followed as
-documented: 1 — take the new ts; 2 — get a new key; 3 — get a new key and ts.
+``ts``. The hub owns the cursor (hub/intake/polling.py stores the events, then the new ts, in one
+transaction): each poll sets the library's ``server``/``key``/``ts`` from the stored state, calls its
+``check()`` once and hands back the events with the library's new cursor. ``check()`` follows VK's
+``failed`` answers as documented: 1 — take the new ts; 2 — get a new key, keep the ts; 3 — get a new key
+and ts. Events have the Callback API's shape and ``event_id``, so the fields and the dedup are the same as
+connectors/vk.py.
 """
 
 from __future__ import annotations
@@ -11,11 +14,23 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+import vk_api
+from jconfig.memory import MemoryConfig
 from pydantic import BaseModel, ConfigDict, Field
+from vk_api.bot_longpoll import VkBotLongPoll
+from vk_api.exceptions import TOO_MANY_RPS_CODE, ApiError, VkApiError
 
-from connectors.vk import LEAD_EVENTS, event_fields
+from connectors.vk import LEAD_EVENTS, PROFILE_KEY, event_fields
 from hub.connector import PollingConnector, PollResult, RawEvent
 from hub.errors import RetriableError
+
+# vk_api builds every method URL as this literal and has no setting for the address (hub/outbox/
+# vk_api_client.py does the same for the hub's own calls; a connector may not import the hub's outbox).
+LIBRARY_API_PREFIX = "https://api.vk.ru/method/"
+# Errors that a person must fix: 5 the token is wrong or revoked, 15/27 it lacks the community's rights,
+# 100 the long poll is off for the community (Manage community → API usage → Long Poll API).
+NEEDS_SETTINGS = {5: "check access_token", 15: "the token needs the community's manage rights",
+                  27: "use a community token", 100: "turn the Long Poll API on and check group_id"}
 
 
 class VkLongPollSettings(BaseModel):
@@ -29,6 +44,35 @@ class VkLongPollSettings(BaseModel):
     region: str = "RU"
 
 
+class _ApiUrlSession(requests.Session):
+    """vk_api's hard-coded API address replaced by ``api_url`` (a proxy, a test's fake server), and a timeout
+    on every request (vk_api sets none for API methods)."""
+
+    def __init__(self, api_url: str, timeout: float):
+        super().__init__()
+        self.api_url = api_url.rstrip("/") + "/"
+        self.timeout = timeout
+
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        if isinstance(url, str) and url.startswith(LIBRARY_API_PREFIX):
+            url = self.api_url + url[len(LIBRARY_API_PREFIX):]
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+class _HubCursorLongPoll(VkBotLongPoll):
+    """The library's long poll without its own idea of where it is: no server asked for on construction
+    (the hub restores server, key and ts from its stored cursor before each check), and events kept as the
+    raw dicts VK sent (the hub stores them as they came)."""
+
+    def __init__(self, vk: vk_api.VkApi, group_id: int, wait: int, session: requests.Session):
+        self.vk, self.group_id, self.wait, self.session = vk, group_id, wait, session
+        self.url = self.key = self.server = self.ts = None
+
+    def _parse_event(self, raw_event: Any) -> Any:
+        return raw_event
+
+
 class VkLongPollConnector(PollingConnector[VkLongPollSettings]):
     name = "vk_longpoll"
     config_schema = VkLongPollSettings
@@ -36,37 +80,33 @@ class VkLongPollConnector(PollingConnector[VkLongPollSettings]):
 
     def __init__(self, source: str, settings: VkLongPollSettings):
         super().__init__(source, settings)
-        self.http = requests.Session()
-
-    def _get(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            resp = self.http.get(url, params=params, timeout=self.settings.wait_seconds + 10)
-            return resp.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise RetriableError(f"VK unreachable: {type(exc).__name__}") from None
-
-    def _server(self) -> dict[str, Any]:
-        body = self._get(f"{self.settings.api_url.rstrip('/')}/groups.getLongPollServer", {
-            "group_id": self.settings.group_id, "access_token": self.settings.access_token,
-            "v": self.settings.api_version})
-        if "error" in body:
-            raise RetriableError(f"VK groups.getLongPollServer: {body['error'].get('error_msg', body['error'])}")
-        return body["response"]
+        session = _ApiUrlSession(settings.api_url, timeout=settings.wait_seconds + 10)
+        vk = vk_api.VkApi(token=settings.access_token, api_version=settings.api_version, session=session,
+                          config=MemoryConfig)
+        vk.RPS_DELAY = 0.05      # a community token may make 20 requests/s; the library assumes a user's 3
+        vk.error_handlers.pop(TOO_MANY_RPS_CODE, None)    # it would sleep and retry forever; the poll backs off
+        self.longpoll = _HubCursorLongPoll(vk, settings.group_id, settings.wait_seconds, session)
 
     def poll(self, state: dict[str, Any]) -> PollResult:
-        server: dict[str, Any] = ({k: state[k] for k in ("server", "key", "ts") if k in state} if "key" in state
-                                  else self._server())
-        body = self._get(server["server"], {"act": "a_check", "key": server["key"], "ts": server["ts"],
-                                            "wait": self.settings.wait_seconds})
-        failed = body.get("failed")
-        if failed == 1:
-            return PollResult(events=[], state={**server, "ts": body["ts"]})
-        if failed in (2, 3):
-            fresh = self._server()
-            return PollResult(events=[], state={**fresh, "ts": server["ts"] if failed == 2 else fresh["ts"]})
-        events = [RawEvent(external_id=f"event:{u['event_id']}", payload=u) for u in body.get("updates", [])
-                  if u.get("type") in LEAD_EVENTS and u.get("event_id")]
-        return PollResult(events=events, state={**server, "ts": body.get("ts", server["ts"])})
+        longpoll = self.longpoll
+        try:
+            if "key" in state:
+                longpoll.server = longpoll.url = state["server"]
+                longpoll.key, longpoll.ts = state["key"], state["ts"]
+            else:
+                longpoll.update_longpoll_server()
+            updates = longpoll.check()
+        except ApiError as exc:
+            message = str(exc.error.get("error_msg") or "").replace(self.settings.access_token, "***")
+            hint = NEEDS_SETTINGS.get(exc.code)
+            raise RetriableError(f"VK groups.getLongPollServer: error {exc.code}: {message}"
+                                 + (f" ({hint})" if hint else "")) from None
+        except (VkApiError, requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            raise RetriableError(f"VK unreachable: {type(exc).__name__}") from None
+        events = [RawEvent(external_id=f"event:{u['event_id']}",
+                           payload={k: v for k, v in u.items() if k != PROFILE_KEY})
+                  for u in updates if isinstance(u, dict) and u.get("type") in LEAD_EVENTS and u.get("event_id")]
+        return PollResult(events=events, state={"server": longpoll.server, "key": longpoll.key, "ts": longpoll.ts})
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
         return event_fields(payload, self.settings.region)

@@ -62,28 +62,30 @@ def test_telegram_polling_with_a_webhook_set_says_what_to_do(write_config, runne
     hub.dispose()
 
 
-VK_METHOD = "https://api.vk.com/method/groups.getLongPollServer"
-LP = "https://lp.vk.com/wh218000111"
+def vk_hub(write_config, fake_vk) -> Hub:
+    return Hub(load_config(write_config(f'[[sources]]\nname = "vk"\nconnector = "vk_longpoll"\n'
+                                        f'access_token = "{fake_vk.token}"\ngroup_id = 218000111\n'
+                                        f'api_url = "{fake_vk.api_url}"\nwait_seconds = 0\n')))
 
 
-@responses.activate
-def test_vk_long_poll_follows_ts_and_refreshes_its_key(write_config, runner):
-    hub = Hub(load_config(write_config('[[sources]]\nname = "vk"\nconnector = "vk_longpoll"\n'
-                                       'access_token = "vk1.a.community-token"\ngroup_id = 218000111\n')))
-    server = responses.get(VK_METHOD, json={"response": {"server": LP, "key": "k1", "ts": "10"}})
+def test_vk_long_poll_follows_ts_and_refreshes_its_key(write_config, runner, fake_vk):
+    """Through vk_api's VkBotLongPoll against a local fake VK: the hub's stored cursor drives it."""
+    hub = vk_hub(write_config, fake_vk)
     lead_ad = {k: v for k, v in fixture("vk", "lead_forms_new.json").items() if k != "secret"}
     message = {k: v for k, v in fixture("vk", "message_new.json").items() if k != "secret"}
     typing = {"type": "message_typing_state", "object": {}, "group_id": 218000111, "event_id": "t1"}
-    responses.get(LP, json={"ts": "12", "updates": [lead_ad, typing, message]},
-                  match=[matchers.query_param_matcher({"act": "a_check", "key": "k1", "ts": "10", "wait": "1"})])
-    responses.get(LP, json={"failed": 2},
-                  match=[matchers.query_param_matcher({"act": "a_check", "key": "k1", "ts": "12", "wait": "1"})])
-    responses.get(LP, json={"ts": "13", "updates": [lead_ad]},             # VK re-sending one: stored once
-                  match=[matchers.query_param_matcher({"act": "a_check", "key": "k1", "ts": "12", "wait": "1"})])
+    assert "vk: 0 fetched, 0 new" in runner("poll").output   # a server, key and ts: from now on, as VK does
+    fake_vk.push(lead_ad, typing, message)
     assert "vk: 2 fetched, 2 new" in runner("poll").output
+    assert len(fake_vk.calls_to("groups.getLongPollServer")) == 1
+    fake_vk.lp_fail(2)
     assert "vk: 0 fetched, 0 new" in runner("poll").output               # failed 2: a new key, same ts
-    assert server.call_count == 2
+    assert len(fake_vk.calls_to("groups.getLongPollServer")) == 2
+    fake_vk.push(lead_ad)                                                  # VK re-sending one: stored once
     assert "vk: 1 fetched, 0 new" in runner("poll").output
+    checks = fake_vk.calls_to("a_check")
+    assert [c.params["ts"] for c in checks] == ["100", "100", "103", "103"]
+    assert checks[-1].params["key"] == fake_vk.key and checks[0].params["wait"] == "0"
     Worker(hub).drain()
     leads = json.loads(runner("leads", "list", "--json").output)
     assert sorted(lead["phones"][0] for lead in leads) == ["+79031234567", "+79160001122"]

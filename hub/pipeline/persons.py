@@ -4,11 +4,12 @@ exactly (touches and keys that arrived *after* the merge stay with the kept pers
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from hub.errors import HubError
 from hub.pipeline.normalise import normalise_email, normalise_phone
+from hub.pipeline.vk_profiles import forget_vk_profiles
 from hub.store.models import (
     IdentityKey,
     KeyKind,
@@ -178,6 +179,8 @@ def forget_person(session: Session, person: Person, actor: str) -> dict:
     tasks = list(session.scalars(select(LeadTask).where(LeadTask.lead_id.in_(lead_ids))))
     counts = {"keys": len(person.keys), "leads": len(leads), "touches": len(touches), "raw_events": len(events),
               "notes": 0, "tasks": len(tasks)}
+    # Their VK name and city were cached by VK user id: they go with the keys.
+    forget_vk_profiles(session, [k.value for k in person.keys if k.kind == "vk"])
     for key in list(person.keys):
         session.delete(key)
     person.name = None
@@ -187,6 +190,10 @@ def forget_person(session: Session, person: Person, actor: str) -> dict:
     for e in events:
         e.body, e.payload, e.headers = b"", None, {}
     session.execute(update(Notification).where(Notification.lead_id.in_(lead_ids)).values(text=ERASED))
+    # The answer to the client went to their own chat or address; one not sent yet never will be.
+    session.execute(update(Notification).where(Notification.lead_id.in_(lead_ids), Notification.kind == "client_answer")
+                    .values(recipient=ERASED, status=case((Notification.status == "pending", "dead"),
+                                                          else_=Notification.status)))
     for task in tasks:
         task.text = ERASED
     for entry in session.scalars(select(LeadHistory).where(LeadHistory.lead_id.in_(lead_ids))):

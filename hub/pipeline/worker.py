@@ -31,6 +31,7 @@ from hub.errors import PayloadError
 from hub.outbox.queue import LeasedQueue, Retries, run_loop
 from hub.pipeline.process import DeferredWrites, EventRef, Outcome, attach, process_event, settle
 from hub.pipeline.routing.assignment import LeadState
+from hub.pipeline.vk_profiles import add_vk_profiles
 from hub.runtime import Hub, Source
 from hub.store.db import execute, queued, transaction
 from hub.store.models import EventStatus, InboundEvent, utcnow
@@ -115,7 +116,11 @@ class Worker:
                              token=token, by=self.name[:128], max_attempts=self.settings.max_attempts)
         for row in taken.buried:
             log.error("event=%s dead: its workers died %s times", row.id, row.attempts)
-        return [Claim(r.id, token, r.attempts, r.source, r.received_at, r.payload) for r in taken.rows]
+        claims = [Claim(r.id, token, r.attempts, r.source, r.received_at, r.payload) for r in taken.rows]
+        # VK senders' names from users.get: a network call, so here, between the claim's transaction and the
+        # processing one (never inside a write transaction: on SQLite it would hold the writer lock).
+        add_vk_profiles(self.hub, [(claim.source, claim.payload) for claim in claims])
+        return claims
 
     # -- step 2 -------------------------------------------------------------------------------------
     def process(self, claim: Claim) -> str | None:
