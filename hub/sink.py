@@ -1,8 +1,9 @@
 """The sink interface: a plugin that forwards a routed lead to another system (a CRM, a webhook).
 
-Like a connector, a sink is pure: it turns the lead (its public JSON, hub.store.serialize.lead_to_dict) into an
-HTTP request and reads the answer; the hub makes the request, limits its rate across processes, retries
-and keeps dead letters (hub/outbox/forwarding.py). It never imports Flask, SQLAlchemy or an HTTP client.
+Like a connector, a sink is pure: it turns the lead (its public JSON and a few labels from the config,
+hub.store.serialize.lead_for_sinks) into an HTTP request and reads the answer; the hub makes the request,
+limits its rate across processes, retries and keeps dead letters (hub/outbox/forwarding.py). It never
+imports Flask, SQLAlchemy or an HTTP client.
 
 A sink registers in the ``leadhub.sinks`` entry-point group, built-in ones included (see pyproject.toml);
 the entry point's key is its name, the ``type`` of a ``[[sinks]]`` table, and the class does not repeat it.
@@ -49,11 +50,13 @@ class SinkResponse:
 
 
 class Delivered(Exception):
-    """Not an error: the lead is in the sink; ``remote_id`` is its id there (kept for later updates)."""
+    """Not an error: the lead is in the sink; ``remote_id`` is its id there (kept for later updates).
+    ``remember``: as on a Step. ``again``: there is more to send than one delivery takes (a long backlog of
+    notes): the hub queues the lead to this sink once more."""
 
-    def __init__(self, remote_id: str | None):
+    def __init__(self, remote_id: str | None, remember: dict[str, Any] | None = None, again: bool = False):
         super().__init__(remote_id)
-        self.remote_id = remote_id
+        self.remote_id, self.remember, self.again = remote_id, remember, again
 
 
 def retry_after(response: SinkResponse, default: float | None = None) -> float | None:
@@ -81,10 +84,20 @@ class Refused(Exception):
 @dataclass
 class Step:
     """What to do next: send ``request``; ``then(response, state)`` reads the answer and raises Delivered,
-    SendAgain or Refused, or returns the next Step. ``state`` is the sink's shared, persisted state."""
+    SendAgain or Refused, or returns the next Step. ``state`` is the sink's shared, persisted state.
+
+    A step may carry what the hub must store for this lead in this sink before the step's request goes
+    out, so that a failure later in the conversation, or a crash, loses none of it: ``remote_id``, the lead
+    now exists in the sink under this id (a create answered, notes follow); ``remember``, keys to keep (each
+    replaces the stored key of its name) — what the answers so far established (the ids of the notes
+    posted, so each goes once) and what this request is about to post (so that if its answer is lost, the
+    next delivery asks the sink first). They are handed back to ``start_with_memory`` on every later
+    delivery."""
 
     request: SinkRequest
     then: Callable[[SinkResponse, dict[str, Any]], Step]
+    remote_id: str | None = None
+    remember: dict[str, Any] | None = None
 
 
 SinkSettingsT = TypeVar("SinkSettingsT", bound=SinkSettings)
@@ -109,6 +122,13 @@ class Sink(Generic[SinkSettingsT]):
     def start(self, lead: dict[str, Any], remote_id: str | None, delivery_id: int, retrying: bool,
               state: dict[str, Any]) -> Step:
         raise NotImplementedError
+
+    def start_with_memory(self, lead: dict[str, Any], remote_id: str | None, remembered: dict[str, Any],
+                          delivery_id: int, retrying: bool, state: dict[str, Any]) -> Step:
+        """What the hub calls. ``remembered`` is what earlier deliveries of this lead to this sink kept
+        (``Step.remember``); a sink that posts things once each (a CRM's notes) overrides this, the others
+        implement ``start`` and keep nothing."""
+        return self.start(lead, remote_id, delivery_id, retrying, state)
 
     def secrets(self) -> list[str]:
         """Values to scrub from stored errors and logs."""

@@ -290,14 +290,23 @@ def test_amocrm_refreshes_an_expired_token_once_and_keeps_the_new_pair(hub, clie
         return 200, {}, json.dumps({"token_type": "Bearer", "expires_in": 86400,
                                     "access_token": "new-access-token", "refresh_token": "second-refresh-token"})
 
+    patches, notes = [], []
+
     def patch(request):
         tokens_seen.append(request.headers["Authorization"])
+        patches.append(json.loads(request.body))
         return 200, {}, json.dumps({"id": 9001, "updated_at": 1700000000})
+
+    def note(request):
+        tokens_seen.append(request.headers["Authorization"])
+        notes.extend(json.loads(request.body))
+        return 200, {}, json.dumps({"_embedded": {"notes": [{"id": 1, "entity_id": 9001, "request_id": "0"}]}})
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add_callback(responses.POST, f"{AMO}/api/v4/leads/complex", callback=complex_)
         rsps.add_callback(responses.POST, f"{AMO}/oauth2/access_token", callback=oauth)
         rsps.add_callback(responses.PATCH, f"{AMO}/api/v4/leads/9001", callback=patch)
+        rsps.add_callback(responses.POST, f"{AMO}/api/v4/leads/9001/notes", callback=note)
         deliver(hub, client, "+79120000001")
         deliver(hub, client, "+79120000002", source="ads")
         forwarder = Forwarder(hub)
@@ -309,7 +318,11 @@ def test_amocrm_refreshes_an_expired_token_once_and_keeps_the_new_pair(hub, clie
     assert len(refreshes) == 1 and refreshes[0]["refresh_token"] == "first-refresh-token"
     assert refreshes[0]["grant_type"] == "refresh_token"
     assert tokens_seen == ["Bearer old-access-token", "Bearer new-access-token", "Bearer new-access-token",
-                           "Bearer new-access-token"]
+                           "Bearer new-access-token", "Bearer new-access-token"]
+    # No statuses configured: refused is amoCRM's own "lost" (143); the reason, not mapped to a
+    # loss_reason_id, is told by a note.
+    assert patches[-1]["status_id"] == 143 and "loss_reason_id" not in patches[-1]
+    assert notes == [{"note_type": "common", "params": {"text": "Refusal reason: contacted by mistake"}}]
     with transaction(hub.engine, read_only=True) as s:
         state = s.get(SinkState, "amo").data
     assert state == {"access_token": "new-access-token", "refresh_token": "second-refresh-token"}

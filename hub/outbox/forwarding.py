@@ -6,7 +6,9 @@
    two deliveries of one lead to one sink at a time, so an update never races its create), take a token
    from the sink's bucket — kept in the database, so every process shares the provider's limit — make
    the request with no transaction open, and let the sink read the answer.
-3. Delivered: keep the lead's id in the sink (``sink_link``): every later delivery updates it. A
+3. Delivered: keep the lead's id in the sink (``sink_link``): every later delivery updates it. What a
+   sink must post only once (a CRM's notes) it remembers in the same row as each answer comes
+   (``Step.remember``), so a retried delivery resumes after the last note the sink took. A
    transient refusal (429, 5xx, QUERY_LIMIT_EXCEEDED, a timeout): retried with backoff, honouring
    Retry-After. A final refusal, or ``max_attempts``: dead, listed by ``hub sinks status``, replayed by
    ``hub sinks replay``. A retried create first asks the sink whether the lead is already there (the
@@ -35,11 +37,14 @@ from hub.runtime import Hub
 from hub.sink import Delivered, Refused, SendAgain, Sink, SinkRequest, SinkResponse, Step, available_sinks
 from hub.store.db import dialect_insert_for, insert_ignoring_conflicts, mark_queued, transaction
 from hub.store.models import DeliveryStatus, Lead, Person, SinkDelivery, SinkLink, SinkState, utcnow
-from hub.store.serialize import lead_to_dict
+from hub.store.serialize import lead_for_sinks
 
 log = logging.getLogger("hub.outbox.forwarding")
 LEASE_SECONDS = 120
-MAX_STEPS = 4                     # lookup, create, refresh a token, create again
+# lookup, create, refresh a token, create again; or a look for a post whose answer was lost, then the update;
+# then the notes (Bitrix24 one request each, at most 20 a delivery, asking for another delivery for the rest),
+# the refusal's comment, and a token refresh on the way.
+MAX_STEPS = 32
 MAX_WAIT_FOR_TOKEN = 5.0          # longer than this: put the delivery back, let others run
 # A failed delivery is tried again after about 5 s, then twice as long each time, at most 10 minutes apart
 # (with [[sinks]] max_attempts = 50, about 7 hours of outage).
@@ -160,15 +165,30 @@ class Forwarder:
         taken = DELIVERIES.claim(self.hub.engine, now, limit, LEASE_SECONDS, sinks=list(self.sinks))
         return [Claimed(d.id, d.sink, d.lead_id, d.attempts) for d in taken.rows]
 
-    def _lead(self, lead_id: int, sink: str) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:
+    def _lead(self, lead_id: int, sink: str) -> tuple[dict[str, Any] | None, SinkLink, dict[str, Any]]:
+        """The lead as sinks see it, its link to the sink (a blank one before the first delivery), and the
+        sink's shared state."""
         with transaction(self.hub.engine, read_only=True) as s:
             lead = s.scalars(select(Lead).where(Lead.id == lead_id).options(
                 selectinload(Lead.person).selectinload(Person.keys), selectinload(Lead.touches),
-                selectinload(Lead.history))).one_or_none()
+                selectinload(Lead.history), selectinload(Lead.tasks))).one_or_none()
             link = s.get(SinkLink, (sink, lead_id))
             state = s.get(SinkState, sink)
-            return (lead_to_dict(lead) if lead is not None else None, link.remote_id if link else None,
+            return (lead_for_sinks(lead, self.hub.config) if lead is not None else None,
+                    SinkLink(sink=sink, lead_id=lead_id, remote_id=link.remote_id if link else None,
+                             remembered=dict(link.remembered or {}) if link else {}),
                     dict(state.data) if state else {})
+
+    def _keep(self, link: SinkLink, remote_id: str | None, remember: dict[str, Any] | None) -> None:
+        """Store what an answer established (the lead's id in the sink, what it must not post again) at
+        once: a failure later in the conversation, or a crash, loses none of it."""
+        link.remote_id = remote_id or link.remote_id
+        link.remembered = {**(link.remembered or {}), **(remember or {})}
+        with transaction(self.hub.engine) as s:
+            insert_ignoring_conflicts(s, SinkLink.__table__, ["sink", "lead_id"], dict(
+                sink=link.sink, lead_id=link.lead_id, remote_id=link.remote_id, created_at=utcnow()))
+            s.execute(update(SinkLink).where(SinkLink.sink == link.sink, SinkLink.lead_id == link.lead_id)
+                      .values(remote_id=link.remote_id, remembered=link.remembered))
 
     def _request(self, cs: ConfiguredSink, request: SinkRequest) -> SinkResponse:
         while True:
@@ -189,25 +209,30 @@ class Forwarder:
     def send(self, d: Claimed) -> str:
         """Deliver one claimed row; returns sent / retried / dead."""
         cs = self.sinks[d.sink]
-        lead, remote_id, state = self._lead(d.lead_id, d.sink)
+        lead, link, state = self._lead(d.lead_id, d.sink)
         before = dict(state)
         outcome = "sent"
         values: dict[str, Any] = {}
         try:
             if lead is None:
                 raise Refused(f"no lead {d.lead_id}")
-            step: Step = cs.sink.start(lead, remote_id, d.id, d.attempts > 1, state)
+            step: Step = cs.sink.start_with_memory(lead, link.remote_id, dict(link.remembered or {}), d.id,
+                                                   d.attempts > 1, state)
             for _ in range(MAX_STEPS):
                 response = self._request(cs, step.request)
                 step = step.then(response, state)
+                if step.remote_id or step.remember:
+                    self._keep(link, step.remote_id, step.remember)
             raise SendAgain("the sink's conversation did not end")
         except Delivered as done:
+            self._keep(link, done.remote_id, done.remember)
             with transaction(self.hub.engine) as s:
-                insert_ignoring_conflicts(s, SinkLink.__table__, ["sink", "lead_id"], dict(
-                    sink=d.sink, lead_id=d.lead_id, remote_id=done.remote_id, created_at=utcnow()))
-                s.execute(update(SinkLink).where(SinkLink.sink == d.sink, SinkLink.lead_id == d.lead_id)
-                          .values(remote_id=done.remote_id or remote_id))
                 DELIVERIES.write(s, d.id, {"status": DeliveryStatus.SENT, "sent_at": utcnow(), "last_error": None})
+                if done.again:                 # more than one delivery takes: the rest in the next one
+                    s.connection().execute(_queue_stmt(s.get_bind().dialect.name), dict(
+                        sink=d.sink, lead_id=d.lead_id, status=DeliveryStatus.PENDING, attempts=0,
+                        next_attempt_at=utcnow(), created_at=utcnow()))
+                    mark_queued(s, "forward")
             log.info("sink=%s lead=%s delivered (remote id %s)", d.sink, d.lead_id, done.remote_id)
         except SendAgain as exc:
             error = self._scrub(str(exc), cs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from hub.config import Config
+from hub.i18n import N_, gettext_for, reason_label
 from hub.mapping import UTM_KEYS
 from hub.store.models import InboundEvent, KeyKind, Lead, LeadHistory, LeadTask, Touch, utcnow
 
@@ -69,6 +71,25 @@ def lead_to_dict(lead: Lead, with_touches: bool = True) -> dict[str, Any]:
         out["notes"] = [note_to_dict(h) for h in lead.history if h.kind == "note"]
         out["tasks"] = [task_to_dict(t, now) for t in lead.tasks]
     return out
+
+
+# The words a sink writes next to the lead's own data in a CRM, in [ui] default_language (already translated
+# for the pages, so they read the same in the CRM as in the hub).
+SINK_CAPTIONS = {"refuse_reason": N_("Refusal reason"), "tags": N_("Tags")}
+
+
+def lead_for_sinks(lead: Lead, config: Config) -> dict[str, Any]:
+    """What a sink gets: the public lead (with notes) and what only the config knows, in the language of
+    people who have none of their own ([ui] default_language, as the CRM's users see it): the refusal
+    reason's label, the currency of ``amount`` ([web] currency), and ``captions``, the few words a sink
+    writes beside them. The public API's shape stays as it is."""
+    lang = config.ui.default_language
+    gettext = gettext_for(lang)
+    reason = config.refuse_reason(lead.refuse_reason) if lead.refuse_reason else None
+    return {**lead_to_dict(lead),
+            "refuse_reason_label": reason_label(reason, lang, gettext) if reason else lead.refuse_reason,
+            "currency": config.web.currency,
+            "captions": {key: gettext(text) for key, text in SINK_CAPTIONS.items()}}
 
 
 def event_to_dict(event: InboundEvent, with_body: bool = False) -> dict[str, Any]:
