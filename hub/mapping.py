@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hub.errors import ConfigError, PayloadError
 from hub.i18n import Reason
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+UtmKey = Literal["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"]
+# [sources.numbers]: a call-tracking number (E.164 once loaded) → the UTM marks of the one ad it is printed in.
+TrackingNumbers = dict[str, dict[UtmKey, str]]
 CLICK_ID_KEYS = ("gclid", "yclid", "fbclid")
 # Longest value kept per field: a form cannot make the store hold megabytes in a name.
 MAX_FIELD_CHARS = {"name": 255, "message": 10_000, "page_url": 2048, "referrer": 2048, "recording": 2048,
@@ -43,6 +47,7 @@ class _FieldNames(BaseModel):
     vk_id: list[str] = []
     occurred_at: list[str] = []       # when the contact happened, if the provider says (imports, call logs)
     recording: list[str] = []         # a call recording's URL or reference
+    called: list[str] = []            # the number the client called: a tracking number gives the marks
 
 
 class _UtmRules(BaseModel):
@@ -83,6 +88,7 @@ class LeadDraft:
     messenger_ids: dict[str, str] = field(default_factory=dict)    # {"telegram": "123", "vk": "456"}
     occurred_at: str | None = None                                  # as the provider wrote it
     recording: str | None = None
+    called: str | None = None                                       # the number the client dialled
     utm: dict[str, str] = field(default_factory=dict)
     click_ids: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -216,6 +222,7 @@ def apply_mapping(mapping: Mapping, fields: dict[str, Any], contacts_only: bool 
     draft.referrer = _clip("referrer", first(names.referrer), flags)
     draft.occurred_at = _clip("occurred_at", first(names.occurred_at), flags)
     draft.recording = _clip("recording", first(names.recording), flags)
+    draft.called = _clip("called", first(names.called), flags)
 
     marks = UTM_KEYS + CLICK_ID_KEYS
     found: dict[str, str] = {}
@@ -258,3 +265,48 @@ def _check_contacts(draft: LeadDraft, names: _FieldNames) -> None:
         looked = ", ".join(names.phone + names.email + names.telegram_id + names.vk_id) \
             or Reason("no_contact_fields")
         raise PayloadError(str(Reason("no_contact", fields=looked)))
+
+
+def phone_e164(raw: str, region: str) -> str:
+    """A phone number in E.164, as hub/pipeline/normalise.py writes a client's; ValueError says why not."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(str(exc).partition(") ")[2].rstrip(".") or str(exc)) from None   # less its "(1) "
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(f"no such number in its country (one without a country code is read as {region})")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def tracking_numbers(numbers: TrackingNumbers, region: str) -> tuple[TrackingNumbers, list[str]]:
+    """[sources.numbers] keyed by E.164, and a problem for each key that is not a phone number."""
+    out: TrackingNumbers = {}
+    problems = []
+    for raw, marks in numbers.items():
+        try:
+            key = phone_e164(raw, region)
+        except ValueError as exc:
+            problems.append(f"{raw!r} is not a phone number ({exc}): write it with its country code, "
+                            f"e.g. \"+7 495 123-45-67\"")
+            continue
+        if key in out:
+            problems.append(f"{raw!r} is {key} again, listed twice")
+        out[key] = marks
+    return out, problems
+
+
+def mark_tracked_call(draft: LeadDraft, numbers: TrackingNumbers, region: str) -> None:
+    """A call to a tracking number takes that number's marks, in place of any the payload carried.
+
+    The number is printed in exactly one ad, so the call's campaign is certain; marks in a PBX payload
+    (when a mapping reads any) describe a line or a number-substitution session the hub cannot check, and
+    mixing the two would make a source/campaign pair that no ad ever had. A number not listed (a pool of
+    dynamic numbers, the office line) leaves the payload's marks as they are."""
+    if not numbers or not draft.called:
+        return
+    try:
+        marks = numbers.get(phone_e164(draft.called, region))
+    except ValueError:
+        return                        # an internal extension, a SIP URI: not a tracking number
+    if marks:
+        draft.utm = {str(key): value for key, value in marks.items()}

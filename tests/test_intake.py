@@ -149,12 +149,12 @@ def test_metrics_in_prometheus_text(client, hub):
     client.post("/hooks/site", json={"phone": "+79120000002"})
     text = client.get("/metrics").get_data(as_text=True)
     lines = set(text.splitlines())
-    assert 'leadhub_events{source="site",status="processed"} 2' in lines
-    assert 'leadhub_events{source="site",status="rejected"} 1' in lines
-    assert "leadhub_queue_depth 1" in lines and "leadhub_dead_events 0" in lines
-    assert 'leadhub_ack_seconds_count{source="site"} 4' in lines
-    assert 'leadhub_ack_seconds_bucket{source="site",le="+Inf"} 4' in lines
-    assert 'leadhub_webhook_replies_total{source="site",status="422"} 1' in lines
+    assert 'leadhub_events{source="site",status="processed"} 2.0' in lines      # prometheus_client's floats
+    assert 'leadhub_events{source="site",status="rejected"} 1.0' in lines
+    assert "leadhub_queue_depth 1.0" in lines and "leadhub_dead_events 0.0" in lines
+    assert 'leadhub_ack_seconds_count{source="site"} 4.0' in lines
+    assert 'leadhub_ack_seconds_bucket{le="+Inf",source="site"} 4.0' in lines
+    assert 'leadhub_webhook_replies_total{source="site",status="422"} 1.0' in lines
     assert "# TYPE leadhub_ack_seconds histogram" in lines
 
 

@@ -1,12 +1,24 @@
-"""`GET /metrics` in the Prometheus text format: the store's counts (the same for every process) and this
-process's webhook acknowledgement latency (scrape every web process)."""
+"""`GET /metrics` in the Prometheus text format, through prometheus_client.
+
+Two kinds of numbers, kept apart because they behave differently under several web processes:
+
+* the store's counts (events by source and status, queue depth, dead events, the outbox) are the same
+  whichever process answers, so they are a custom collector that reads the database at scrape time;
+* the webhook acknowledgement latency and the replies by status happen in the process that answered, so
+  they are prometheus_client Histogram/Counter. With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn with
+  several workers, or several ``hub serve`` processes) every process writes them to files in that
+  directory and any process's scrape adds them all up (``hub/web/gunicorn_conf.py`` sets it up for
+  gunicorn); without it a scrape shows the process that answered it.
+"""
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import Counter, defaultdict
+import os
+from collections.abc import Iterable, Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
 from hub.intake.group import group_writer
@@ -14,73 +26,95 @@ from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import EventStatus, InboundEvent, Notification
 
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# The "<name>_created" series (a timestamp per label set) say when this process first saw a source; they
+# double the series and nobody graphs them. Process-wide, as prometheus_client has it.
+disable_created_metrics()
 
 
 class AckLatency:
-    """A histogram of how long a delivery took from request to acknowledgement, per source and status."""
+    """How long a delivery took from request to acknowledgement per source, and the answers by status.
+
+    ``observe`` is on the webhook fast lane (~1 ms of CPU a delivery): the labelled children are looked up
+    once per (source, status) and kept, so an observation is a dict lookup, a histogram observe and a
+    counter inc. Measured with timeit on the 2-core test machine: 1.0 µs a call with the hand-written
+    histogram this replaced, 1.0 µs now, 2.3 µs in multiprocess mode (two mmap writes) — 0.1–0.2 % of a
+    delivery.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buckets: dict[str, list[int]] = {}
-        self._sum: defaultdict[str, float] = defaultdict(float)
-        self._count: Counter[str] = Counter()
-        self.replies: Counter[tuple[str, int]] = Counter()
+        # A registry per app, not prometheus_client's global one: every app built in one process (tests
+        # build many) counts its own deliveries.
+        self.registry = CollectorRegistry()
+        self.seconds = Histogram("leadhub_ack_seconds",
+                                 "Time from a provider's request to the hub's answer (this process, or all "
+                                 "processes under PROMETHEUS_MULTIPROC_DIR).",
+                                 ["source"], buckets=BUCKETS, registry=self.registry)
+        self.replies = Counter("leadhub_webhook_replies", "Answers to providers by HTTP status.",
+                               ["source", "status"], registry=self.registry)
+        self._children: dict[tuple[str, int], tuple[Histogram, Counter]] = {}
 
     def observe(self, source: str, status: int, seconds: float) -> None:
-        with self._lock:
-            buckets = self._buckets.setdefault(source, [0] * len(BUCKETS))
-            for i in range(bisect.bisect_left(BUCKETS, seconds), len(BUCKETS)):
-                buckets[i] += 1
-            self._sum[source] += seconds
-            self._count[source] += 1
-            self.replies[(source, status)] += 1
+        children = self._children.get((source, status))
+        if children is None:
+            children = self._children.setdefault(
+                (source, status), (self.seconds.labels(source), self.replies.labels(source, str(status))))
+        children[0].observe(seconds)
+        children[1].inc()
 
-    def lines(self) -> list[str]:
-        out = ["# HELP leadhub_ack_seconds Time from a provider's request to the hub's answer (this process).",
-               "# TYPE leadhub_ack_seconds histogram"]
-        with self._lock:
-            for source, buckets in sorted(self._buckets.items()):
-                for le, n in zip(BUCKETS, buckets, strict=True):
-                    out.append(f'leadhub_ack_seconds_bucket{{source="{source}",le="{le}"}} {n}')
-                out.append(f'leadhub_ack_seconds_bucket{{source="{source}",le="+Inf"}} {self._count[source]}')
-                out.append(f'leadhub_ack_seconds_sum{{source="{source}"}} {self._sum[source]:.6f}')
-                out.append(f'leadhub_ack_seconds_count{{source="{source}"}} {self._count[source]}')
-            out += ["# HELP leadhub_webhook_replies_total Answers to providers by HTTP status (this process).",
-                    "# TYPE leadhub_webhook_replies_total counter"]
-            out += [f'leadhub_webhook_replies_total{{source="{s}",status="{st}"}} {n}'
-                    for (s, st), n in sorted(self.replies.items())]
-        return out
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
 
 
-def render(hub: Hub, latency: AckLatency) -> str:
-    with transaction(hub.engine, read_only=True) as s:
-        events = s.execute(select(InboundEvent.source, InboundEvent.status, func.count())
-                           .group_by(InboundEvent.source, InboundEvent.status)).all()
-        notes = s.execute(select(Notification.status, func.count()).group_by(Notification.status)).all()
-    waiting = sum(n for _, status, n in events if status in (EventStatus.PENDING, EventStatus.PROCESSING))
-    lines = ["# HELP leadhub_events Inbound events in the store by source and status.",
-             "# TYPE leadhub_events gauge"]
-    lines += [f'leadhub_events{{source="{src}",status="{status}"}} {n}' for src, status, n in sorted(events)]
-    lines += ["# HELP leadhub_queue_depth Events waiting for a worker (pending or being processed).",
-              "# TYPE leadhub_queue_depth gauge", f"leadhub_queue_depth {waiting}",
-              "# HELP leadhub_dead_events Events that failed every attempt (replay with hub events replay).",
-              "# TYPE leadhub_dead_events gauge",
-              f"leadhub_dead_events {sum(n for _, status, n in events if status == EventStatus.DEAD)}",
-              "# HELP leadhub_notifications Notifications in the outbox by status.",
-              "# TYPE leadhub_notifications gauge"]
-    lines += [f'leadhub_notifications{{status="{status}"}} {n}' for status, n in sorted(notes)]
-    writer = group_writer(hub.engine)
-    if writer is not None:
-        lines += ["# HELP leadhub_intake_commits_total Transactions the intake's group writer committed "
-                  "(this process); deliveries ÷ commits is the mean batch.",
-                  "# TYPE leadhub_intake_commits_total counter", f"leadhub_intake_commits_total {writer.batches}",
-                  "# HELP leadhub_intake_batched_deliveries_total Deliveries written by the group writer "
-                  "(this process).",
-                  "# TYPE leadhub_intake_batched_deliveries_total counter",
-                  f"leadhub_intake_batched_deliveries_total {writer.jobs}",
-                  "# HELP leadhub_intake_batch_fallbacks_total Batches that failed and were written again one "
-                  "delivery a transaction (this process).",
-                  "# TYPE leadhub_intake_batch_fallbacks_total counter",
-                  f"leadhub_intake_batch_fallbacks_total {writer.fallbacks}"]
-    return "\n".join(lines + latency.lines()) + "\n"
+class StoreCounts:
+    """The store's counts, read when scraped; and this process's group-writer totals (hub/intake/group.py)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        with transaction(self.hub.engine, read_only=True) as s:
+            events = s.execute(select(InboundEvent.source, InboundEvent.status, func.count())
+                               .group_by(InboundEvent.source, InboundEvent.status)).all()
+            notes = s.execute(select(Notification.status, func.count()).group_by(Notification.status)).all()
+        by_status = GaugeMetricFamily("leadhub_events", "Inbound events in the store by source and status.",
+                                      labels=["source", "status"])
+        for source, status, n in sorted(events):
+            by_status.add_metric([source, str(status)], n)
+        yield by_status
+        waiting = sum(n for _, status, n in events if status in (EventStatus.PENDING, EventStatus.PROCESSING))
+        yield GaugeMetricFamily("leadhub_queue_depth", "Events waiting for a worker (pending or being processed).",
+                                value=waiting)
+        yield GaugeMetricFamily("leadhub_dead_events",
+                                "Events that failed every attempt (replay with hub events replay).",
+                                value=sum(n for _, status, n in events if status == EventStatus.DEAD))
+        outbox = GaugeMetricFamily("leadhub_notifications", "Notifications in the outbox by status.",
+                                   labels=["status"])
+        for status, n in sorted(notes):
+            outbox.add_metric([str(status)], n)
+        yield outbox
+        writer = group_writer(self.hub.engine)
+        if writer is not None:
+            # Counted by the writer itself, in the process answering this scrape only.
+            yield CounterMetricFamily("leadhub_intake_commits",
+                                      "Transactions the intake's group writer committed (this process); "
+                                      "deliveries ÷ commits is the mean batch.", value=writer.batches)
+            yield CounterMetricFamily("leadhub_intake_batched_deliveries",
+                                      "Deliveries written by the group writer (this process).", value=writer.jobs)
+            yield CounterMetricFamily("leadhub_intake_batch_fallbacks",
+                                      "Batches that failed and were written again one delivery a transaction "
+                                      "(this process).", value=writer.fallbacks)
+
+
+def render(hub: Hub, latency: AckLatency) -> bytes:
+    """The scrape: the store's counts, and the latency of this process — or of every process writing to
+    $PROMETHEUS_MULTIPROC_DIR when it is set."""
+    registry = CollectorRegistry()
+    registry.register(StoreCounts(hub))
+    if os.environ.get(MULTIPROCESS_DIR_ENV):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(latency)
+    return generate_latest(registry)
