@@ -45,6 +45,10 @@ class BotTexts(BaseModel):
 class TelegramSettings(BotTexts):
     secret_token: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$",
                               description="the secret_token given to setWebhook")
+    # The webhook itself needs no token (its answers ride on the webhook's reply); the hub's own messages to
+    # the client ([sources.answer]) are sent by this bot through the Bot API.
+    bot_token: str | None = Field(None, min_length=10, description="the bot's token, for [sources.answer]")
+    api_url: str = "https://api.telegram.org"
 
 
 def message_of(update: dict[str, Any]) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from hub.i18n import Msg, format_day, format_moment, label, reason_label, transl
 from hub.store.users import User
 
 TEMPLATES = ("new_lead", "handed_over", "lead_back", "escalated", "digest", "calling", "queued", "follow_up",
-             "follow_up_escalated", "task_due")
+             "follow_up_escalated", "task_due", "client_answer")
 
 
 def language_of(session: Session, config: Config, manager_name: str) -> str:
@@ -47,8 +47,10 @@ def _environment(lang: str, override_dir: str | None) -> Environment:
     return env
 
 
-def render(config: Config, template: str, lang: str, tz: str, **context: Any) -> tuple[str, str]:
-    """(subject, text) of a notification template in this language and time zone."""
+def render(config: Config, template: str, lang: str, tz: str, *, own_text: str | None = None,
+           **context: Any) -> tuple[str, str]:
+    """(subject, text) of a notification template in this language and time zone. ``own_text``: a template
+    written in the config (a source's own answer) rendered instead of the file, with the same helpers."""
     override = str(Path(config.base_dir) / config.ui.notification_templates) \
         if config.ui.notification_templates else None
     env = _environment(lang, override)
@@ -64,6 +66,7 @@ def render(config: Config, template: str, lang: str, tz: str, **context: Any) ->
         "warmth_label": lambda code: label("warmth", code, gettext),
         "reason_label": lambda code: (reason_label(r, lang, gettext) if (r := config.refuse_reason(code)) else code),
     }
-    text = env.get_template(f"{template}.txt").render(**helpers, **context).strip()
+    compiled = env.from_string(own_text) if own_text is not None else env.get_template(f"{template}.txt")
+    text = compiled.render(**helpers, **context).strip()
     subject, _, body = text.partition("\n")
     return subject.strip(), body.strip()

@@ -40,6 +40,16 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     return delay * random.uniform(0.5, 1.5) if delay else 0.0
 
 
+class SendFailed(Exception):
+    """An outbox row could not be sent: ``retriable`` (try again after the backoff, or after ``retry_after``
+    seconds when the far side said so) or final (``dead`` at once). Here, under every sender (the notifier,
+    the client answers), so that none of them imports another for it."""
+
+    def __init__(self, message: str, retriable: bool = True, retry_after: float | None = None):
+        super().__init__(message)
+        self.retriable, self.retry_after = retriable, retry_after
+
+
 @dataclass(frozen=True)
 class Retries:
     """How a queue retries a failed attempt: ``max_attempts`` in all, each after ``backoff_seconds``."""

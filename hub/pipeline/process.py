@@ -6,6 +6,7 @@
     touch      source, channel, UTM marks, click ids, referrer, landing page → a touch on the lead
     assign     warmth rules, then the owner: sticky, or the first matching routing rule's strategy
     notify     the owner's Telegram/e-mail message goes into the outbox, sent after commit
+    answer     the client's one answer (a source with [sources.answer]) goes into the outbox too
 
 Anything raised here rolls the whole transaction back; the worker then decides retry, reject or dead.
 Only PayloadError means "this event can never become a lead".
@@ -22,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from hub.config import Config, IdentityConfig
 from hub.errors import PayloadError, RetriableError
-from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping
+from hub.mapping import UTM_KEYS, LeadDraft, apply_mapping, mark_tracked_call
+from hub.outbox.client_answer import ClientContacts, queue_client_answer
 from hub.outbox.forwarding import queue_forwarding
 from hub.pipeline.calls import CALL_ROUTE
 from hub.pipeline.history import history
@@ -32,7 +34,7 @@ from hub.pipeline.routing.assignment import LeadState, route_lead
 from hub.pipeline.routing.rules import TouchFacts, phone_region
 from hub.runtime import Source
 from hub.store.db import execute
-from hub.store.models import EventStatus, InboundEvent, KeyKind, Lead, Touch, utcnow
+from hub.store.models import EventStatus, InboundEvent, KeyKind, Lead, LeadStatus, Touch, utcnow
 
 INSERT_TOUCH = insert(Touch.__table__)
 TOUCH_LEAD = (update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead_id"))
@@ -124,9 +126,20 @@ def settle(session: Session, config: Config, source: Source, event: InboundEvent
         return
     draft, contacts = attached.made
     assign_owner(session, config, source, event, draft, contacts, outcome, outcome.lead)
+    if source.config.answer is not None:
+        answer_client(session, config, source, draft, contacts, outcome.lead)
     if isinstance(event.payload, dict) and event.payload.get(CALL_ROUTE):
         record_call_route(session, event.id, event.payload[CALL_ROUTE], outcome)
     forward(session, config, outcome)
+
+
+def answer_client(session: Session, config: Config, source: Source, draft: LeadDraft, contacts: Contacts,
+                  lead: LeadState) -> None:
+    """The routed lead's one answer to the client, by their owner's name (hub/outbox/client_answer.py)."""
+    if lead.status in LeadStatus.OPEN:
+        queue_client_answer(session, config, source.config, lead.id, lead.owner, ClientContacts(
+            name=draft.name, phones=[p.value for p in contacts.phones if p.value],
+            emails=[e.value for e in contacts.emails if e.value], messenger_ids=contacts.messenger_ids))
 
 
 def record_call_route(session: Session, event_id: int, route: dict[str, Any], outcome: Outcome) -> None:
@@ -156,10 +169,13 @@ def annotate(session: Session, source: Source, payload: dict[str, Any]) -> Outco
 
 
 def map_event(source: Source, payload: dict | None) -> LeadDraft:
-    """Pure: the mapping applied to the provider's fields. Raises only PayloadError."""
+    """Pure: the mapping applied to the provider's fields, and a call-tracking number's marks ([sources.numbers]).
+    Raises only PayloadError."""
     if not isinstance(payload, dict):
         raise PayloadError(f"stored payload is not an object of fields but {type(payload).__name__}")
-    return apply_mapping(source.mapping, source.connector.fields(payload))
+    draft = apply_mapping(source.mapping, source.connector.fields(payload))
+    mark_tracked_call(draft, source.config.numbers, source.region)
+    return draft
 
 
 class DeferredWrites:
