@@ -24,6 +24,7 @@ from waitress.server import create_server
 from hub.config import ServerConfig, config_flag
 from hub.connector import WebhookConnector
 from hub.desk.listings import has_users
+from hub.desk.manager_bot_updates import UpdatesPoller
 from hub.intake.polling import poll_seconds
 from hub.outbox.forwarding import Forwarder
 from hub.outbox.notify import Notifier
@@ -77,6 +78,9 @@ def background_threads(hub: Hub, workers: int, scheduler: bool = False,
                                         daemon=True))
     if scheduler:
         threads.append(threading.Thread(target=Scheduler(hub).run_forever, args=(stop,), name="scheduler",
+                                        daemon=True))
+    if hub.config.notify.telegram and hub.config.notify.telegram.updates == "polling":   # one process polls: a lease
+        threads.append(threading.Thread(target=UpdatesPoller(hub).run_forever, args=(stop,), name="manager-bot",
                                         daemon=True))
     for t in threads:
         t.start()

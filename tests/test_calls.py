@@ -54,8 +54,8 @@ def config_text() -> str:
 
 
 @pytest.fixture
-def config_path(write_config):
-    return write_config(config_text())
+def config_path(write_config, fake_telegram):
+    return write_config(config_text() + f'api_url = "{fake_telegram.url}"\n')      # to [notify.telegram]
 
 
 def ring(client, caller: str, event: str = "NOTIFY_START", call_id: str = "in_1"):
@@ -167,16 +167,14 @@ def test_the_screen_pop_reaches_an_open_page_and_not_telegram(app, hub, client, 
         assert not [n for n in s.scalars(select(Notification)) if n.subject.endswith("is calling")]
 
 
-@responses.activate
-def test_the_telegram_call_message_is_in_the_managers_language(hub, client, max_client):
+def test_the_telegram_call_message_is_in_the_managers_language(hub, client, max_client, fake_telegram):
     from hub.desk.access import set_language
     from hub.outbox.notify import Notifier
     with transaction(hub.engine) as s:
         set_language(s, "max@example.ru", "ru")
-    responses.post("https://api.telegram.org/bot1234567890:AAtoken/sendMessage", json={"ok": True, "result": {}})
     ring(client, "79123456789", call_id="in_5")
     Notifier(hub).send_due()
-    texts = [json.loads(c.request.body)["text"] for c in responses.calls]
+    texts = [c["text"] for c in fake_telegram.of("sendMessage")]
     assert any(t.startswith("Звонит Иван Петров\n+79123456789") for t in texts), texts
 
 

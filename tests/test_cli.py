@@ -56,7 +56,7 @@ def test_events_list_show_and_replay_rules(client, hub, runner):
 
 
 def test_db_upgrade_is_idempotent(runner):
-    assert "schema already at 0009" in runner("db", "upgrade").output
+    assert "schema already at 0013" in runner("db", "upgrade").output
 
 
 @pytest.mark.parametrize("command", ["run", "serve"])

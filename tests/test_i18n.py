@@ -16,7 +16,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import responses
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from sqlalchemy import select
@@ -345,7 +344,6 @@ def test_dates_are_shown_in_the_managers_time_zone_and_locale(app, hub, seeded):
     assert re.search(r'<dd id="created-at">([^<]+)</dd>', card).group(1) == f"{created:%d.%m.%Y}, {created:%H:%M}"
 
 
-SEND = "https://api.telegram.org/bot1234567890:AAtoken/sendMessage"
 NOTIFY = '''
 [notify]
 base_url = "https://hub.example.ru"
@@ -354,22 +352,23 @@ bot_token = "1234567890:AAtoken"
 '''
 
 
-@responses.activate
-def test_a_telegram_notification_in_russian_keeps_the_cyrillic_name(write_config, tmp_path):
+def test_a_telegram_notification_in_russian_keeps_the_cyrillic_name(write_config, tmp_path, fake_telegram):
     from hub.config import load_config
     from hub.runtime import Hub
     from hub.web.app import create_app
 
     config = with_manager(WEB_CONFIG, "Max", telegram_chat_id="100500", language="ru",
-                          timezone="Europe/Moscow") + NOTIFY
+                          timezone="Europe/Moscow") + NOTIFY + f'api_url = "{fake_telegram.url}"\n'
     hub = Hub(load_config(write_config(config)))
-    responses.post(SEND, json={"ok": True, "result": {"message_id": 1}})
     client = create_app(hub=hub).test_client()
     deliver(client, hub, "site", "8 912 345-67-89", "Где оплатить?", name="Иван Петров")
     assert Notifier(hub).send_due()["sent"] == 1
-    sent = json.loads(responses.calls[0].request.body)
+    [sent] = fake_telegram.of("sendMessage")
     assert sent["text"].splitlines() == ["Новый лид №1", "Иван Петров · +79123456789 · site · Где оплатить?",
                                          "https://hub.example.ru/leads/1"]
+    # The manager bot's buttons speak the manager's language too.
+    assert [b["text"] for row in sent["reply_markup"]["inline_keyboard"] for b in row] == [
+        "Взять в работу", "Попытка связи", "Перезвонить через 1 ч", "Завтра в 10:00", "Отказ", "Открыть"]
     hub.dispose()
 
 

@@ -1,14 +1,12 @@
-"""Notifications: the Telegram Bot API shape (via responses), a real local SMTP server, and proof that a
-failing notifier never loses or delays a lead."""
+"""Notifications: Telegram through python-telegram-bot against a real local Bot API server
+(tests/helpers/fake_telegram.py), a real local SMTP server, and proof that a failing notifier never loses or
+delays a lead."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
-import requests
-import responses
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
@@ -22,7 +20,6 @@ from hub.store.models import EventStatus, InboundEvent, Lead, Notification, utcn
 from tests.helpers.procs import free_port
 
 TOKEN = "123456789:AAF-test-token-not-real"
-SEND = f"https://api.telegram.org/bot{TOKEN}/sendMessage"
 
 
 class Inbox:
@@ -43,7 +40,7 @@ def smtp():
     controller.stop()
 
 
-def notify_config(smtp_port: int, email: bool = True) -> str:
+def notify_config(smtp_port: int, email: bool = True, api_url: str = "https://api.telegram.org") -> str:
     return f'''
 [[teams]]
 name = "sales"
@@ -62,6 +59,7 @@ base_url = "https://hub.example.ru"
 max_attempts = 3
 [notify.telegram]
 bot_token = "{TOKEN}"
+api_url = "{api_url}"
 ''' + (f'''[notify.email]
 host = "127.0.0.1"
 port = {smtp_port}
@@ -70,8 +68,8 @@ from = "hub@example.ru"
 
 
 @pytest.fixture
-def hub_with_notify(write_config, smtp):
-    h = Hub(load_config(write_config(notify_config(smtp[0]))))
+def hub_with_notify(write_config, smtp, fake_telegram):
+    h = Hub(load_config(write_config(notify_config(smtp[0], api_url=fake_telegram.url))))
     yield h
     h.dispose()
 
@@ -88,16 +86,19 @@ def notifications(hub: Hub) -> list[Notification]:
         return list(s.scalars(select(Notification).order_by(Notification.id)))
 
 
-@responses.activate
-def test_the_owner_gets_a_telegram_message_and_an_email(hub_with_notify, smtp):
+def test_the_owner_gets_a_telegram_message_and_an_email(hub_with_notify, smtp, fake_telegram):
     hub, (_, inbox) = hub_with_notify, smtp
-    responses.post(SEND, json={"ok": True, "result": {"message_id": 1, "chat": {"id": 100500}}})
     deliver(hub, {"name": "Иван", "phone": "8 912 345-67-89", "message": "Где оплатить?"})
     Worker(hub).drain()
-    assert len(responses.calls) == 0                  # nothing is sent inside the lead's transaction
+    assert fake_telegram.calls == []                  # nothing is sent inside the lead's transaction
     assert Notifier(hub).send_due() == {"sent": 2, "retried": 0, "dead": 0}
-    sent = json.loads(responses.calls[0].request.body)
-    assert sent["chat_id"] == "100500"
+    [call] = fake_telegram.calls
+    sent = call.params
+    assert (call.token, call.method, sent["chat_id"]) == (TOKEN, "sendMessage", "100500")
+    assert sent["link_preview_options"] == {"is_disabled": True}
+    # The manager bot's buttons; "Open" too, as the hub's address is https.
+    assert fake_telegram.buttons(sent) == ["take:1", "try:1", "cb1h:1", "cbtm:1", "ref?:1",
+                                           "https://hub.example.ru/leads/1"]
     assert "Иван" in sent["text"] and "+79123456789" in sent["text"] and "· site ·" in sent["text"]
     assert sent["text"].startswith("New lead #1\n")
     assert "https://hub.example.ru/leads/1" in sent["text"]
@@ -106,10 +107,10 @@ def test_the_owner_gets_a_telegram_message_and_an_email(hub_with_notify, smtp):
     assert {n.status for n in notifications(hub)} == {"sent"}
 
 
-@responses.activate
-def test_a_failing_telegram_never_loses_or_delays_a_lead(hub_with_notify, caplog):
+def test_a_failing_telegram_never_loses_or_delays_a_lead(hub_with_notify, caplog, fake_telegram):
     hub = hub_with_notify
-    responses.post(SEND, status=502, body="Bad Gateway")
+    caplog.set_level("DEBUG")                         # PTB and httpx log URLs (with the token) at DEBUG and INFO
+    fake_telegram.fail("sendMessage", 502, times=100)
     deliver(hub, {"phone": "+79120000001"})
     deliver(hub, {"phone": "+79120000002"})
     assert Worker(hub).drain() == 2                   # the leads are in, owned, committed …
@@ -127,47 +128,48 @@ def test_a_failing_telegram_never_loses_or_delays_a_lead(hub_with_notify, caplog
     notifier.send_due(now=later + timedelta(days=1))
     telegram = [n for n in notifications(hub) if n.channel == "telegram"]
     assert [(n.status, n.attempts) for n in telegram] == [("dead", 3), ("dead", 3)]
-    assert telegram[0].last_error == "Telegram: HTTP 502"
+    assert telegram[0].last_error == "Telegram unreachable: Bad Gateway"
+    assert TOKEN not in caplog.text
 
 
-@responses.activate
-def test_telegram_answers_that_will_not_change_are_not_retried(write_config, smtp):
-    hub = Hub(load_config(write_config(notify_config(smtp[0], email=False))))
-    responses.post(SEND, status=403, json={"ok": False, "error_code": 403,
-                                           "description": "Forbidden: bot was blocked by the user"})
+@pytest.mark.parametrize("status, error", [(403, "Telegram: Forbidden: bot was blocked by the user"),
+                                           (400, "Telegram: Chat not found")])
+def test_telegram_answers_that_will_not_change_are_not_retried(write_config, smtp, fake_telegram, status, error):
+    hub = Hub(load_config(write_config(notify_config(smtp[0], email=False, api_url=fake_telegram.url))))
+    fake_telegram.fail("sendMessage", status)
     deliver(hub, {"phone": "+79120000001"})
     Worker(hub).drain()
     Notifier(hub).send_due()
     [n] = notifications(hub)
-    assert (n.status, n.attempts, n.last_error) == ("dead", 1, "Telegram: Forbidden: bot was blocked by the user")
+    assert (n.status, n.attempts, n.last_error) == ("dead", 1, error)
     hub.dispose()
 
 
-@responses.activate
-def test_telegram_flood_control_is_respected(write_config, smtp):
-    hub = Hub(load_config(write_config(notify_config(smtp[0], email=False))))
-    responses.post(SEND, status=429, json={"ok": False, "error_code": 429, "parameters": {"retry_after": 37},
-                                           "description": "Too Many Requests: retry after 37"})
-    responses.post(SEND, json={"ok": True, "result": {}})
+def test_telegram_flood_control_is_respected(write_config, smtp, fake_telegram):
+    hub = Hub(load_config(write_config(notify_config(smtp[0], email=False, api_url=fake_telegram.url))))
+    fake_telegram.fail("sendMessage", 429, retry_after=37)
     deliver(hub, {"phone": "+79120000001"})
     Worker(hub).drain()
     before = utcnow()
     Notifier(hub).send_due()
     [n] = notifications(hub)
     assert 36 <= (n.next_attempt_at - before).total_seconds() <= 39
+    assert Notifier(hub).send_due(now=before + timedelta(seconds=30))["sent"] == 0      # not before it is due
     assert Notifier(hub).send_due(now=before + timedelta(seconds=40))["sent"] == 1
+    assert len(fake_telegram.of("sendMessage")) == 2
     hub.dispose()
 
 
-@responses.activate
-def test_telegram_unreachable_is_retried(write_config, smtp):
-    hub = Hub(load_config(write_config(notify_config(smtp[0], email=False))))
-    responses.post(SEND, body=requests.ConnectionError(f"cannot reach /bot{TOKEN}/sendMessage"))
+def test_telegram_unreachable_is_retried(write_config, smtp, caplog):
+    nobody = f"http://127.0.0.1:{free_port()}"         # nothing listens there
+    hub = Hub(load_config(write_config(notify_config(smtp[0], email=False, api_url=nobody))))
+    caplog.set_level("DEBUG")
     deliver(hub, {"phone": "+79120000001"})
     Worker(hub).drain()
     assert Notifier(hub).send_due()["retried"] == 1
     [n] = notifications(hub)
-    assert n.last_error == "Telegram unreachable: ConnectionError"
+    assert n.last_error.startswith("Telegram unreachable: httpx.ConnectError")
+    assert TOKEN not in n.last_error and TOKEN not in caplog.text
     hub.dispose()
 
 
@@ -183,7 +185,7 @@ def test_an_smtp_server_that_is_down_is_retried(write_config):
 
 def _email_only(port: int) -> str:
     config = notify_config(port)
-    return config.replace(f'[notify.telegram]\nbot_token = "{TOKEN}"\n', "")
+    return config.replace(f'[notify.telegram]\nbot_token = "{TOKEN}"\napi_url = "https://api.telegram.org"\n', "")
 
 
 def test_one_scheduler_leads_and_another_takes_over_when_it_dies(hub):
@@ -196,13 +198,11 @@ def test_one_scheduler_leads_and_another_takes_over_when_it_dies(hub):
     assert first.tick(now + timedelta(seconds=92)) is None
 
 
-@responses.activate
-def test_a_daily_digest_of_queued_and_overdue_leads_reaches_the_team_lead(write_config, smtp):
-    config = notify_config(smtp[0], email=False).replace('[[teams]]\nname = "sales"\n',
+def test_a_daily_digest_of_queued_and_overdue_leads_reaches_the_team_lead(write_config, smtp, fake_telegram):
+    config = notify_config(smtp[0], email=False, api_url=fake_telegram.url).replace('[[teams]]\nname = "sales"\n',
                                                          '[[teams]]\nname = "sales"\nlead = "Olga"\n')
     config = config.replace("max_attempts = 3\n", 'max_attempts = 3\ndigest_at = "09:00"\n')
     hub = Hub(load_config(write_config(config)))
-    responses.post(SEND, json={"ok": True, "result": {}})
     deliver(hub, {"phone": "+79120000001"})
     Worker(hub).drain()
     Notifier(hub).send_due()                                   # the assignment message

@@ -26,6 +26,8 @@ EXPECTED_ACCESS = {
     "pages.logout": EVERYONE,
     "pages.home": EVERYONE,
     "pages.profile": EVERYONE,
+    "pages.telegram_link": SALES,          # a user with a manager links their own Telegram
+    "pages.telegram_unlink": SALES,
     "pages.calls_poll": SALES,
     "pages.inbox": SALES,
     "pages.leads_export": {ADMIN},
@@ -86,7 +88,8 @@ EXPECTED_ACCESS = {
     "api.managers_list": {ADMIN, LEAD},
     "api.managers_update": {ADMIN, LEAD},
 }
-PUBLIC = {"pages.login", "hooks.webhook", "health.healthz", "health.metrics", "openapi", "static", "pages.static"}
+PUBLIC = {"pages.login", "hooks.webhook", "health.healthz", "health.metrics", "openapi", "static", "pages.static",
+          "telegram_bot.webhook"}      # Telegram's secret header (tests/test_manager_bot.py)
 ROLE_LOGIN = {ADMIN: "admin@example.ru", MARKETER: "marketer@example.ru", MANAGER: "max@example.ru",
               LEAD: "lena@example.ru", TELEPHONY: "pbx@example.ru"}
 SAMPLE_ARGS = {"lead_id": 1, "task_id": 1, "event_id": 1, "source_name": "site", "name": "Max",

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hub.cli.common import actor, config_option, fail, json_option, listing, open_hub
+from hub.cli.common import actor, config_option, fail, json_option, listing, open_hub, print_json
 from hub.store.db import transaction
 from hub.store.models import utcnow
 
@@ -67,3 +67,50 @@ def managers_set_vacation(config_path: str, name: str, until: datetime | None, c
         fail("give --until DATE or --clear", code=2)
     _manager_command(config_path, name, by, vacation_until=until.replace(tzinfo=UTC) if until else None,
                      clear_vacation=clear)
+
+
+@managers.command("link-telegram")
+@config_option
+@click.argument("name")
+@json_option
+def managers_link_telegram(config_path: str, name: str, as_json: bool) -> None:
+    """A one-time code (15 minutes) that links NAME's own Telegram to the notification bot: they send
+    /link CODE to the bot, and from then on their leads come to that chat with buttons to work them."""
+    from hub.desk.manager_bot import LINK_CODE_MINUTES, create_link_code
+    from hub.outbox.telegram_api import TelegramApi, TelegramError
+    from hub.pipeline.routing.lifecycle import RoutingError
+
+    hub = open_hub(config_path)
+    tg = hub.config.notify.telegram
+    if tg is None:
+        fail("no [notify.telegram] in the config: set bot_token there first (the bot managers link to)")
+    try:
+        with transaction(hub.engine) as session:
+            code = create_link_code(session, hub.config, name, utcnow())
+    except RoutingError as exc:
+        fail(str(exc))
+    try:        # the bot's name, to say whom to write to; the code works without it
+        with TelegramApi(tg.bot_token, tg.api_url, timeout=5) as api:
+            bot = "@" + api.bot_username()
+    except TelegramError:
+        bot = "the hub's notification bot"
+    instruction = f"send /link {code} to {bot} in Telegram (within {LINK_CODE_MINUTES} minutes; the code works once)"
+    if as_json:
+        print_json({"manager": name, "code": code, "bot": bot, "expires_in_minutes": LINK_CODE_MINUTES,
+                    "instruction": instruction})
+    else:
+        click.echo(f"{name}: {instruction}")
+
+
+@managers.command("unlink-telegram")
+@config_option
+@click.argument("name")
+def managers_unlink_telegram(config_path: str, name: str) -> None:
+    """Forget NAME's linked Telegram (a lost phone, someone who left): its buttons stop working at once, and
+    notifications go to the configured telegram_chat_id again, if any."""
+    from hub.desk.manager_bot import unlink
+
+    hub = open_hub(config_path)
+    with transaction(hub.engine) as session:
+        done = unlink(session, name)
+    click.echo(f"{name}: Telegram unlinked" if done else f"{name}: no Telegram was linked")

@@ -5,6 +5,10 @@ Telegram must never hold the store's write lock or delay a lead), then marked se
 backoff, or ``dead`` after ``[notify] max_attempts`` or at once on an answer that will never change
 (chat not found, bot blocked). Tokens never appear in logs or stored errors. The claim, the lease and
 the backoff are the leased queue's (hub.outbox.queue).
+
+Telegram goes through hub.outbox.telegram_api (python-telegram-bot). A message about a lead carries the manager
+bot's buttons (hub/outbox/manager_keyboard.py), and the message it became is stored (notification_message) so
+that a press can redraw it.
 """
 
 from __future__ import annotations
@@ -15,24 +19,21 @@ import threading
 from datetime import datetime
 from email.message import EmailMessage
 
-import requests
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, select
 
-from hub.outbox.queue import LeasedQueue, Retries, run_loop
+from hub.outbox.client_answer import send_client_answer
+from hub.outbox.manager_keyboard import LEAD_ACTION_KINDS, lead_buttons, manager_for_chat
+from hub.outbox.messages import language_of
+from hub.outbox.queue import LeasedQueue, Retries, SendFailed, run_loop
+from hub.outbox.telegram_api import Buttons, TelegramApi, TelegramError
 from hub.runtime import Hub
-from hub.store.db import transaction
-from hub.store.models import Notification, NotificationStatus, utcnow
+from hub.store.db import insert_ignoring_conflicts, transaction
+from hub.store.models import Lead, Notification, NotificationMessage, NotificationStatus, utcnow
 
 log = logging.getLogger("hub.outbox.notify")
 LEASE_SECONDS = 120
 # A failed send is tried again after about 5 s, then twice as long each time, at most half an hour apart.
 BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS = 5, 1800
-
-
-class SendFailed(Exception):
-    def __init__(self, message: str, retriable: bool = True, retry_after: float | None = None):
-        super().__init__(message)
-        self.retriable, self.retry_after = retriable, retry_after
 
 
 _NOTIFICATIONS = Notification.__table__
@@ -42,7 +43,8 @@ NOTIFICATIONS = LeasedQueue(
     _NOTIFICATIONS, waiting=NotificationStatus.PENDING, dead=NotificationStatus.DEAD,
     due=(_NOTIFICATIONS.c.status == NotificationStatus.PENDING, _NOTIFICATIONS.c.next_attempt_at <= bindparam("now")),
     order_by=(_NOTIFICATIONS.c.id,), lease=_NOTIFICATIONS.c.next_attempt_at, claimed={},
-    returning=(_NOTIFICATIONS.c.id, _NOTIFICATIONS.c.lead_id, _NOTIFICATIONS.c.channel, _NOTIFICATIONS.c.recipient,
+    returning=(_NOTIFICATIONS.c.id, _NOTIFICATIONS.c.lead_id, _NOTIFICATIONS.c.channel, _NOTIFICATIONS.c.kind,
+               _NOTIFICATIONS.c.recipient,
                _NOTIFICATIONS.c.subject, _NOTIFICATIONS.c.text, _NOTIFICATIONS.c.attempts),
     peek=True)
 
@@ -52,7 +54,7 @@ class Notifier:
         self.hub = hub
         self.config = hub.config.notify
         self.retries = Retries(self.config.max_attempts, BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS)
-        self.http = requests.Session()
+        self._telegram: TelegramApi | None = None     # made by the first Telegram send, in the notifier's thread
 
     def _scrub(self, text: str) -> str:
         for secret in (self.config.telegram.bot_token if self.config.telegram else None,
@@ -61,27 +63,28 @@ class Notifier:
                 text = text.replace(secret, "***")
         return text
 
-    def send_telegram(self, chat_id: str, text: str) -> None:
+    def send_telegram(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int:
+        """Sends through the Bot API; returns the message_id. Raises SendFailed, retriable or not."""
         tg = self.config.telegram
         if tg is None:
             raise SendFailed("no [notify.telegram] configured", retriable=False)
+        if self._telegram is None:
+            self._telegram = TelegramApi(tg.bot_token, tg.api_url, self.config.timeout_seconds)
         try:
-            resp = self.http.post(f"{tg.api_url.rstrip('/')}/bot{tg.bot_token}/sendMessage",
-                                  json={"chat_id": chat_id, "text": text[:4096], "disable_web_page_preview": True},
-                                  timeout=self.config.timeout_seconds)
-        except requests.RequestException as exc:
-            raise SendFailed(f"Telegram unreachable: {type(exc).__name__}") from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        if resp.status_code == 200 and body.get("ok"):
-            return
-        description = body.get("description") or f"HTTP {resp.status_code}"
-        if resp.status_code == 429:
-            raise SendFailed(f"Telegram: {description}", retry_after=(body.get("parameters") or {}).get("retry_after"))
-        # 400 (chat not found), 401 (bad token), 403 (bot blocked) will not change by retrying.
-        raise SendFailed(f"Telegram: {description}", retriable=resp.status_code >= 500)
+            return self._telegram.send_message(chat_id, text, buttons)
+        except TelegramError as exc:
+            raise SendFailed(exc.message, exc.retriable, exc.retry_after) from None
+
+    def _lead_buttons(self, lead_id: int | None, kind: str | None, chat_id: str) -> Buttons | None:
+        """The manager bot's keyboard for a message about a lead, in its recipient's language."""
+        if lead_id is None or kind not in LEAD_ACTION_KINDS:
+            return None
+        config = self.hub.config
+        with transaction(self.hub.engine, read_only=True) as s:
+            status = s.scalar(select(Lead.status).where(Lead.id == lead_id))
+            manager = manager_for_chat(s, config, chat_id)
+            lang = language_of(s, config, manager) if manager else config.ui.default_language
+        return lead_buttons(config, lead_id, status, lang)
 
     def send_email(self, to: str, subject: str, text: str) -> None:
         cfg = self.config.email
@@ -107,9 +110,13 @@ class Notifier:
         counts = {"sent": 0, "retried": 0, "dead": 0}
         for n in NOTIFICATIONS.claim(self.hub.engine, now or utcnow(), limit, LEASE_SECONDS).rows:
             values: dict[str, object]
+            message_id: int | None = None
             try:
-                if n.channel == "telegram":
-                    self.send_telegram(n.recipient, f"{n.subject}\n{n.text}")   # a chat has no subject line
+                if n.channel.startswith("client_"):       # the answer to a client, by their source's channel
+                    send_client_answer(self.hub, n, self.send_email, self.config.timeout_seconds)
+                elif n.channel == "telegram":
+                    message_id = self.send_telegram(n.recipient, f"{n.subject}\n{n.text}",   # a chat has no subject
+                                                    self._lead_buttons(n.lead_id, n.kind, n.recipient))
                 else:
                     self.send_email(n.recipient, n.subject, n.text)
             except SendFailed as exc:
@@ -130,8 +137,14 @@ class Notifier:
             counts[outcome] += 1
             with transaction(self.hub.engine) as s:
                 NOTIFICATIONS.write(s, n.id, values)
+                if message_id is not None and outcome == "sent":
+                    insert_ignoring_conflicts(s, NotificationMessage.__table__, ["notification_id"], dict(
+                        notification_id=n.id, lead_id=n.lead_id, chat_id=str(n.recipient), message_id=message_id,
+                        sent_at=utcnow()))
         return counts
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
         run_loop(lambda: sum(self.send_due().values()), stop, self.hub.notification_queued, poll_seconds,
                  pause_after_error=poll_seconds, what="notifier: sending")
+        if self._telegram is not None:
+            self._telegram.close()

@@ -25,6 +25,7 @@ from hub.web.door import JSON_CSP, PAGE_CSP, SECURITY_HEADERS, HookDoor
 from hub.web.hooks import RateLimits, health, hooks
 from hub.web.metrics import AckLatency
 from hub.web.pages import pages
+from hub.web.telegram_bot import telegram_bot
 
 log = logging.getLogger("hub.web.app")
 
@@ -55,6 +56,8 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, hub: Hub |
     csrf = CSRFProtect(app)
     csrf.exempt(hooks)                      # providers sign their own deliveries
     csrf.exempt(api)                        # Bearer tokens: a browser never sends one by itself
+    app.register_blueprint(telegram_bot)
+    csrf.exempt(telegram_bot)               # Telegram's secret header instead
     Babel(app, locale_selector=_locale, timezone_selector=_timezone,
           default_translation_directories=str(TRANSLATIONS_DIR))
     login = LoginManager(app)

@@ -21,7 +21,8 @@ from hub.store.users import Role
 # Endpoints anyone may call: the sign-in page, provider webhooks (they carry their own secrets), health,
 # Prometheus metrics (counts only, no personal data), the OpenAPI document, static files.
 PUBLIC_ENDPOINTS = frozenset({"pages.login", "hooks.webhook", "health.healthz", "health.metrics",
-                              "api.openapi", "static"})
+                              "api.openapi", "static",
+                              "telegram_bot.webhook"})    # Telegram's secret header, checked by the view
 
 F = TypeVar("F", bound=Callable[..., Any])
 

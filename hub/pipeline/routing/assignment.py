@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.config import Config
@@ -28,7 +28,7 @@ from hub.pipeline.routing.rules import (
 )
 from hub.sales_config import RoutingRule
 from hub.store.db import execute, mark_queued
-from hub.store.models import Lead, LeadStatus, Notification, utcnow
+from hub.store.models import Lead, LeadStatus, Notification, TelegramLink, utcnow
 
 _LEADS = Lead.__table__
 INSERT_NOTIFICATION = insert(Notification.__table__)
@@ -58,8 +58,12 @@ def queue_notifications(session: Session, config: Config, manager_name: str, lea
     if manager is None:
         return 0
     rows = []
-    if manager.telegram_chat_id and config.notify.telegram:
-        rows.append({"channel": "telegram", "recipient": manager.telegram_chat_id})
+    if config.notify.telegram:
+        # The chat the manager linked with /link (hub/desk/manager_bot.py) wins over the configured one.
+        chat_id = session.scalar(select(TelegramLink.chat_id).where(TelegramLink.manager == manager_name)) \
+            or manager.telegram_chat_id
+        if chat_id:
+            rows.append({"channel": "telegram", "recipient": chat_id})
     if manager.email and config.notify.email:
         rows.append({"channel": "email", "recipient": manager.email})
     if not rows:

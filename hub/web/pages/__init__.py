@@ -15,8 +15,9 @@ from hub.web.pages import (
     report_statuses,
     reports,
     team,
+    telegram_link,
 )
 from hub.web.pages.blueprint import pages
 
 __all__ = ["pages", "account", "channels", "leads", "report_activity", "report_funnel", "report_managers",
-           "report_statuses", "reports", "team"]
+           "report_statuses", "reports", "team", "telegram_link"]

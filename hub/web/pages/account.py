@@ -27,6 +27,7 @@ from hub.web.common import SessionUser, allow, current_hub
 from hub.web.pages.blueprint import (
     pages,
 )
+from hub.web.pages.telegram_link import telegram_card
 
 # -- sign-in ------------------------------------------------------------------------------------------
 
@@ -97,7 +98,7 @@ def profile():
         refresh()                                    # the next message is already in the new language
         flash(gettext("Saved."), "ok")
         return redirect(url_for("pages.profile"))
-    return render_template("profile.html", timezone=timezone_of(g.actor, hub.config))
+    return render_template("profile.html", timezone=timezone_of(g.actor, hub.config), telegram=telegram_card())
 
 
 @pages.get("/")
