@@ -4,19 +4,20 @@ The same conversation and fields as the webhook connector (connectors/telegram.p
 hub's cursor: Telegram forgets an update only when asked for a higher offset, which happens on the poll
 after the one whose updates were committed — so nothing is lost between fetching and storing. The replies
 (ask for the phone, thanks) are sent after the updates are stored. A bot with a webhook set cannot be
-polled (Telegram answers 409): delete the webhook, or use the webhook connector.
+polled (Telegram answers 409): delete the webhook, or use the webhook connector. The Bot API is reached through
+python-telegram-bot, by the hub's synchronous client (hub/telegram_api.py), as every Telegram call of the hub.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import requests
 from pydantic import Field
 
 from connectors.telegram import BotTexts, conversation_reply, message_of, update_fields
 from hub.connector import PollingConnector, PollResult, RawEvent
 from hub.errors import RetriableError
+from hub.telegram_api import TelegramApi, TelegramError
 
 
 class TelegramPollingSettings(BotTexts):
@@ -33,25 +34,20 @@ class TelegramPollingConnector(PollingConnector[TelegramPollingSettings]):
 
     def __init__(self, source: str, settings: TelegramPollingSettings):
         super().__init__(source, settings)
-        self.http = requests.Session()
+        self.api = TelegramApi(settings.bot_token, settings.api_url, timeout=settings.timeout_seconds)
 
-    def _call(self, method: str, payload: dict[str, Any]) -> Any:
-        url = f"{self.settings.api_url.rstrip('/')}/bot{self.settings.bot_token}/{method}"
-        try:
-            resp = self.http.post(url, json=payload, timeout=self.settings.timeout_seconds)
-        except requests.RequestException as exc:
-            raise RetriableError(f"Telegram unreachable: {type(exc).__name__}") from None
-        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-        if resp.status_code == 409:
-            raise RetriableError("Telegram answered 409: this bot has a webhook set; delete it (deleteWebhook) "
-                                 "to poll, or use the telegram (webhook) connector")
-        if not body.get("ok"):
-            raise RetriableError(f"Telegram {method}: {body.get('description') or f'HTTP {resp.status_code}'}")
-        return body["result"]
+    def _failed(self, method: str, exc: TelegramError) -> RetriableError:
+        if "webhook" in exc.message.lower() and "conflict" in exc.message.lower():
+            return RetriableError("Telegram answered 409: this bot has a webhook set; delete it (deleteWebhook) "
+                                  "to poll, or use the telegram (webhook) connector")
+        return RetriableError(f"Telegram {method}: {exc.message}")
 
     def poll(self, state: dict[str, Any]) -> PollResult:
         offset = int(state.get("offset", 0))
-        updates = self._call("getUpdates", {"offset": offset, "timeout": 0, "allowed_updates": ["message"]})
+        try:
+            updates = self.api.get_updates(offset, timeout=0, allowed_updates=("message",))
+        except TelegramError as exc:
+            raise self._failed("getUpdates", exc) from None
         events = []
         for update in updates:
             offset = max(offset, int(update["update_id"]) + 1)
@@ -64,8 +60,10 @@ class TelegramPollingConnector(PollingConnector[TelegramPollingSettings]):
     def acknowledge(self, events: list[RawEvent]) -> None:
         for event in events:
             call = conversation_reply(message_of(event.payload) or {}, self.settings)
-            del call["method"]
-            self._call("sendMessage", call)
+            try:
+                self.api.send_message(call["chat_id"], call["text"], reply_keyboard=call["reply_markup"])
+            except TelegramError as exc:
+                raise self._failed("sendMessage", exc) from None
 
     def fields(self, payload: dict[str, Any]) -> dict[str, Any]:
         return update_fields(payload)

@@ -15,18 +15,15 @@ from typing import Any
 
 import requests
 import vk_api
-from jconfig.memory import MemoryConfig
 from pydantic import BaseModel, ConfigDict, Field
 from vk_api.bot_longpoll import VkBotLongPoll
-from vk_api.exceptions import TOO_MANY_RPS_CODE, ApiError, VkApiError
+from vk_api.exceptions import ApiError, VkApiError
 
 from connectors.vk import LEAD_EVENTS, PROFILE_KEY, event_fields
 from hub.connector import PollingConnector, PollResult, RawEvent
 from hub.errors import RetriableError
+from hub.vk_api_client import make_vk_api
 
-# vk_api builds every method URL as this literal and has no setting for the address (hub/outbox/
-# vk_api_client.py does the same for the hub's own calls; a connector may not import the hub's outbox).
-LIBRARY_API_PREFIX = "https://api.vk.ru/method/"
 # Errors that a person must fix: 5 the token is wrong or revoked, 15/27 it lacks the community's rights,
 # 100 the long poll is off for the community (Manage community → API usage → Long Poll API).
 NEEDS_SETTINGS = {5: "check access_token", 15: "the token needs the community's manage rights",
@@ -42,22 +39,6 @@ class VkLongPollSettings(BaseModel):
     wait_seconds: int = Field(1, ge=0, le=90, description="how long each poll may wait for events")
     poll_seconds: float = Field(5, ge=1)
     region: str = "RU"
-
-
-class _ApiUrlSession(requests.Session):
-    """vk_api's hard-coded API address replaced by ``api_url`` (a proxy, a test's fake server), and a timeout
-    on every request (vk_api sets none for API methods)."""
-
-    def __init__(self, api_url: str, timeout: float):
-        super().__init__()
-        self.api_url = api_url.rstrip("/") + "/"
-        self.timeout = timeout
-
-    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        if isinstance(url, str) and url.startswith(LIBRARY_API_PREFIX):
-            url = self.api_url + url[len(LIBRARY_API_PREFIX):]
-        kwargs.setdefault("timeout", self.timeout)
-        return super().request(method, url, *args, **kwargs)
 
 
 class _HubCursorLongPoll(VkBotLongPoll):
@@ -80,12 +61,11 @@ class VkLongPollConnector(PollingConnector[VkLongPollSettings]):
 
     def __init__(self, source: str, settings: VkLongPollSettings):
         super().__init__(source, settings)
-        session = _ApiUrlSession(settings.api_url, timeout=settings.wait_seconds + 10)
-        vk = vk_api.VkApi(token=settings.access_token, api_version=settings.api_version, session=session,
-                          config=MemoryConfig)
-        vk.RPS_DELAY = 0.05      # a community token may make 20 requests/s; the library assumes a user's 3
-        vk.error_handlers.pop(TOO_MANY_RPS_CODE, None)    # it would sleep and retry forever; the poll backs off
-        self.longpoll = _HubCursorLongPoll(vk, settings.group_id, settings.wait_seconds, session)
+        # The hub's VK client setup (hub/vk_api_client.py): its API address, timeouts (here the long poll's wait
+        # and a margin), a community token's rate, no sleeping retries inside the library.
+        vk = make_vk_api(settings.access_token, settings.api_url, settings.api_version,
+                         timeout=settings.wait_seconds + 10)
+        self.longpoll = _HubCursorLongPoll(vk, settings.group_id, settings.wait_seconds, vk.http)
 
     def poll(self, state: dict[str, Any]) -> PollResult:
         longpoll = self.longpoll

@@ -19,11 +19,11 @@ from hub.config import load_config
 from hub.desk.manager_bot import create_link_code, stored_offset
 from hub.desk.manager_bot_updates import LEASE, UpdatesPoller, holds_lease, process
 from hub.outbox.notify import Notifier
-from hub.outbox.telegram_api import TelegramApi
 from hub.pipeline.routing.assignment import queue_notifications
 from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import Lead, LeadHistory, LeadTask, NotificationMessage, TelegramLink, TelegramLinkCode, utcnow
+from hub.telegram_api import TelegramApi
 from tests.helpers.web import WEB_CONFIG, deliver, make_users, token_for, with_manager
 
 TOKEN = "123456789:AAF-manager-bot-token"

@@ -13,10 +13,10 @@ from hub.desk.manager_bot import create_link_code
 from hub.desk.manager_bot_updates import process
 from hub.outbox.forwarding import Forwarder
 from hub.outbox.notify import Notifier
-from hub.outbox.telegram_api import TelegramApi
 from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import Lead, LeadTask, utcnow
+from hub.telegram_api import TelegramApi
 from hub.web.app import create_app
 from tests.helpers.web import WEB_CONFIG, make_users, token_for
 from tests.test_manager_bot import TOKEN, bot_config

@@ -1,11 +1,8 @@
-"""Telegram getUpdates and VK Bots Long Poll, against the providers' real answer shapes (responses)."""
+"""Telegram getUpdates and VK Bots Long Poll, through their libraries, against local fake Bot API and VK servers."""
 
 from __future__ import annotations
 
 import json
-
-import responses
-from responses import matchers
 
 from hub.config import load_config
 from hub.pipeline.worker import Worker
@@ -14,36 +11,31 @@ from tests.conftest import FIXTURES
 from tests.helpers.db import events
 
 TOKEN = "123456789:AAF-test-token-not-real"
-API = f"https://api.telegram.org/bot{TOKEN}"
 
 
 def fixture(connector: str, name: str) -> dict:
     return json.loads((FIXTURES / connector / name).read_text())
 
 
-def tg_hub(write_config) -> Hub:
+def tg_hub(write_config, fake_telegram) -> Hub:
     return Hub(load_config(write_config(f'[[sources]]\nname = "bot"\nconnector = "telegram_polling"\n'
-                                        f'bot_token = "{TOKEN}"\n')))
+                                        f'bot_token = "{TOKEN}"\napi_url = "{fake_telegram.url}"\n')))
 
 
-@responses.activate
-def test_telegram_polling_stores_then_answers_and_advances_the_offset(write_config, runner):
-    hub = tg_hub(write_config)
-    updates = [fixture("telegram", "start_deeplink.json"), fixture("telegram", "contact_shared.json")]
-    first = responses.post(f"{API}/getUpdates", json={"ok": True, "result": updates},
-                           match=[matchers.json_params_matcher({"offset": 0, "timeout": 0,
-                                                                "allowed_updates": ["message"]})])
-    second = responses.post(f"{API}/getUpdates", json={"ok": True, "result": []},
-                            match=[matchers.json_params_matcher({"offset": 90000002, "timeout": 0,
-                                                                 "allowed_updates": ["message"]})])
-    sent = responses.post(f"{API}/sendMessage", json={"ok": True, "result": {}})
+def test_telegram_polling_stores_then_answers_and_advances_the_offset(write_config, runner, fake_telegram):
+    """Through python-telegram-bot against a local fake Bot API: the stored offset drives getUpdates."""
+    hub = tg_hub(write_config, fake_telegram)
+    for name in ("start_deeplink.json", "contact_shared.json"):
+        fake_telegram.push_update(fixture("telegram", name))
     assert "bot: 2 fetched, 2 new" in runner("poll").output
-    assert first.call_count == 1 and sent.call_count == 2
-    texts = [json.loads(c.request.body) for c in responses.calls if c.request.url.endswith("sendMessage")]
-    assert texts[0]["reply_markup"]["keyboard"][0][0]["request_contact"] is True
-    assert texts[1]["text"].startswith("Спасибо")
+    [first] = fake_telegram.of("getUpdates")
+    assert (first["offset"], first["timeout"], first["allowed_updates"]) == (0, 0, ["message"])
+    sent = fake_telegram.of("sendMessage")
+    assert len(sent) == 2
+    assert sent[0]["reply_markup"]["keyboard"][0][0]["request_contact"] is True     # "share my number"
+    assert sent[1]["text"].startswith("Спасибо") and sent[1]["reply_markup"] == {"remove_keyboard": True}
     assert "bot: 0 fetched, 0 new" in runner("poll").output
-    assert second.call_count == 1
+    assert fake_telegram.of("getUpdates")[1]["offset"] == 90000002           # past both, stored by the hub
     Worker(hub).drain()
     [lead] = json.loads(runner("leads", "list", "--json").output)
     assert lead["phones"] == ["+79261112233"] and lead["messengers"] == {"telegram": "700000001"}
@@ -51,11 +43,10 @@ def test_telegram_polling_stores_then_answers_and_advances_the_offset(write_conf
     hub.dispose()
 
 
-@responses.activate
-def test_telegram_polling_with_a_webhook_set_says_what_to_do(write_config, runner):
-    hub = tg_hub(write_config)
-    responses.post(f"{API}/getUpdates", status=409, json={
-        "ok": False, "error_code": 409, "description": "Conflict: can't use getUpdates method while webhook is active"})
+def test_telegram_polling_with_a_webhook_set_says_what_to_do(write_config, runner, fake_telegram):
+    hub = tg_hub(write_config, fake_telegram)
+    fake_telegram.fail("getUpdates", 409, "Conflict: can't use getUpdates method while webhook is active; "
+                                          "use deleteWebhook to delete the webhook first")
     [report] = json.loads(runner("poll", "--json", expect=1).output)
     assert "this bot has a webhook set; delete it (deleteWebhook)" in report["error"]
     assert TOKEN not in report["error"] and events(hub) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from hub.outbox.telegram_api import TelegramApi
+from hub.telegram_api import TelegramApi
 
 
 def test_it_sends_from_a_plain_thread_and_from_inside_a_running_loop(fake_telegram):

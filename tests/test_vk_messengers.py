@@ -13,13 +13,13 @@ from sqlalchemy import select
 
 import hub.intake.polling as polling
 from hub.config import load_config
-from hub.outbox.vk_api_client import VkClient, VkError
 from hub.pipeline import vk_profiles
 from hub.pipeline.worker import Worker
 from hub.runtime import Hub
 from hub.store.db import transaction
 from hub.store.models import Lead, PollState, VkProfile
 from hub.store.serialize import lead_to_dict
+from hub.vk_api_client import VkClient, VkError
 from hub.web.app import create_app
 from tests.conftest import FIXTURES
 from tests.helpers.db import events

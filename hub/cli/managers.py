@@ -77,8 +77,8 @@ def managers_link_telegram(config_path: str, name: str, as_json: bool) -> None:
     """A one-time code (15 minutes) that links NAME's own Telegram to the notification bot: they send
     /link CODE to the bot, and from then on their leads come to that chat with buttons to work them."""
     from hub.desk.manager_bot import LINK_CODE_MINUTES, create_link_code
-    from hub.outbox.telegram_api import TelegramApi, TelegramError
     from hub.pipeline.routing.lifecycle import RoutingError
+    from hub.telegram_api import TelegramApi, TelegramError
 
     hub = open_hub(config_path)
     tg = hub.config.notify.telegram

@@ -36,7 +36,6 @@ from hub.outbox.manager_keyboard import (
     state_line,
 )
 from hub.outbox.messages import language_of
-from hub.outbox.telegram_api import Buttons
 from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, set_status, take
 from hub.pipeline.worklog import add_task
 from hub.store.db import execute, insert_ignoring_conflicts, transaction
@@ -49,6 +48,7 @@ from hub.store.models import (
     TelegramLink,
     TelegramLinkCode,
 )
+from hub.telegram_api import Buttons
 
 LINK_CODE_MINUTES = 15
 # Unambiguous on a phone's keyboard (no 0/O, 1/I/L): 10 of 31 symbols is 8e14 codes, against 10 wrong tries per

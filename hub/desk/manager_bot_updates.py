@@ -1,6 +1,6 @@
 """How the manager bot hears Telegram: long polling (``[notify.telegram] updates = "polling"``, the default) in one
 process of the deployment, or the webhook route (hub/web/telegram_bot.py). Either hands each update to
-hub.desk.manager_bot.handle_update and then performs its Reply through hub.outbox.telegram_api.
+hub.desk.manager_bot.handle_update and then performs its Reply through hub.telegram_api.
 
 One poller for the whole deployment: Telegram answers a second concurrent getUpdates with 409 Conflict, so the
 ``hub run`` / ``hub worker`` processes take turns by a lease row (the scheduler's table, its own name), renewed
@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, or_, update
 
 from hub.desk.manager_bot import Reply, handle_update, stored_offset
-from hub.outbox.telegram_api import TelegramApi, TelegramError
 from hub.runtime import Hub
 from hub.store.db import execute, insert_ignoring_conflicts, transaction
 from hub.store.models import SchedulerLease, utcnow
+from hub.telegram_api import TelegramApi, TelegramError
 
 log = logging.getLogger("hub.desk.manager_bot")
 LEASE = "telegram-updates"

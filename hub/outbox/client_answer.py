@@ -36,11 +36,11 @@ from hub.answer_config import answer_channel
 from hub.config import Config, SourceConfig
 from hub.outbox.messages import render
 from hub.outbox.queue import SendFailed
-from hub.outbox.telegram_api import TelegramApi, TelegramError
-from hub.outbox.vk_api_client import VkClient, VkError
 from hub.runtime import Hub
 from hub.store.db import dialect_insert_for, mark_queued
 from hub.store.models import CLIENT_ANSWER_PREDICATE, Notification, NotificationStatus, utcnow
+from hub.telegram_api import TelegramApi, TelegramError
+from hub.vk_api_client import VkClient, VkError
 
 KIND = "client_answer"
 TELEGRAM, VK, EMAIL = "client_telegram", "client_vk", "client_email"

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from hub.config import Config
 from hub.i18n import N_, format_moment, gettext_for, reason_label
-from hub.outbox.telegram_api import MAX_CALLBACK_DATA, URL_BUTTON_PREFIX, Buttons
 from hub.store.models import Lead, LeadStatus, LeadTask, TelegramLink
+from hub.telegram_api import MAX_CALLBACK_DATA, URL_BUTTON_PREFIX, Buttons
 
 # The notification templates about one lead that a manager can act on from the chat; the others (digest,
 # escalated, calling, follow_up_escalated) inform and carry no buttons.

@@ -6,7 +6,7 @@ backoff, or ``dead`` after ``[notify] max_attempts`` or at once on an answer tha
 (chat not found, bot blocked). Tokens never appear in logs or stored errors. The claim, the lease and
 the backoff are the leased queue's (hub.outbox.queue).
 
-Telegram goes through hub.outbox.telegram_api (python-telegram-bot). A message about a lead carries the manager
+Telegram goes through hub.telegram_api (python-telegram-bot). A message about a lead carries the manager
 bot's buttons (hub/outbox/manager_keyboard.py), and the message it became is stored (notification_message) so
 that a press can redraw it.
 """
@@ -25,10 +25,10 @@ from hub.outbox.client_answer import send_client_answer
 from hub.outbox.manager_keyboard import LEAD_ACTION_KINDS, lead_buttons, manager_for_chat
 from hub.outbox.messages import language_of
 from hub.outbox.queue import LeasedQueue, Retries, SendFailed, run_loop
-from hub.outbox.telegram_api import Buttons, TelegramApi, TelegramError
 from hub.runtime import Hub
 from hub.store.db import insert_ignoring_conflicts, transaction
 from hub.store.models import Lead, Notification, NotificationMessage, NotificationStatus, utcnow
+from hub.telegram_api import Buttons, TelegramApi, TelegramError
 
 log = logging.getLogger("hub.outbox.notify")
 LEASE_SECONDS = 120

@@ -27,10 +27,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub.outbox.vk_api_client import VkClient, VkError, VkProfile as Profile
 from hub.runtime import Hub, Source
 from hub.store.db import dialect_insert, execute, transaction
 from hub.store.models import VkProfile, utcnow
+from hub.vk_api_client import VkClient, VkError, VkProfile as Profile
 
 log = logging.getLogger("hub.pipeline.vk_profiles")
 

@@ -15,7 +15,7 @@ import threading
 from flask import Blueprint, Response, jsonify, request
 
 from hub.desk.manager_bot_updates import process
-from hub.outbox.telegram_api import TelegramApi
+from hub.telegram_api import TelegramApi
 from hub.web.common import current_hub
 
 log = logging.getLogger("hub.web.telegram_bot")

@@ -132,7 +132,7 @@ class FakeTelegram:
         message = {"message_id": message_id, "date": int(time.time()), "chat": {"id": chat, "type": "private"},
                    "from": {"id": BOT_ID, "is_bot": True, "first_name": "Hub", "username": BOT_USERNAME},
                    "text": params.get("text", "")}
-        if params.get("reply_markup"):
+        if (params.get("reply_markup") or {}).get("inline_keyboard"):   # as Telegram: a Message shows inline ones only
             message["reply_markup"] = params["reply_markup"]
         if edited:
             message["edit_date"] = int(time.time())

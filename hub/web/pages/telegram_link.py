@@ -19,10 +19,10 @@ from sqlalchemy import select
 from hub.config import TelegramConfig
 from hub.desk.access import timezone_of
 from hub.desk.manager_bot import LINK_CODE_MINUTES, create_link_code, unlink
-from hub.outbox.telegram_api import TelegramApi, TelegramError
 from hub.store.db import transaction
 from hub.store.models import TelegramLink, utcnow
 from hub.store.users import Role
+from hub.telegram_api import TelegramApi, TelegramError
 from hub.web.common import allow, current_hub
 from hub.web.pages.blueprint import pages
 

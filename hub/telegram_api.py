@@ -26,7 +26,7 @@ import telegram
 from telegram import error as tg_error
 from telegram.request import HTTPXRequest
 
-log = logging.getLogger("hub.outbox.telegram_api")
+log = logging.getLogger("hub.telegram_api")
 # PTB 22 warns whenever it hands out a time period as an int (RetryAfter.retry_after, …): opting in to the coming
 # timedelta values silences that for good (PTB reads it at each use). The hub's only PTB user is this module.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
@@ -156,12 +156,22 @@ class TelegramApi:
             raise value
         return value
 
-    def send_message(self, chat_id: str | int, text: str, buttons: Buttons | None = None) -> int:
+    def send_message(self, chat_id: str | int, text: str, buttons: Buttons | None = None,
+                     reply_keyboard: dict[str, Any] | None = None) -> int:
         """Sends ``text`` (cut to Telegram's 4096) with inline ``buttons``; returns the message_id.
 
-        A button is ``(text, callback_data)`` or ``(text, "url:" + https-url)``."""
+        A button is ``(text, callback_data)`` or ``(text, "url:" + https-url)``. ``reply_keyboard``: instead, a
+        keyboard under the input field as the Bot API writes it (``{"keyboard": [[{"text", "request_contact"}]],
+        …}`` or ``{"remove_keyboard": true}``) — the client bot's "share my number" button."""
+        markup: telegram.InlineKeyboardMarkup | telegram.ReplyKeyboardMarkup | telegram.ReplyKeyboardRemove | None
+        if reply_keyboard is None:
+            markup = _markup(buttons)
+        elif reply_keyboard.get("remove_keyboard"):
+            markup = telegram.ReplyKeyboardRemove()
+        else:
+            markup = telegram.ReplyKeyboardMarkup.de_json(reply_keyboard, self._bot)
         message = self._run(self._bot.send_message(
-            chat_id, text[:MAX_TEXT], reply_markup=_markup(buttons),
+            chat_id, text[:MAX_TEXT], reply_markup=markup,
             link_preview_options=telegram.LinkPreviewOptions(is_disabled=True)))
         return message.message_id
 
@@ -180,10 +190,11 @@ class TelegramApi:
         """Stops the button's spinner; ``text`` shows as a toast (``alert``: a box the user must close)."""
         self._run(self._bot.answer_callback_query(callback_query_id, text=text, show_alert=alert))
 
-    def get_updates(self, offset: int | None, timeout: int) -> list[dict[str, Any]]:
+    def get_updates(self, offset: int | None, timeout: int,
+                    allowed_updates: tuple[str, ...] = ("message", "callback_query")) -> list[dict[str, Any]]:
         """Long-polls for up to ``timeout`` seconds; the updates as the Bot API's JSON (``Update.to_dict()``)."""
         updates = self._run(self._bot.get_updates(offset=offset, timeout=timeout,
-                                                  allowed_updates=["message", "callback_query"]))
+                                                  allowed_updates=list(allowed_updates)))
         return [update.to_dict() for update in updates]
 
     def bot_username(self) -> str:
