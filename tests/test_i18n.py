@@ -110,7 +110,7 @@ def cyrillic_words(html: str, data: set[str]) -> list[str]:
 
 # What may stay Latin on a Russian page: technical names, and (data_words) the data of this test.
 TECHNICAL = {"Excel", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "UTC", "URL", "CSV",
-             "JSON", "E-mail", "English", "RUB", "hooks", "events", "summary", "site_form"}
+             "JSON", "E-mail", "English", "RUB", "hooks", "events", "summary", "site_form", "Telegram"}
 # What may stay Cyrillic on an English page besides the data: the language menu names Russian in Russian.
 AUTONYMS = {"Русский"}
 

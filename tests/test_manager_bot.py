@@ -412,7 +412,12 @@ def test_an_unlinked_telegram_can_do_nothing_more(bot):
     hub, api, fake = bot
     link(hub, api, fake, "Max", MAX)
     lead_id, message_id = new_lead(hub, fake, MAX)
+    def linked() -> dict[str, bool]:
+        return {m["name"]: m["telegram_linked"] for m in json.loads(cli(hub, "managers", "list", "--json").output)}
+
+    assert linked()["Max"] is True and linked()["Mia"] is False    # the admin sees who gets leads in Telegram
     assert cli(hub, "managers", "unlink-telegram", "Max").output == "Max: Telegram unlinked\n"
+    assert linked()["Max"] is False
     assert cli(hub, "managers", "unlink-telegram", "Max").output == "Max: no Telegram was linked\n"
     press(hub, api, fake, MAX, MAX, message_id, f"take:{lead_id}")
     assert "not linked to a manager" in last_answer(fake)["text"]

@@ -27,6 +27,7 @@ def managers_list(config_path: str, as_json: bool) -> None:
     listing(config_path, as_json, lambda s, hub: managers_overview(s, hub.config),
             [("NAME", lambda r: r["name"]), ("TEAM", lambda r: r["team"]), ("WEIGHT", lambda r: r["weight"]),
              ("OPEN", lambda r: r["open_leads"]),
+             ("TELEGRAM", lambda r: "linked" if r["telegram_linked"] else "-"),
              ("AVAILABLE", lambda r: "yes" if r["available"] else f"no: {r['unavailable_because']}")])
 
 

@@ -33,6 +33,7 @@ from hub.store.models import (
     ManagerState,
     PollState,
     SourceSpend,
+    TelegramLink,
     utcnow,
 )
 
@@ -196,6 +197,8 @@ def managers_overview(session: Session, config: Config, names: list[str] | None 
     free = availability(session, config, all_names, now)
     states = {s.name: s for s in session.scalars(select(ManagerState).where(ManagerState.name.in_(all_names)))}
     open_counts: dict[str, int] = dict(session.execute(OPEN_LEADS_OF, {"owners": all_names}).all())
+    # Whose leads reach them in Telegram with buttons (hub managers link-telegram, or the profile page).
+    linked = set(session.scalars(select(TelegramLink.manager).where(TelegramLink.manager.in_(all_names))))
     rows = []
     for m in managers:
         state, why_not = states.get(m.name), free[m.name]
@@ -203,7 +206,7 @@ def managers_overview(session: Session, config: Config, names: list[str] | None 
                      "on_duty": state.on_duty if state else True,
                      "vacation_until": state.vacation_until.isoformat() if state and state.vacation_until else None,
                      "open_leads": open_counts.get(m.name, 0), "max_open_leads": m.max_open_leads,
-                     "available": why_not is None,
+                     "available": why_not is None, "telegram_linked": m.name in linked,
                      "unavailable_because": (why_not.translate(translate) if translate else str(why_not))
                      if why_not else None})
     return rows

@@ -325,6 +325,7 @@ class ManagerOut(Out):
     open_leads: int
     available: bool
     unavailable_because: str | None
+    telegram_linked: bool = Field(description="their Telegram is linked: leads come there with buttons")
 
 
 class ManagerList(BaseModel):
