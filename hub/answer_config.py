@@ -49,8 +49,6 @@ class AnsweringSource(Protocol):
 def check_answers(sources: Sequence[AnsweringSource], has_email: bool, problems: list[str]) -> None:
     """An answer only on a source that can send it: the bot's or the community's token, or the SMTP server;
     each problem says what to add."""
-    from jinja2 import Environment, TemplateSyntaxError
-
     for i, src in enumerate(sources):
         if src.answer is None:
             continue
@@ -67,7 +65,35 @@ def check_answers(sources: Sequence[AnsweringSource], has_email: bool, problems:
             problems.append(f"{loc}: a {src.connector} client is answered by e-mail: add [notify.email] "
                             f"(host, port, from) or remove [sources.answer] from {src.name!r}")
         if src.answer.text:
+            problem = template_problem(src.answer.text)
+            if problem:
+                problems.append(f"{loc}.text: {problem}")
+
+
+# What an answer's own text may use (hub/outbox/client_answer.py's values and hub/outbox/messages.py's helpers).
+ANSWER_VALUES = ("owner", "minutes", "by_phone", "client_name")
+TEMPLATE_HELPERS = ("moment", "day", "time", "duration", "explain", "status_label", "warmth_label", "reason_label")
+
+
+def template_problem(text: str) -> str | None:
+    """Why ``text`` would fail as an answer, found by rendering it as the hub will (undefined names are errors)
+    with sample values: an owner and none, a phone and none. None when it renders."""
+    from jinja2 import Environment, StrictUndefined, TemplateError, TemplateSyntaxError, select_autoescape
+
+    # As hub/outbox/messages.py renders it: plain text (a chat message, an e-mail body), so not HTML-escaped.
+    env = Environment(extensions=["jinja2.ext.i18n"], undefined=StrictUndefined,
+                      autoescape=select_autoescape(enabled_extensions=("html", "htm"), default=False))
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]  # added by ext.i18n
+    try:
+        template = env.from_string(text)
+    except TemplateSyntaxError as exc:
+        return f"not a valid template (line {exc.lineno}): {exc.message}"
+    helpers = {name: (lambda *args, **kwargs: "") for name in TEMPLATE_HELPERS}
+    for owner in ("Ольга", None):
+        for by_phone in (True, False):
             try:
-                Environment(extensions=["jinja2.ext.i18n"]).parse(src.answer.text)
-            except TemplateSyntaxError as exc:
-                problems.append(f"{loc}.text: not a valid template (line {exc.lineno}): {exc.message}")
+                template.render(owner=owner, minutes=15, by_phone=by_phone, client_name="Иван", **helpers)
+            except TemplateError as exc:
+                return (f"fails when rendered ({exc.message}); it may use {', '.join(ANSWER_VALUES)} "
+                        f"(owner may be none: a lead waiting in the queue)")
+    return None

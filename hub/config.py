@@ -114,6 +114,17 @@ class SourceConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _check_bots(config: Config, problems: list[str]) -> None:
+    """The managers' bot is not a source's: a bot has one stream of updates, and two readers of it (the manager
+    bot's poller, the source's getUpdates or webhook) would take each other's messages — clients' leads lost."""
+    tg = config.notify.telegram
+    for i, src in enumerate(config.sources):
+        if tg is not None and src.connector_settings().get("bot_token") == tg.bot_token:
+            problems.append(f"sources[{i}].bot_token: the same bot as [notify.telegram]; a bot has one stream of "
+                            f"updates, and the managers' and the clients' conversations would take each other's: "
+                            f"create a second bot with @BotFather for one of them")
+
+
 class SinkConfig(BaseModel):
     """A ``[[sinks]]`` table: where routed leads are forwarded. Keys other than these belong to the sink
     type and are checked against its ``config_schema``."""
@@ -410,6 +421,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> Config:
     _check_routing(config, problems)
     _check_sinks(config, problems)
     check_answers(config.sources, config.notify.email is not None, problems)
+    _check_bots(config, problems)
     _check_timezone(config.ui.timezone, "ui.timezone", problems)
     if config.ui.notification_templates and not (base_dir / config.ui.notification_templates).is_dir():
         problems.append(f"ui.notification_templates: no folder {config.ui.notification_templates!r} "

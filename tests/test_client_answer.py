@@ -381,6 +381,12 @@ name = "form"
 connector = "site_form"
 [sources.answer]
 text = "{{ owner "
+
+[[sources]]
+name = "form2"
+connector = "site_form"
+[sources.answer]
+text = "{{ manager_name }} перезвонит"
 '''
     with pytest.raises(ConfigError) as caught:
         load_config(write_config(bad))
@@ -391,6 +397,8 @@ text = "{{ owner "
         "access_token" in problems
     assert "sources[4].answer: a site_form client is answered by e-mail: add [notify.email]" in problems
     assert "sources[4].answer.text: not a valid template" in problems
+    # Parses, but would fail for every lead: caught by rendering it with sample values.
+    assert "sources[5].answer.text: fails when rendered ('manager_name' is undefined); it may use owner" in problems
 
 
 def test_an_answers_promise_is_a_number_of_minutes(write_config):

@@ -466,3 +466,78 @@ def test_roles_without_a_manager_have_nothing_to_link(bot):
 
 def link_reply(hub: Hub, api: TelegramApi, fake, user_id: int, code: str) -> str:
     return process(hub, api, fake.text_update(user_id, f"/link {code}")).messages[0][1]
+
+
+def test_a_bad_update_is_answered_remembered_and_never_blocks_the_next(bot):
+    hub, api, fake = bot
+    broken = fake.text_update(MAX, "/link NOTACODE")
+    broken["message"]["from"]["id"] = "not-a-number"            # fails inside the handling, not as a refusal
+    process(hub, api, broken)
+    assert stored_offset(hub.engine) == broken["update_id"] + 1     # moved past it: the poller goes on
+    pressed = fake.press_update(MAX, MAX, 1, "take:1")
+    pressed["callback_query"]["from"]["id"] = "not-a-number"
+    process(hub, api, pressed)
+    assert "nothing was changed" in last_answer(fake)["text"]        # the button stops spinning, and says so
+    assert link(hub, api, fake, "Max", MAX).startswith("Linked")     # the next update is handled as ever
+
+
+def test_disabling_a_managers_user_unlinks_their_telegram(bot):
+    hub, api, fake = bot
+    link(hub, api, fake, "Max", MAX)
+    lead_id, message_id = new_lead(hub, fake, MAX)
+    cli(hub, "users", "disable", "max@example.ru")
+    press(hub, api, fake, MAX, MAX, message_id, f"take:{lead_id}")
+    assert "not linked to a manager" in last_answer(fake)["text"]
+    assert lead_row(hub, lead_id).status == "new"
+
+
+def test_a_call_back_on_a_closed_lead_is_refused(bot):
+    hub, api, fake = bot
+    link(hub, api, fake, "Max", MAX)
+    lead_id, message_id = new_lead(hub, fake, MAX)
+    press(hub, api, fake, MAX, MAX, message_id, f"ref:{lead_id}:by_mistake")
+    assert lead_row(hub, lead_id).status == "refused"
+    press(hub, api, fake, MAX, MAX, message_id, f"cb1h:{lead_id}")
+    assert "closed" in last_answer(fake)["text"] and last_answer(fake)["show_alert"]
+    with transaction(hub.engine, read_only=True) as s:
+        assert s.scalars(select(LeadTask).where(LeadTask.lead_id == lead_id)).all() == []
+
+
+def test_the_managers_bot_may_not_be_a_sources_bot(write_config, fake_telegram):
+    from hub.errors import ConfigError
+
+    shared = bot_config(fake_telegram.url) + f'''
+[[sources]]
+name = "clients"
+connector = "telegram_polling"
+bot_token = "{TOKEN}"
+'''
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_config(shared))
+    assert any("same bot as [notify.telegram]" in p and p.startswith("sources[") for p in raised.value.problems)
+
+
+def test_a_surprise_while_sending_one_notification_retries_it_and_sends_the_rest(bot, monkeypatch):
+    from hub.store.models import Notification
+
+    hub, api, fake = bot
+    link(hub, api, fake, "Max", MAX)
+    web_client = web(hub)
+    for phone in ("+79120000001", "+79120000002"):
+        deliver(web_client, hub, "site", phone)
+    calls = {"n": 0}
+    original = Notifier._lead_buttons
+
+    def flaky(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("+79120000001 surprise")          # its text must not reach the log or the row
+        return original(self, *args)
+
+    monkeypatch.setattr(Notifier, "_lead_buttons", flaky)
+    counts = Notifier(hub).send_due()
+    assert counts["retried"] == 1 and counts["sent"] >= 1
+    with transaction(hub.engine, read_only=True) as s:
+        errors = [n.last_error for n in s.scalars(select(Notification).where(Notification.channel == "telegram"))
+                  if n.last_error]
+    assert errors == ["unexpected RuntimeError"]

@@ -22,7 +22,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from hub.config import Config, WebConfig
 from hub.errors import ConfigError, HubError
 from hub.store.db import dialect_insert, insert_ignoring_conflicts, transaction
-from hub.store.models import Lead, utcnow
+from hub.store.models import Lead, TelegramLink, utcnow
 from hub.store.users import ApiToken, HubSecret, Role, SignInCounter, User, WebSession
 
 MIN_PASSWORD_LENGTH = 10
@@ -176,6 +176,11 @@ def set_disabled(session: Session, login: str, disabled: bool) -> User:
     if disabled:
         session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
                         .values(revoked_at=utcnow()))
+        # Their Telegram goes too (someone who left keeps their phone): no more leads there, no more buttons —
+        # unless another enabled user works as the same manager.
+        if user.manager and not session.scalar(select(User.id).where(
+                User.manager == user.manager, User.id != user.id, User.disabled.is_(False)).limit(1)):
+            session.execute(delete(TelegramLink).where(TelegramLink.manager == user.manager))
     return user
 
 

@@ -68,6 +68,8 @@ NOT_LINKED = N_("This Telegram is not linked to a manager of the hub: ask an adm
 NOT_YOURS = N_("Not your lead: only its owner or their team lead can act on it.")
 UNKNOWN_BUTTON = N_("This button is no longer valid.")
 NO_LEAD = N_("There is no such lead any more.")
+LEAD_CLOSED = N_("This lead is closed: reopen it in the hub first.")
+FAILED = N_("Something went wrong; nothing was changed. Try again, or open the lead in the hub.")
 TAKEN, TRIED, CALL_BACK_SET, REFUSED = N_("Taken into work."), N_("Contact attempt counted."), \
     N_("Call-back set."), N_("Refused.")
 CALL_BACK_TASK = N_("Call back (set from Telegram)")
@@ -174,6 +176,18 @@ def _first_time(session: Session, update_id: int) -> bool:
     state["offset"] = max(int(state.get("offset", 0)), update_id + 1)
     row.state = state       # a new dict: the JSON column is written
     return True
+
+
+def mark_handled(engine: Engine, update: dict[str, Any], config: Config) -> Reply:
+    """An update whose handling failed: remembered all the same (the offset moves on, so one bad update never
+    blocks the ones after it), and a press is answered so the button stops spinning."""
+    with transaction(engine) as s:
+        _first_time(s, int(update.get("update_id", 0)))
+    query = update.get("callback_query") or {}
+    if query.get("id"):
+        return Reply(callback_id=query["id"], alert=True,
+                     toast=gettext_for(_language(query.get("from"), config))(FAILED))
+    return Reply()
 
 
 def stored_offset(engine: Engine) -> int | None:
@@ -294,11 +308,16 @@ def _press(engine: Engine, config: Config, update_id: int, query: dict[str, Any]
             if parsed is None:
                 raise _Refused(UNKNOWN_BUTTON)
             action, lead_id, arg = parsed
-            lead = s.get(Lead, lead_id)
+            # Locked and read fresh before deciding: on PostgreSQL a copy loaded first would stay as it was while
+            # this waited for the row (another's take, a reassignment), and the decision would be made on it.
+            lead = s.execute(select(Lead).where(Lead.id == lead_id).with_for_update()
+                             .execution_options(populate_existing=True)).scalar_one_or_none()
             if lead is None:
                 raise _Refused(NO_LEAD)
             if not _may_act(config, manager, lead.owner):
                 raise _Refused(NOT_YOURS)
+            if action in ("try", "cb1h", "cbtm") and lead.status not in LeadStatus.OPEN:
+                raise _Refused(LEAD_CLOSED)     # an old message whose redraw failed: nothing to call back
             toast = _act(s, config, action, lead_id, arg, manager, now)
             s.flush()
             s.refresh(lead)

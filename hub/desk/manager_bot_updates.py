@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, or_, update
 
-from hub.desk.manager_bot import Reply, handle_update, stored_offset
+from hub.desk.manager_bot import Reply, handle_update, mark_handled, stored_offset
 from hub.runtime import Hub
 from hub.store.db import execute, insert_ignoring_conflicts, transaction
 from hub.store.models import SchedulerLease, utcnow
@@ -55,7 +55,11 @@ def perform(api: TelegramApi, reply: Reply) -> None:
 
 
 def process(hub: Hub, api: TelegramApi, update: dict, now: datetime | None = None) -> Reply:
-    reply = handle_update(hub.engine, hub.config, update, now or utcnow())
+    try:
+        reply = handle_update(hub.engine, hub.config, update, now or utcnow())
+    except Exception as exc:  # noqa: BLE001 - one bad update must not block the bot (its offset would never move)
+        log.error("manager bot: update %s failed: %s", update.get("update_id"), type(exc).__name__)
+        reply = mark_handled(hub.engine, update, hub.config)
     if reply.changed:
         hub.notification_queued.set()
     perform(api, reply)
@@ -89,7 +93,11 @@ class UpdatesPoller:
         if not holds_lease(self.hub.engine, self.holder, utcnow()):
             return None
         updates = self.api.get_updates(stored_offset(self.hub.engine), self.poll_seconds)
-        for one in updates:
+        for done, one in enumerate(updates):
+            # Renewed before each: a long batch with a slow Telegram (an answer and redraws per press) must not
+            # outlive the lease while another process starts polling. Lost: the rest is the new holder's.
+            if done and not holds_lease(self.hub.engine, self.holder, utcnow()):
+                return done
             process(self.hub, self.api, one)
         return len(updates)
 

@@ -25,10 +25,12 @@ When:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
+from jinja2 import TemplateError
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
@@ -41,6 +43,8 @@ from hub.store.db import dialect_insert_for, mark_queued
 from hub.store.models import CLIENT_ANSWER_PREDICATE, Notification, NotificationStatus, utcnow
 from hub.telegram_api import TelegramApi, TelegramError
 from hub.vk_api_client import VkClient, VkError
+
+log = logging.getLogger("hub.outbox.client_answer")
 
 KIND = "client_answer"
 TELEGRAM, VK, EMAIL = "client_telegram", "client_vk", "client_email"
@@ -105,7 +109,13 @@ def queue_client_answer(session: Session, config: Config, source: SourceConfig, 
     subject, body = render(config, KIND, lang, config.ui.timezone, **context)
     if answer.text:
         # The config's text is the body only: a placeholder first line stands for the subject it has none of.
-        _, body = render(config, KIND, lang, config.ui.timezone, own_text="-\n" + answer.text, **context)
+        try:
+            _, body = render(config, KIND, lang, config.ui.timezone, own_text="-\n" + answer.text, **context)
+        except TemplateError as exc:
+            # Checked at load with sample values, but a value can still surprise it: the client gets the built-in
+            # text rather than the lead failing (this runs in the lead's transaction).
+            log.error("source=%s: [sources.answer] text failed (%s), the built-in answer is sent instead",
+                      source.name, type(exc).__name__)
     now = utcnow()
     new_id = session.connection().execute(_insert(session.get_bind().dialect.name), dict(
         lead_id=lead_id, channel=channel, kind=KIND, recipient=recipient, source=source.name,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import threading
+import traceback
 from datetime import datetime
 from email.message import EmailMessage
 
@@ -119,11 +120,17 @@ class Notifier:
                                                     self._lead_buttons(n.lead_id, n.kind, n.recipient))
                 else:
                     self.send_email(n.recipient, n.subject, n.text)
-            except SendFailed as exc:
-                error = self._scrub(str(exc))
+            except Exception as exc:  # noqa: BLE001 - one row's surprise must not strand the other claimed rows
+                failure = exc if isinstance(exc, SendFailed) else SendFailed(f"unexpected {type(exc).__name__}")
+                if not isinstance(exc, SendFailed):     # where, not what: its text may hold a chat id or address
+                    frame = traceback.extract_tb(exc.__traceback__)[-1]
+                    log.error("notification=%s lead=%s: %s at %s:%s", n.id, n.lead_id, type(exc).__name__,
+                              frame.filename, frame.lineno)
+                error = self._scrub(str(failure))
                 # A Retry-After of 0 (or none) leaves the wait to the backoff.
                 values, delay = NOTIFICATIONS.failed(n.attempts, error, self.retries, utcnow(),
-                                                     retry_after=exc.retry_after or None, final=not exc.retriable)
+                                                     retry_after=failure.retry_after or None,
+                                                     final=not failure.retriable)
                 if delay is None:
                     outcome = "dead"
                     log.error("notification=%s lead=%s %s dead: %s", n.id, n.lead_id, n.channel, error)
@@ -136,7 +143,9 @@ class Notifier:
                 log.info("notification=%s lead=%s sent by %s", n.id, n.lead_id, n.channel)
             counts[outcome] += 1
             with transaction(self.hub.engine) as s:
-                NOTIFICATIONS.write(s, n.id, values)
+                # Only over a row still pending: `hub persons forget` may have made it dead (and erased its
+                # recipient) while it was in flight, and a retry must not bring it back.
+                NOTIFICATIONS.write(s, n.id, values, _NOTIFICATIONS.c.status == NotificationStatus.PENDING)
                 if message_id is not None and outcome == "sent":
                     insert_ignoring_conflicts(s, NotificationMessage.__table__, ["notification_id"], dict(
                         notification_id=n.id, lead_id=n.lead_id, chat_id=str(n.recipient), message_id=message_id,

@@ -172,7 +172,7 @@ def forget_person(session: Session, person: Person, actor: str) -> dict:
     times) so counts, conversion and reconcile still add up. Their keys are deleted: if they write again,
     they are a new person. What managers wrote about them (notes, call-back tasks) is erased too: it is
     about the person, and often quotes them."""
-    from hub.store.models import LeadTask, Notification
+    from hub.store.models import LeadTask, Notification, SinkLink
 
     leads, touches, events = _person_rows(session, person)
     lead_ids = [lead.id for lead in leads]
@@ -196,6 +196,11 @@ def forget_person(session: Session, person: Person, actor: str) -> dict:
                                                           else_=Notification.status)))
     for task in tasks:
         task.text = ERASED
+    # A CRM post under way keeps its texts (a note may quote a phone) to be recognised if its answer was lost:
+    # forgotten too; at worst that post is made once more, with the erased text.
+    for link in session.scalars(select(SinkLink).where(SinkLink.lead_id.in_(lead_ids))):
+        if (link.remembered or {}).get("in_flight"):
+            link.remembered = {**link.remembered, "in_flight": []}
     for entry in session.scalars(select(LeadHistory).where(LeadHistory.lead_id.in_(lead_ids))):
         if "keys" in entry.data:
             entry.data = {**entry.data, "keys": []}
