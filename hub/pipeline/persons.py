@@ -199,8 +199,9 @@ def forget_person(session: Session, person: Person, actor: str) -> dict:
     # A CRM post under way keeps its texts (a note may quote a phone) to be recognised if its answer was lost:
     # forgotten too; at worst that post is made once more, with the erased text.
     for link in session.scalars(select(SinkLink).where(SinkLink.lead_id.in_(lead_ids))):
-        if (link.remembered or {}).get("in_flight"):
-            link.remembered = {**link.remembered, "in_flight": []}
+        remembered = link.remembered or {}
+        if remembered.get("in_flight"):
+            link.remembered = {**remembered, "in_flight": []}
     for entry in session.scalars(select(LeadHistory).where(LeadHistory.lead_id.in_(lead_ids))):
         if "keys" in entry.data:
             entry.data = {**entry.data, "keys": []}
