@@ -541,3 +541,29 @@ def test_a_surprise_while_sending_one_notification_retries_it_and_sends_the_rest
         errors = [n.last_error for n in s.scalars(select(Notification).where(Notification.channel == "telegram"))
                   if n.last_error]
     assert errors == ["unexpected RuntimeError"]
+
+
+def test_a_lead_taken_in_the_web_is_redrawn_in_telegram_and_a_press_queues_no_second_round(bot):
+    from hub.store.models import Notification
+    from tests.helpers.web import post_form, sign_in
+
+    hub, api, fake = bot
+    link(hub, api, fake, "Max", MAX)
+    lead_id, message_id = new_lead(hub, fake, MAX)
+    assert "take:" in " ".join(fake.buttons(fake.messages[(str(MAX), message_id)]))
+    client = web(hub)
+    sign_in(client, "max@example.ru")
+    assert post_form(client, f"/leads/{lead_id}/take", page=f"/leads/{lead_id}").status_code in (200, 302, 303)
+    assert lead_row(hub, lead_id).status == "in_work"
+    Notifier(hub).send_due()                                   # the redraw the web's take queued
+    shown = fake.messages[(str(MAX), message_id)]
+    assert "In work with Max" in shown["text"]
+    assert not any(b.startswith("take:") for b in fake.buttons(shown))       # nothing left to take
+    edits = len(fake.of("editMessageText"))
+    press(hub, api, fake, MAX, MAX, message_id, f"try:{lead_id}")     # the bot redraws at once, itself
+    assert "Contact attempts: 1" in fake.messages[(str(MAX), message_id)]["text"]
+    Notifier(hub).send_due()
+    assert len(fake.of("editMessageText")) == edits + 1                 # and the notifier adds no second round
+    with transaction(hub.engine, read_only=True) as s:
+        kinds = [n.kind for n in s.scalars(select(Notification).where(Notification.lead_id == lead_id))]
+    assert kinds.count("redraw") == 1

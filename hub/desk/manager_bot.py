@@ -29,11 +29,13 @@ from hub.config import Config
 from hub.desk.access import count_sign_in_attempt, sign_in_succeeded
 from hub.i18n import N_, Msg, gettext_for
 from hub.outbox.manager_keyboard import (
-    lead_buttons,
+    BY_THE_BOT,
+    Edit,
+    drawn_message,
     manager_for_chat,
+    manager_timezone,
     reason_from_data,
-    refuse_buttons,
-    state_line,
+    redraws,
 )
 from hub.outbox.messages import language_of
 from hub.pipeline.routing.lifecycle import RoutingError, count_attempt, set_status, take
@@ -42,13 +44,10 @@ from hub.store.db import execute, insert_ignoring_conflicts, transaction
 from hub.store.models import (
     Lead,
     LeadStatus,
-    Notification,
-    NotificationMessage,
     PollState,
     TelegramLink,
     TelegramLinkCode,
 )
-from hub.telegram_api import Buttons
 
 LINK_CODE_MINUTES = 15
 # Unambiguous on a phone's keyboard (no 0/O, 1/I/L): 10 of 31 symbols is 8e14 codes, against 10 wrong tries per
@@ -58,9 +57,6 @@ CODE_ALPHABET, CODE_LENGTH = "ABCDEFGHJKMNPQRSTUVWXYZ23456789", 10
 # source's name (those are slugs), so it never meets one.
 STATE_ROW = "~manager-bot"
 RECENT_UPDATES = 500
-# A lead's other messages (another team lead's "queued", an earlier reminder) are redrawn too, the latest few.
-OTHER_MESSAGES = 10
-STATE_SEPARATOR = "\n\n"
 CALL_BACK_TOMORROW_AT = time(10, 0)
 
 NOT_LINKED = N_("This Telegram is not linked to a manager of the hub: ask an admin for a code "
@@ -80,14 +76,6 @@ CODE_WRONG = N_("This code is wrong. Check it, or ask for a new one (hub manager
 CODE_EXPIRED = N_("This code has expired (codes last %(minutes)s minutes): ask for a new one.")
 CODE_USED = N_("This code was used already: ask for a new one.")
 CODE_THROTTLED = N_("Too many wrong codes: wait 15 minutes, then try again.")
-
-
-@dataclass
-class Edit:
-    chat_id: str
-    message_id: int
-    text: str
-    buttons: Buttons | None
 
 
 @dataclass
@@ -224,11 +212,6 @@ def _may_act(config: Config, manager: str, owner: str | None) -> bool:
     return owner_config is not None and owner_config.team in led
 
 
-def _timezone(config: Config, manager: str | None) -> str:
-    manager_config = config.manager(manager) if manager else None
-    return manager_config.timezone if manager_config else config.ui.timezone
-
-
 def _tomorrow_at(now: datetime, tz: str, at: time) -> datetime:
     local = now.astimezone(ZoneInfo(tz))
     return datetime.combine(local.date() + timedelta(days=1), at, tzinfo=ZoneInfo(tz))
@@ -245,7 +228,7 @@ def _act(session: Session, config: Config, action: str, lead_id: int, arg: str, 
         count_attempt(session, config, lead_id, manager, now)
         return TRIED
     if action in ("cb1h", "cbtm"):
-        due = now + timedelta(hours=1) if action == "cb1h" else _tomorrow_at(now, _timezone(config, manager),
+        due = now + timedelta(hours=1) if action == "cb1h" else _tomorrow_at(now, manager_timezone(config, manager),
                                                                                           CALL_BACK_TOMORROW_AT)
         add_task(session, config, lead_id, due, gettext(CALL_BACK_TASK), manager, now)
         return CALL_BACK_SET
@@ -258,35 +241,9 @@ def _act(session: Session, config: Config, action: str, lead_id: int, arg: str, 
     return None     # ref? and back: only the keyboard changes
 
 
-def _base_text(session: Session, chat_id: str, message_id: int, shown: str) -> str:
-    """The notification's own text (what the message said before any state line)."""
-    row = session.execute(select(Notification.subject, Notification.text).join(
-        NotificationMessage, NotificationMessage.notification_id == Notification.id).where(
-        NotificationMessage.chat_id == chat_id, NotificationMessage.message_id == message_id)).first()
-    if row is not None:
-        return f"{row.subject}\n{row.text}"
-    return shown.split(STATE_SEPARATOR)[0]
-
-
-def _drawn(session: Session, config: Config, lead: Lead, chat_id: str, message_id: int, shown: str,
-           refusing: bool = False) -> Edit:
-    """The message as the lead stands now, in the language of the chat's manager."""
-    manager = manager_for_chat(session, config, chat_id)
-    lang = language_of(session, config, manager) if manager else config.ui.default_language
-    text = _base_text(session, chat_id, message_id, shown) + STATE_SEPARATOR + \
-        state_line(session, config, lead, lang, _timezone(config, manager))
-    buttons = refuse_buttons(config, lead.id, lang) if refusing and lead.status in LeadStatus.OPEN else \
-        lead_buttons(config, lead.id, lead.status, lang)
-    return Edit(chat_id, message_id, text, buttons)
-
-
 def _others(session: Session, config: Config, lead: Lead, chat_id: str, message_id: int) -> list[Edit]:
     """The lead's other messages, redrawn: whoever answered first, the others see it is taken."""
-    rows = session.execute(select(NotificationMessage.chat_id, NotificationMessage.message_id)
-                           .where(NotificationMessage.lead_id == lead.id)
-                           .order_by(NotificationMessage.notification_id.desc()).limit(OTHER_MESSAGES)).all()
-    return [_drawn(session, config, lead, chat, mid, "") for chat, mid in rows
-            if (chat, mid) != (chat_id, message_id)]
+    return [edit for edit in redraws(session, config, lead) if (edit.chat_id, edit.message_id) != (chat_id, message_id)]
 
 
 def _press(engine: Engine, config: Config, update_id: int, query: dict[str, Any], now: datetime) -> Reply:
@@ -318,13 +275,15 @@ def _press(engine: Engine, config: Config, update_id: int, query: dict[str, Any]
                 raise _Refused(NOT_YOURS)
             if action in ("try", "cb1h", "cbtm") and lead.status not in LeadStatus.OPEN:
                 raise _Refused(LEAD_CLOSED)     # an old message whose redraw failed: nothing to call back
+            s.info[BY_THE_BOT] = True       # this press redraws the lead's messages itself, below
             toast = _act(s, config, action, lead_id, arg, manager, now)
             s.flush()
             s.refresh(lead)
             reply.toast = gettext_for(lang)(toast) if toast else None
             reply.changed = toast is not None
             if message_id:
-                reply.edits.append(_drawn(s, config, lead, chat_id, message_id, shown, refusing=action == "ref?"))
+                reply.edits.append(drawn_message(s, config, lead, chat_id, message_id, shown,
+                                                 refusing=action == "ref?"))
             if toast is not None:
                 reply.edits += _others(s, config, lead, chat_id, message_id)
             return reply
@@ -340,7 +299,7 @@ def _press(engine: Engine, config: Config, update_id: int, query: dict[str, Any]
         lead = s.get(Lead, parsed[1]) if parsed else None
         if lead is not None and manager is not None and message_id and (
                 _may_act(config, manager, lead.owner) or manager_for_chat(s, config, chat_id) == manager):
-            reply.edits.append(_drawn(s, config, lead, chat_id, message_id, shown))
+            reply.edits.append(drawn_message(s, config, lead, chat_id, message_id, shown))
     return reply
 
 

@@ -2,21 +2,27 @@
 
 The notifier puts the first keyboard under a new notification; the manager bot (hub/desk/manager_bot.py) draws
 the message again after every press from the lead's state as stored, so a press sent twice, or one that lost a
-race, draws the same message. ``callback_data`` is Telegram's 64 bytes at most: ``take:123``, ``try:123``,
+race, draws the same message. A change made anywhere else (the web, the API, the CLI, the SLA sweep) queues a
+``redraw`` outbox row in its own transaction (``queue_redraw``, called by hub.pipeline.history), which the
+notifier turns into edits of the lead's messages: whoever takes a lead, the other chats see it taken.
+``callback_data`` is Telegram's 64 bytes at most: ``take:123``, ``try:123``,
 ``cb1h:123``, ``cbtm:123``, ``ref?:123`` (the refusal reasons), ``ref:123:<code>`` (``ref:123:#2``, the reason's
 place in the list, when the code would not fit), ``back:123``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, bindparam, exists, insert, literal, select
 from sqlalchemy.orm import Session
 
 from hub.config import Config
 from hub.i18n import N_, format_moment, gettext_for, reason_label
-from hub.store.models import Lead, LeadStatus, LeadTask, TelegramLink
+from hub.outbox.messages import language_of
+from hub.store.db import execute, mark_queued
+from hub.store.models import Lead, LeadStatus, LeadTask, Notification, NotificationMessage, TelegramLink
 from hub.telegram_api import MAX_CALLBACK_DATA, URL_BUTTON_PREFIX, Buttons
 
 # The notification templates about one lead that a manager can act on from the chat; the others (digest,
@@ -26,6 +32,22 @@ ACTIONS = ("take", "try", "cb1h", "cbtm", "ref?", "ref", "back")
 TAKE, TRY, CALL_BACK_HOUR, CALL_BACK_TOMORROW = N_("Take into work"), N_("Contact attempt"), \
     N_("Call back in 1 h"), N_("Tomorrow 10:00")
 REFUSE, OPEN, BACK = N_("Refuse"), N_("Open the lead"), N_("« Back")
+# A lead's messages redrawn after a change: the latest few (its new-lead message, a reminder, a team lead's
+# "in the queue"); older ones keep what they showed, and a press on one redraws it.
+REDRAWN_MESSAGES = 10
+STATE_SEPARATOR = "\n\n"
+# The notification kind of "draw this lead's messages again".
+REDRAW = "redraw"
+# Set on a session by the manager bot, which redraws the messages itself right after its press: no second round.
+BY_THE_BOT = "leadhub.redrawn_by_the_bot"
+
+
+@dataclass
+class Edit:
+    chat_id: str
+    message_id: int
+    text: str
+    buttons: Buttons | None
 
 
 def lead_url(config: Config, lead_id: int) -> str | None:
@@ -109,3 +131,58 @@ def state_line(session: Session, config: Config, lead: Lead, lang: str, tz: str)
     if task is not None and lead.status in LeadStatus.OPEN:
         lines.append(gettext("⏰ Call back: %(when)s") % {"when": moment(task.due_at)})
     return "\n".join(lines)
+
+
+def manager_timezone(config: Config, manager: str | None) -> str:
+    manager_config = config.manager(manager) if manager else None
+    return manager_config.timezone if manager_config else config.ui.timezone
+
+
+def _base_text(session: Session, chat_id: str, message_id: int, shown: str) -> str:
+    """The notification's own text (what the message said before any state line)."""
+    row = session.execute(select(Notification.subject, Notification.text).join(
+        NotificationMessage, NotificationMessage.notification_id == Notification.id).where(
+        NotificationMessage.chat_id == chat_id, NotificationMessage.message_id == message_id)).first()
+    if row is not None:
+        return f"{row.subject}\n{row.text}"
+    return shown.split(STATE_SEPARATOR)[0]
+
+
+def drawn_message(session: Session, config: Config, lead: Lead, chat_id: str, message_id: int, shown: str = "",
+                  refusing: bool = False) -> Edit:
+    """The message as the lead stands now, in the language of the chat's manager."""
+    manager = manager_for_chat(session, config, chat_id)
+    lang = language_of(session, config, manager) if manager else config.ui.default_language
+    text = _base_text(session, chat_id, message_id, shown) + STATE_SEPARATOR + \
+        state_line(session, config, lead, lang, manager_timezone(config, manager))
+    buttons = refuse_buttons(config, lead.id, lang) if refusing and lead.status in LeadStatus.OPEN else \
+        lead_buttons(config, lead.id, lead.status, lang)
+    return Edit(chat_id, message_id, text, buttons)
+
+
+def redraws(session: Session, config: Config, lead: Lead) -> list[Edit]:
+    """Every recent message about the lead, as it should look now."""
+    rows = session.execute(select(NotificationMessage.chat_id, NotificationMessage.message_id)
+                           .where(NotificationMessage.lead_id == lead.id)
+                           .order_by(NotificationMessage.notification_id.desc()).limit(REDRAWN_MESSAGES)).all()
+    return [drawn_message(session, config, lead, chat, mid) for chat, mid in rows]
+
+
+_NOTIFICATIONS = Notification.__table__
+_AT = bindparam("at", type_=_NOTIFICATIONS.c.created_at.type)
+# One statement, no read first: a redraw row only for a lead that has messages in a chat (most leads have none
+# while nobody uses Telegram, and then this inserts nothing).
+_QUEUE_REDRAW = insert(_NOTIFICATIONS).from_select(
+    ["lead_id", "channel", "kind", "recipient", "subject", "text", "status", "attempts", "next_attempt_at",
+     "created_at"],
+    select(bindparam("lead_id", type_=BigInteger), literal("telegram"), literal(REDRAW), literal(""), literal(""),
+           literal(""), literal("pending"), literal(0), _AT, _AT)
+    .where(exists().where(NotificationMessage.lead_id == bindparam("lead_id", type_=BigInteger))))
+
+
+def queue_redraw(session: Session, lead_id: int, at: datetime) -> None:
+    """In the transaction that changed the lead: have the notifier redraw its Telegram messages after commit."""
+    if session.info.get(BY_THE_BOT):
+        return
+    if execute(session, _QUEUE_REDRAW, {"lead_id": lead_id, "at": at}).rowcount:
+        mark_queued(session, "notification")

@@ -23,7 +23,7 @@ from email.message import EmailMessage
 from sqlalchemy import bindparam, select
 
 from hub.outbox.client_answer import send_client_answer
-from hub.outbox.manager_keyboard import LEAD_ACTION_KINDS, lead_buttons, manager_for_chat
+from hub.outbox.manager_keyboard import LEAD_ACTION_KINDS, REDRAW, lead_buttons, manager_for_chat, redraws
 from hub.outbox.messages import language_of
 from hub.outbox.queue import LeasedQueue, Retries, SendFailed, run_loop
 from hub.runtime import Hub
@@ -66,15 +66,35 @@ class Notifier:
 
     def send_telegram(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int:
         """Sends through the Bot API; returns the message_id. Raises SendFailed, retriable or not."""
+        try:
+            return self._telegram_api().send_message(chat_id, text, buttons)
+        except TelegramError as exc:
+            raise SendFailed(exc.message, exc.retriable, exc.retry_after) from None
+
+    def _telegram_api(self) -> TelegramApi:
         tg = self.config.telegram
         if tg is None:
             raise SendFailed("no [notify.telegram] configured", retriable=False)
         if self._telegram is None:
             self._telegram = TelegramApi(tg.bot_token, tg.api_url, self.config.timeout_seconds)
-        try:
-            return self._telegram.send_message(chat_id, text, buttons)
-        except TelegramError as exc:
-            raise SendFailed(exc.message, exc.retriable, exc.retry_after) from None
+        return self._telegram
+
+    def redraw(self, lead_id: int | None) -> None:
+        """Edit the lead's recent Telegram messages to show where it stands now (a change made in the web, the
+        API, the CLI or by the SLA sweep). A message that cannot be edited any more (its chat deleted it) is left
+        as it is; a Telegram that is down is tried again."""
+        if lead_id is None or self.config.telegram is None:
+            return
+        with transaction(self.hub.engine, read_only=True) as s:
+            lead = s.get(Lead, lead_id)
+            edits = redraws(s, self.hub.config, lead) if lead is not None else []
+        for edit in edits:
+            try:
+                self._telegram_api().edit_message(edit.chat_id, edit.message_id, edit.text, edit.buttons)
+            except TelegramError as exc:
+                if exc.retriable:
+                    raise SendFailed(exc.message, True, exc.retry_after) from None
+                log.info("lead=%s: a message was not redrawn: %s", lead_id, exc.message)
 
     def _lead_buttons(self, lead_id: int | None, kind: str | None, chat_id: str) -> Buttons | None:
         """The manager bot's keyboard for a message about a lead, in its recipient's language."""
@@ -115,6 +135,8 @@ class Notifier:
             try:
                 if n.channel.startswith("client_"):       # the answer to a client, by their source's channel
                     send_client_answer(self.hub, n, self.send_email, self.config.timeout_seconds)
+                elif n.kind == REDRAW:                  # the lead changed elsewhere: its chats show it
+                    self.redraw(n.lead_id)
                 elif n.channel == "telegram":
                     message_id = self.send_telegram(n.recipient, f"{n.subject}\n{n.text}",   # a chat has no subject
                                                     self._lead_buttons(n.lead_id, n.kind, n.recipient))
