@@ -353,3 +353,23 @@ def test_a_lead_refused_again_after_reopening_gets_its_reason_told_again(hub, cl
         assert drain(forwarder)["sent"] == 1
     assert [c["COMMENT"] for c in portal.comments] == ["Refusal reason: chose a competitor"] * 2
     assert portal.methods().count("crm.lead.add") == 1
+
+
+def test_forgetting_a_person_clears_the_texts_of_a_crm_post_in_flight(hub, client):
+    """A post whose answer was lost keeps its texts to be recognised later; a note may quote a phone."""
+    from hub.pipeline.persons import find_person, forget_person
+
+    only(hub, "b24")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        portal = Portal(rsps)
+        deliver(hub, client, "+79120000001")
+        lead = lead_id(hub)
+        record(hub, add_note, lead, "Перезвонить на +79120000555", "Max", utcnow())
+        portal.comment_failures[1] = "lost"                         # taken, but the answer never comes
+        drain(Forwarder(hub))
+    with transaction(hub.engine, read_only=True) as s:
+        assert any("+79120000555" in t for t in s.get(SinkLink, ("b24", lead)).remembered["in_flight"])
+    with transaction(hub.engine) as s:
+        forget_person(s, find_person(s, "+79120000001", "RU"), "admin")
+    with transaction(hub.engine, read_only=True) as s:
+        assert s.get(SinkLink, ("b24", lead)).remembered["in_flight"] == []
