@@ -72,7 +72,7 @@ class Scheduler:
         with self._leading_lock:
             became, self._leading = leading and not self._leading, leading
         if became:
-            log.info("scheduler %s leads", self.name)
+            log.info("scheduler %s holds the lease: it runs the jobs now", self.name)
             try:
                 self._digest(now)
             except Exception:

@@ -567,3 +567,14 @@ def test_a_lead_taken_in_the_web_is_redrawn_in_telegram_and_a_press_queues_no_se
     with transaction(hub.engine, read_only=True) as s:
         kinds = [n.kind for n in s.scalars(select(Notification).where(Notification.lead_id == lead_id))]
     assert kinds.count("redraw") == 1
+
+
+def test_after_a_quiet_week_the_poller_asks_without_an_offset_and_follows_restarted_ids(bot):
+    """Telegram restarts update ids at a random (maybe lower) number after a week without updates: an offset
+    above them would drop them unseen."""
+    hub, api, fake = bot
+    process(hub, api, {**fake.text_update(MAX, "/help"), "update_id": 90_000})
+    assert stored_offset(hub.engine) == 90_001
+    assert stored_offset(hub.engine, utcnow() + timedelta(days=7)) is None          # a quiet week: no offset
+    process(hub, api, {**fake.text_update(MAX, "/help"), "update_id": 1_234})          # the restarted, lower id
+    assert stored_offset(hub.engine) == 1_235                                         # follows it down

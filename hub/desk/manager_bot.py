@@ -47,6 +47,7 @@ from hub.store.models import (
     PollState,
     TelegramLink,
     TelegramLinkCode,
+    utcnow,
 )
 
 LINK_CODE_MINUTES = 15
@@ -57,6 +58,9 @@ CODE_ALPHABET, CODE_LENGTH = "ABCDEFGHJKMNPQRSTUVWXYZ23456789", 10
 # source's name (those are slugs), so it never meets one.
 STATE_ROW = "~manager-bot"
 RECENT_UPDATES = 500
+# The Bot API: "If there are no new updates for at least a week, then identifier of the next update will be
+# chosen randomly instead of sequentially." A day's margin under that.
+QUIET_BEFORE_IDS_RESTART = timedelta(days=6)
 CALL_BACK_TOMORROW_AT = time(10, 0)
 
 NOT_LINKED = N_("This Telegram is not linked to a manager of the hub: ask an admin for a code "
@@ -161,7 +165,10 @@ def _first_time(session: Session, update_id: int) -> bool:
         return False
     recent.append(update_id)
     state["recent"] = recent[-RECENT_UPDATES:]
-    state["offset"] = max(int(state.get("offset", 0)), update_id + 1)
+    # Past the update just handled, not past the highest ever seen: after a week without updates Telegram
+    # starts its ids again at a random number, and an offset above the new ids would confirm (drop) them.
+    state["offset"] = update_id + 1
+    state["last_at"] = utcnow().isoformat()
     row.state = state       # a new dict: the JSON column is written
     return True
 
@@ -178,10 +185,18 @@ def mark_handled(engine: Engine, update: dict[str, Any], config: Config) -> Repl
     return Reply()
 
 
-def stored_offset(engine: Engine) -> int | None:
+def stored_offset(engine: Engine, now: datetime | None = None) -> int | None:
+    """getUpdates' offset: past the last update handled — or none after a quiet week, when Telegram may have
+    started its ids again lower (everything handled before was confirmed by the polls since, so none returns
+    only what is new)."""
     with transaction(engine, read_only=True) as s:
         state = s.scalar(select(PollState.state).where(PollState.source == STATE_ROW))
-    return int(state["offset"]) if state and "offset" in state else None
+    if not state or "offset" not in state:
+        return None
+    last_at = datetime.fromisoformat(state["last_at"]) if state.get("last_at") else None
+    if last_at is not None and (now or utcnow()) - last_at > QUIET_BEFORE_IDS_RESTART:
+        return None
+    return int(state["offset"])
 
 
 def _language(user: dict[str, Any] | None, config: Config) -> str:
