@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -219,3 +220,30 @@ class TelegramApi:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# The bot's @username (getMe), for the instructions that name it (the profile page's t.me link, the CLI's
+# link-telegram), asked once per process and bot: a web request must not wait on Telegram each time. A failed
+# getMe is asked again after a minute; meanwhile the page shows the /link instruction without a link, which
+# works just as well.
+_USERNAMES: dict[tuple[str, str], tuple[str | None, float]] = {}
+_USERNAMES_LOCK = threading.Lock()
+RETRY_GET_ME_SECONDS = 60.0
+GET_ME_TIMEOUT_SECONDS = 3.0
+
+
+def bot_username(token: str, api_url: str) -> str | None:
+    """The bot's @username without the @, or None when Telegram cannot say (the caller words its instruction
+    without it: /link CODE works all the same)."""
+    with _USERNAMES_LOCK:
+        known = _USERNAMES.get((token, api_url))
+    if known and (known[0] or time.monotonic() - known[1] < RETRY_GET_ME_SECONDS):
+        return known[0]
+    try:
+        with TelegramApi(token, api_url, timeout=GET_ME_TIMEOUT_SECONDS) as api:
+            name: str | None = api.bot_username() or None
+    except TelegramError:
+        name = None
+    with _USERNAMES_LOCK:
+        _USERNAMES[(token, api_url)] = (name, time.monotonic())
+    return name

@@ -79,7 +79,7 @@ def managers_link_telegram(config_path: str, name: str, as_json: bool) -> None:
     /link CODE to the bot, and from then on their leads come to that chat with buttons to work them."""
     from hub.desk.manager_bot import LINK_CODE_MINUTES, create_link_code
     from hub.pipeline.routing.lifecycle import RoutingError
-    from hub.telegram_api import TelegramApi, TelegramError
+    from hub.telegram_api import bot_username
 
     hub = open_hub(config_path)
     tg = hub.config.notify.telegram
@@ -90,11 +90,8 @@ def managers_link_telegram(config_path: str, name: str, as_json: bool) -> None:
             code = create_link_code(session, hub.config, name, utcnow())
     except RoutingError as exc:
         fail(str(exc))
-    try:        # the bot's name, to say whom to write to; the code works without it
-        with TelegramApi(tg.bot_token, tg.api_url, timeout=5) as api:
-            bot = "@" + api.bot_username()
-    except TelegramError:
-        bot = "the hub's notification bot"
+    username = bot_username(tg.bot_token, tg.api_url)     # whom to write to; the code works without it
+    bot = f"@{username}" if username else "the hub's notification bot"
     instruction = f"send /link {code} to {bot} in Telegram (within {LINK_CODE_MINUTES} minutes; the code works once)"
     if as_json:
         print_json({"manager": name, "code": code, "bot": bot, "expires_in_minutes": LINK_CODE_MINUTES,

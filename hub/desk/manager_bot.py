@@ -29,6 +29,7 @@ from hub.config import Config
 from hub.desk.access import count_sign_in_attempt, sign_in_succeeded
 from hub.i18n import N_, Msg, gettext_for
 from hub.outbox.manager_keyboard import (
+    ACTIONS,
     BY_THE_BOT,
     Edit,
     drawn_message,
@@ -210,7 +211,7 @@ def _language(user: dict[str, Any] | None, config: Config) -> str:
 def _parse(data: str) -> tuple[str, int, str] | None:
     action, _, rest = data.partition(":")
     lead, _, arg = rest.partition(":")
-    if action not in ("take", "try", "cb1h", "cbtm", "ref?", "ref", "back") or not lead.isdigit() \
+    if action not in ACTIONS or not lead.isdigit() \
             or len(lead) > 18 or (action == "ref") != bool(arg):
         return None
     return action, int(lead), arg

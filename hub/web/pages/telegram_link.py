@@ -9,45 +9,18 @@ linked — a user cannot link, or unlink, anyone else.
 
 from __future__ import annotations
 
-import threading
-import time
-
 from flask import flash, g, redirect, render_template, url_for
 from flask_babel import gettext
 from sqlalchemy import select
 
-from hub.config import TelegramConfig
 from hub.desk.access import timezone_of
 from hub.desk.manager_bot import LINK_CODE_MINUTES, create_link_code, unlink
 from hub.store.db import transaction
 from hub.store.models import TelegramLink, utcnow
 from hub.store.users import Role
-from hub.telegram_api import TelegramApi, TelegramError
+from hub.telegram_api import bot_username
 from hub.web.common import allow, current_hub
 from hub.web.pages.blueprint import pages
-
-# The bot's @username (getMe) for the deep link, asked once per process and bot: a web request must not wait
-# on Telegram each time. A failed getMe is asked again after a minute; meanwhile the page shows the /link
-# instruction without a link, which works just as well.
-_USERNAMES: dict[str, tuple[str | None, float]] = {}
-_USERNAMES_LOCK = threading.Lock()
-RETRY_GET_ME_SECONDS = 60.0
-GET_ME_TIMEOUT_SECONDS = 3.0
-
-
-def bot_username(tg: TelegramConfig) -> str | None:
-    with _USERNAMES_LOCK:
-        known = _USERNAMES.get(tg.bot_token)
-    if known and (known[0] or time.monotonic() - known[1] < RETRY_GET_ME_SECONDS):
-        return known[0]
-    try:
-        with TelegramApi(tg.bot_token, tg.api_url, timeout=GET_ME_TIMEOUT_SECONDS) as api:
-            name: str | None = api.bot_username() or None
-    except TelegramError:
-        name = None
-    with _USERNAMES_LOCK:
-        _USERNAMES[tg.bot_token] = (name, time.monotonic())
-    return name
 
 
 def _linked_since(manager: str):
@@ -75,7 +48,7 @@ def telegram_link():
     assert tg is not None                   # telegram_card() checked it
     with transaction(hub.engine) as s:
         code = create_link_code(s, hub.config, g.actor.manager, utcnow())
-    username = bot_username(tg)
+    username = bot_username(tg.bot_token, tg.api_url)
     return render_template("profile.html", timezone=timezone_of(g.actor, hub.config), telegram=card,
                            link_code=code, bot=username, minutes=LINK_CODE_MINUTES,
                            deep_link=f"https://t.me/{username}?start={code}" if username else None)
