@@ -131,6 +131,7 @@ class ClaimedAnswer(Protocol):
 
     id: int
     channel: str
+    source: str | None          # the source whose bot or community answers
     recipient: str
     subject: str
     text: str
@@ -149,11 +150,9 @@ def send_client_answer(hub: Hub, row: ClaimedAnswer, send_email: EmailSender, ti
         except SendFailed as exc:               # SMTP's refusal names the recipient: the client's address
             raise SendFailed(str(exc).replace(row.recipient, "***"), exc.retriable, exc.retry_after) from None
         return
-    with hub.engine.connect() as conn:
-        source_name = conn.execute(select(_NOTIFICATIONS.c.source).where(_NOTIFICATIONS.c.id == row.id)).scalar()
-    source = hub.sources.get(source_name or "")
+    source = hub.sources.get(row.source or "")
     if source is None:
-        raise SendFailed(f"source {source_name!r} is no longer in the config: its bot or community cannot "
+        raise SendFailed(f"source {row.source!r} is no longer in the config: its bot or community cannot "
                          f"send the answer", retriable=False)
     settings = source.connector.settings
     if row.channel == TELEGRAM:

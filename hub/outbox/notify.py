@@ -45,7 +45,7 @@ NOTIFICATIONS = LeasedQueue(
     due=(_NOTIFICATIONS.c.status == NotificationStatus.PENDING, _NOTIFICATIONS.c.next_attempt_at <= bindparam("now")),
     order_by=(_NOTIFICATIONS.c.id,), lease=_NOTIFICATIONS.c.next_attempt_at, claimed={},
     returning=(_NOTIFICATIONS.c.id, _NOTIFICATIONS.c.lead_id, _NOTIFICATIONS.c.channel, _NOTIFICATIONS.c.kind,
-               _NOTIFICATIONS.c.recipient,
+               _NOTIFICATIONS.c.source, _NOTIFICATIONS.c.recipient,
                _NOTIFICATIONS.c.subject, _NOTIFICATIONS.c.text, _NOTIFICATIONS.c.attempts),
     peek=True)
 
