@@ -20,18 +20,19 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 
 from hub.desk.digest import send_due_digests, zone_of
-from hub.intake.polling import PollReport, poll_due, poll_seconds, poll_source, polling_sources
+from hub.intake.polling import PollReport, poll_due, poll_is_due, poll_seconds, poll_source, polling_sources
 from hub.pipeline.routing.sla import SWEEPS
 from hub.runtime import Hub
-from hub.store.db import execute, insert_ignoring_conflicts, transaction
-from hub.store.models import PollState, SchedulerLease, utcnow
+from hub.store.db import transaction
+from hub.store.leases import take_lease
+from hub.store.models import PollState, utcnow
 from hub.store.retention import purge_raw_payloads
 
 log = logging.getLogger("hub.scheduler")
@@ -57,14 +58,7 @@ class Scheduler:
 
     def is_leader(self, now: datetime) -> bool:
         """Take the lease if it is free or expired, renew it if ours. One statement decides."""
-        table = SchedulerLease.__table__
-        with transaction(self.hub.engine) as s:
-            insert_ignoring_conflicts(s, table, ["name"],
-                                      {"name": LEASE, "holder": self.name, "expires_at": now - timedelta(seconds=1)})
-            won = execute(s, update(table).where(table.c.name == LEASE, or_(
-                table.c.holder == self.name, table.c.expires_at < now)).values(
-                holder=self.name, expires_at=now + timedelta(seconds=self.lease_seconds)))
-            return won.rowcount == 1
+        return take_lease(self.hub.engine, LEASE, self.name, now, self.lease_seconds)
 
     def _lead(self, now: datetime) -> bool:
         """is_leader for a job; the job that finds this scheduler newly leading first catches up the digest."""
@@ -95,7 +89,7 @@ class Scheduler:
         source = self.hub.sources[source_name]
         with transaction(self.hub.engine, read_only=True) as s:
             polled = s.scalar(select(PollState.polled_at).where(PollState.source == source_name))
-        if polled is not None and polled + timedelta(seconds=poll_seconds(source) * POLL_DUE_SHARE) > now:
+        if not poll_is_due(source, polled, now, POLL_DUE_SHARE):
             return None
         return poll_source(self.hub, source, now)
 

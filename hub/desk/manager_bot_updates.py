@@ -15,14 +15,14 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine
 
 from hub.desk.manager_bot import Reply, handle_update, mark_handled, stored_offset
 from hub.runtime import Hub
-from hub.store.db import execute, insert_ignoring_conflicts, transaction
-from hub.store.models import SchedulerLease, utcnow
+from hub.store.leases import take_lease
+from hub.store.models import utcnow
 from hub.telegram_api import TelegramApi, TelegramError
 
 log = logging.getLogger("hub.desk.manager_bot")
@@ -67,15 +67,8 @@ def process(hub: Hub, api: TelegramApi, update: dict, now: datetime | None = Non
 
 
 def holds_lease(engine: Engine, holder: str, now: datetime, seconds: float = LEASE_SECONDS) -> bool:
-    """Take the lease if it is free or expired, renew it if ours (hub/scheduler.py's is_leader, its own row)."""
-    table = SchedulerLease.__table__
-    with transaction(engine) as s:
-        insert_ignoring_conflicts(s, table, ["name"],
-                                  {"name": LEASE, "holder": holder, "expires_at": now - timedelta(seconds=1)})
-        won = execute(s, update(table).where(table.c.name == LEASE, or_(
-            table.c.holder == holder, table.c.expires_at < now)).values(
-            holder=holder, expires_at=now + timedelta(seconds=seconds)))
-        return won.rowcount == 1
+    """Take the lease if it is free or expired, renew it if ours (the scheduler's kind of lease, its own row)."""
+    return take_lease(engine, LEASE, holder, now, seconds)
 
 
 class UpdatesPoller:

@@ -89,13 +89,17 @@ def _save_state(session, table, name: str, state: dict, now: datetime, error: st
             .on_conflict_do_update(index_elements=["source"], set_=values))
 
 
+def poll_is_due(source: Source, polled: datetime | None, now: datetime, share: float = 1.0) -> bool:
+    """Whether ``share`` of the source's interval has passed since its last poll (never polled: due)."""
+    return polled is None or polled + timedelta(seconds=poll_seconds(source) * share) <= now
+
+
 def poll_due(hub: Hub, now: datetime) -> list[PollReport]:
     """Poll every polling source whose interval has passed since its last poll."""
     reports = []
     with transaction(hub.engine, read_only=True) as s:
         last = dict(s.execute(select(PollState.source, PollState.polled_at)).all())
     for source in polling_sources(hub):
-        polled = last.get(source.name)
-        if polled is None or polled + timedelta(seconds=poll_seconds(source)) <= now:
+        if poll_is_due(source, last.get(source.name), now):
             reports.append(poll_source(hub, source, now))
     return reports
