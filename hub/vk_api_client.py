@@ -80,8 +80,21 @@ def scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+DEFAULT_API_URL, DEFAULT_API_VERSION = "https://api.vk.com/method", "5.199"
+
+
+def community_api(settings: Any) -> tuple[str, str, str] | None:
+    """(token, api_url, api_version) of a VK source's settings, or None when it has no ``access_token``: the hub
+    asks VK for names and sends answers only for a community that gave it a token."""
+    token = getattr(settings, "access_token", None)
+    if not token:
+        return None
+    return (token, getattr(settings, "api_url", None) or DEFAULT_API_URL,
+            getattr(settings, "api_version", None) or DEFAULT_API_VERSION)
+
+
 class VkClient:
-    def __init__(self, token: str, api_url: str = "https://api.vk.com/method", api_version: str = "5.199",
+    def __init__(self, token: str, api_url: str = DEFAULT_API_URL, api_version: str = DEFAULT_API_VERSION,
                  timeout: float = 5.0):
         self._token = token
         self._vk = make_vk_api(token, api_url, api_version, timeout)

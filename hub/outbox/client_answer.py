@@ -42,7 +42,7 @@ from hub.runtime import Hub
 from hub.store.db import dialect_insert_for, mark_queued
 from hub.store.models import CLIENT_ANSWER_PREDICATE, Notification, NotificationStatus, utcnow
 from hub.telegram_api import TelegramApi, TelegramError
-from hub.vk_api_client import VkClient, VkError
+from hub.vk_api_client import VkClient, VkError, community_api
 
 log = logging.getLogger("hub.outbox.client_answer")
 
@@ -170,11 +170,10 @@ def send_client_answer(hub: Hub, row: ClaimedAnswer, send_email: EmailSender, ti
         finally:
             api.close()
     elif row.channel == VK:
-        token = getattr(settings, "access_token", None)
-        if not token:
+        community = community_api(settings)
+        if community is None:
             raise SendFailed(f"source {source.name!r} has no access_token to answer with", retriable=False)
-        client = VkClient(token, getattr(settings, "api_url", "https://api.vk.com/method"),
-                          getattr(settings, "api_version", "5.199"), timeout)
+        client = VkClient(*community, timeout=timeout)
         try:
             client.send_message(int(row.recipient), row.text, random_id=row.id % VK_RANDOM_ID_MODULO)
         except VkError as exc:

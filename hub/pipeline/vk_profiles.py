@@ -27,10 +27,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub.runtime import Hub, Source
+from hub.runtime import Hub
 from hub.store.db import dialect_insert, execute, transaction
 from hub.store.models import VkProfile, utcnow
-from hub.vk_api_client import VkClient, VkError, VkProfile as Profile
+from hub.vk_api_client import VkClient, VkError, VkProfile as Profile, community_api
 
 log = logging.getLogger("hub.pipeline.vk_profiles")
 
@@ -59,15 +59,6 @@ def _user_id(value: Any) -> int | None:
     return user_id if 0 < user_id < 2_000_000_000 else None
 
 
-def _api_of(source: Source) -> tuple[str, str, str] | None:
-    settings = source.connector.settings
-    token = getattr(settings, "access_token", None)
-    if not token:
-        return None
-    return (token, getattr(settings, "api_url", None) or "https://api.vk.com/method",
-            getattr(settings, "api_version", None) or "5.199")
-
-
 def _client(api: tuple[str, str, str]) -> VkClient:
     with _lock:
         if api not in _clients:
@@ -84,7 +75,7 @@ def add_vk_profiles(hub: Hub, events: Iterable[tuple[str, Any]]) -> None:
         if source is None or not isinstance(payload, dict):
             continue
         payload.pop(PROFILE_KEY, None)            # only ever the hub's own, fresh
-        api = _api_of(source)
+        api = community_api(source.connector.settings)
         if api is None:
             continue
         try:
