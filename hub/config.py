@@ -49,6 +49,9 @@ class DatabaseConfig(_Strict):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # granian (the default; hub/web/rsgi.py says why) or waitress (pure Python: for a platform granian has
+    # no wheel for). Both read a body whole before the app sees it and answer the same.
+    engine: Literal["granian", "waitress"] = "granian"
     # Bodies above this are answered 413 unread (a chunked one once it passes the cap, its chunk framing
     # counted). Site forms and provider events are a few KB.
     max_body_bytes: int = Field(1_048_576, ge=1024)

@@ -7,10 +7,12 @@ prints; which threads run, how the web server listens and how it all stops on SI
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import resource
 import signal
+import socket
 import sys
 import threading
 import time
@@ -18,6 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from flask import Flask
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from granian.server.embed import Server as EmbeddedGranian
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
@@ -33,6 +39,7 @@ from hub.runtime import Hub
 from hub.scheduler import Scheduler
 from hub.store.db import transaction
 from hub.web.app import create_app
+from hub.web.rsgi import RsgiHub
 
 # The thread that holds the store's write lock waits on the disk, then needs the GIL back to commit
 # and let the next writer in; by default Python hands the GIL over every 5 ms, so busy request
@@ -56,6 +63,8 @@ FILES_PER_CONNECTION = 3
 FILES_RESERVED = 200
 # Request line and headers; a provider's are a few KB, a browser's with cookies under 16 KB (waitress: 256 KB).
 MAX_HEADER_BYTES = 65_536
+# Connections the kernel holds for granian before it accepts them (a burst of senders connecting at once).
+GRANIAN_BACKLOG = 2048
 # How often idle connections are looked for: [server] idle_timeout_seconds is kept to within this.
 IDLE_CHECK_SECONDS = 5
 
@@ -218,19 +227,12 @@ def _quiet_waitress(server: Any) -> None:
 
 
 class WebServer:
-    """The web app on waitress. Its port is bound when it is made, so a taken port is reported before
-    any worker starts, not as a traceback after."""
+    """The web app, listening. Its port is bound (or tried) when it is made, so a taken port is reported
+    before any worker starts, not as a traceback after. ``web_server`` picks the engine."""
 
-    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None,
-                 threads: int = WEB_THREADS):
+    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None):
         self.hub = hub
         self.host, self.port = host or hub.config.server.host, port or hub.config.server.port
-        try:
-            self._server = create_server(create_app(hub=hub), host=self.host, port=self.port, ident="leadhub",
-                                         **waitress_settings(hub.config.server, threads))
-        except OSError as exc:
-            raise ListenError(self.host, self.port, exc) from None
-        _quiet_waitress(self._server)
 
     @property
     def url(self) -> str:
@@ -258,6 +260,75 @@ class WebServer:
 
     def run(self) -> None:
         """Serve until SIGTERM or Ctrl-C."""
+        raise NotImplementedError
+
+
+def web_server(hub: Hub, host: str | None = None, port: int | None = None, threads: int = WEB_THREADS) -> WebServer:
+    """The web server [server] engine names: granian (the default) or waitress."""
+    if hub.config.server.engine == "waitress":
+        return WaitressServer(hub, host, port, threads)
+    return GranianServer(hub, host, port, threads)
+
+
+class GranianServer(WebServer):
+    """The web app on granian, embedded in this process (hub/web/rsgi.py says why): the webhook door on its
+    event loop, the pages on ``threads`` threads."""
+
+    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None, threads: int = WEB_THREADS,
+                 app: Flask | None = None):
+        super().__init__(hub, host, port)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # granian binds when it starts serving: try the address now, to say what is wrong before anything runs.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise ListenError(self.host, self.port, exc) from None
+        server = hub.config.server
+        connections = connection_limit(server.max_connections, threads)
+        # granian logs that its embedded server is "experimental" at every start: it is what this runs on,
+        # tested here (tests/test_server_hardening.py and every test that starts `hub serve` or `hub run`).
+        logging.getLogger("_granian").setLevel(logging.ERROR)
+        self._server = EmbeddedGranian(
+            RsgiHub(app or create_app(hub=hub), threads, body_timeout_seconds=server.idle_timeout_seconds),
+            address=self.host, port=self.port, interface=Interfaces.RSGI, websockets=False, log_enabled=False,
+            backlog=GRANIAN_BACKLOG, backpressure=connections,
+            http1_settings=HTTP1Settings(header_read_timeout=server.idle_timeout_seconds * 1000,
+                                         max_buffer_size=MAX_HEADER_BYTES))
+
+    def run(self) -> None:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            if threading.current_thread() is threading.main_thread():   # a test may serve from a thread
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.add_signal_handler(signum, self._server.stop)
+            await self._server.serve()
+
+        asyncio.run(serve())
+
+    def stop(self) -> None:
+        """Stop serving, from any thread (what SIGTERM does)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._server.stop)
+
+
+class WaitressServer(WebServer):
+    """The web app on waitress ([server] engine = "waitress")."""
+
+    def __init__(self, hub: Hub, host: str | None = None, port: int | None = None, threads: int = WEB_THREADS):
+        super().__init__(hub, host, port)
+        try:
+            self._server = create_server(create_app(hub=hub), host=self.host, port=self.port, ident="leadhub",
+                                         **waitress_settings(hub.config.server, threads))
+        except OSError as exc:
+            raise ListenError(self.host, self.port, exc) from None
+        _quiet_waitress(self._server)
+
+    def run(self) -> None:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
 
         def _stop(signum: int, _frame: Any) -> None:

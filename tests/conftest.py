@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -161,18 +162,27 @@ def app(hub):
 
 
 @pytest.fixture
-def live_server(app):
-    """The app on a real HTTP server on a free port, for a browser or schemathesis."""
+def live_server(app, hub):
+    """The app on the production web server (granian, hub/web/rsgi.py) on a free port, in a thread, for a
+    browser or schemathesis."""
+    import socket
     import threading
 
-    from werkzeug.serving import make_server
+    from hub.processes import GranianServer
+    from tests.helpers.procs import free_port
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    server = GranianServer(hub, "127.0.0.1", free_port(), threads=8, app=app)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.025)
+    yield server.url
+    server.stop()
+    thread.join(timeout=10)
 
 
 @pytest.fixture

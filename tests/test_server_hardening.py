@@ -1,6 +1,7 @@
-"""The web server under hostile senders, on a real `hub serve`: connections trickling a body a byte a second
-do not starve a normal sender, and a body over `[server] max_body_bytes` is refused with 413 without being
-read (a Content-Length too large at once; a chunked body once it passes the cap)."""
+"""The web server under hostile senders, on a real `hub serve` on both engines (granian and waitress):
+connections trickling a body a byte a second do not starve a normal sender, and a body over `[server]
+max_body_bytes` is refused with 413 without being read (a Content-Length too large at once; a chunked body
+once it passes the cap)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ DELIVERIES = 20
 MAX_BODY = 1_048_576          # the write_config fixture's [server] max_body_bytes
 
 
-@pytest.fixture
-def serving(write_config):
-    """`hub serve` on a free port; yields the port. The store is the same for every case here: SQLite only."""
+@pytest.fixture(params=["granian", "waitress"])
+def serving(request, write_config):
+    """`hub serve` on a free port, on each web engine ([server] engine); yields the port. The store is the same
+    for every case here: SQLite only."""
     config = write_config()
+    config.write_text(config.read_text().replace("[server]\n", f'[server]\nengine = "{request.param}"\n'))
     port = procs.free_port()
     proc = procs.start("serve", "--config", str(config), "--port", str(port))
     try:

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 
 def _listening(hub: Hub, host: str | None, port: int | None, threads: int) -> WebServer:
     # Imported here, as every command imports what it runs: the web app stays unloaded for `hub leads list`.
-    from hub.processes import ListenError, WebServer
+    from hub.processes import ListenError, web_server
 
     try:
-        return WebServer(hub, host, port, threads)
+        return web_server(hub, host, port, threads)
     except ListenError as exc:
         if exc.port_in_use:
             fail(f"port {exc.port} on {exc.host} is in use: stop what holds it or pick another with --port "

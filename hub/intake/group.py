@@ -20,6 +20,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy import Engine
@@ -43,13 +44,13 @@ IDLE_EXIT_SECONDS = 5.0
 
 
 class _Job:
-    __slots__ = ("done", "error", "result", "write")
+    __slots__ = ("future", "write")
 
     def __init__(self, write: Callable[[Session], Any]):
         self.write = write
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
+        # A future, not an event: a web thread waits on it (``run``), the event loop of the asynchronous door
+        # awaits it (``submit``, hub/web/rsgi.py) without a thread of its own.
+        self.future: Future[Any] = Future()
 
 
 class GroupWriter:
@@ -72,6 +73,11 @@ class GroupWriter:
         self.fallbacks = 0
 
     def run(self, write: Callable[[Session], Any]) -> Any:
+        return self.submit(write).result()
+
+    def submit(self, write: Callable[[Session], Any]) -> Future[Any]:
+        """Hand ``write`` to the writer; the future is done once the transaction it ran in has committed (its
+        result is what ``write`` returned) or failed (its exception)."""
         job = _Job(write)
         with self._lock:
             self._waiting.append(job)
@@ -81,10 +87,7 @@ class GroupWriter:
                 self._thread.start()
             else:
                 self._wake.notify()
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result
+        return job.future
 
     def _next_batch(self) -> list[_Job]:
         with self._lock:
@@ -103,8 +106,7 @@ class GroupWriter:
         engine = self._engine()
         if engine is None:                       # its hub is gone, and with it whoever waited
             for job in batch:
-                job.error = RuntimeError("the store's engine was disposed of")
-                job.done.set()
+                job.future.set_exception(RuntimeError("the store's engine was disposed of"))
             return
         self.batches += 1
         self.jobs += len(batch)
@@ -116,16 +118,16 @@ class GroupWriter:
                 self.fallbacks += 1
             else:
                 for job, result in zip(batch, results, strict=True):
-                    job.result = result
-                    job.done.set()
+                    job.future.set_result(result)
                 return
         for job in batch:
             try:
                 with transaction(engine) as session:
-                    job.result = job.write(session)
+                    result = job.write(session)
             except BaseException as exc:  # noqa: BLE001 — handed to the delivery's own thread, which answers 503
-                job.error = exc
-            job.done.set()
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
 
 
 _WRITERS: weakref.WeakKeyDictionary[Engine, GroupWriter] = weakref.WeakKeyDictionary()

@@ -15,7 +15,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,17 +118,22 @@ def _insert(session: Session, values: list[dict[str, Any]]) -> list[StoredEvent]
     return stored
 
 
-def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datetime,
-           rows: list[dict[str, Any]], also: Callable[[Session], None] | None = None) -> list[StoredEvent]:
-    """Insert each row unless (source, external_id) exists, all in one transaction, committed before this
-    returns; returns what is stored. ``also(session)`` runs in the same transaction (a call alert for a new,
-    ringing call). Without ``also``, the transaction is the group writer's, shared with the deliveries
-    that came in meanwhile (hub/intake/group.py)."""
+def event_values(source: Source, request: InboundRequest, received_at: datetime,
+                 rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inbound_event rows of a delivery: what ``prepare_event`` decided, plus what every row keeps."""
     headers = {k: v for k, v in request.headers.items() if k in KEPT_HEADERS}
     common = dict(source=source.name, received_at=received_at, method=request.method,
                   content_type=request.headers.get("content-type"), headers=headers, body=request.body,
                   attempts=0, next_attempt_at=received_at)
-    values = [{**common, **row} for row in rows]
+    return [{**common, **row} for row in rows]
+
+
+def _store(hub: Hub, values: list[dict[str, Any]],
+           also: Callable[[Session], None] | None = None) -> list[StoredEvent]:
+    """Insert each row unless (source, external_id) exists, all in one transaction, committed before this
+    returns; returns what is stored. ``also(session)`` runs in the same transaction (a call alert for a new,
+    ringing call). Without ``also``, the transaction is the group writer's, shared with the deliveries
+    that came in meanwhile (hub/intake/group.py)."""
     writer = group_writer(hub.engine) if also is None else None
     if writer is not None:
         stored: list[StoredEvent] = writer.run(lambda session: _insert(session, values))
@@ -136,10 +142,27 @@ def _store(hub: Hub, source: Source, request: InboundRequest, received_at: datet
             stored = _insert(session, values)
             if also is not None and any(not s.duplicate for s in stored):
                 also(session)
+    after_store(hub, stored)
+    return stored
+
+
+def store_later(hub: Hub, values: list[dict[str, Any]]) -> Future[list[StoredEvent]]:
+    """The same store for the asynchronous door (hub/web/rsgi.py): the group writer's future, done once the
+    transaction holding the rows has committed, awaited without a thread. Call ``after_store`` when done."""
+    writer = group_writer(hub.engine)
+    if writer is not None:
+        return writer.submit(lambda session: _insert(session, values))
+    done: Future[list[StoredEvent]] = Future()      # an in-memory store (tests): no writer thread can share it
+    with transaction(hub.engine) as session:
+        done.set_result(_insert(session, values))
+    return done
+
+
+def after_store(hub: Hub, stored: list[StoredEvent]) -> None:
+    """Tell this process's workers: the intake is busy (`hub run` yields to it), and there is work."""
     hub.intake_stored_at = time.monotonic()
     if any(s.status == EventStatus.PENDING and not s.duplicate for s in stored):
         hub.event_stored.set()
-    return stored
 
 
 def _storable(reason: str) -> str:
@@ -194,38 +217,43 @@ def prepare_event(source: Source, event: RawEvent, received_at: datetime) -> dic
     return dict(external_id=external_id[:255], payload=event.payload, status=EventStatus.PENDING)
 
 
-def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> WebhookReply:
-    """Everything between a provider's HTTP request and our answer. Raises SignatureError (not stored)."""
-    connector = source.connector_as(WebhookConnector)
-    received_at = utcnow()
+# A delivery's intake as steps: it yields the event rows to store and is sent back what was stored, then
+# returns the answer. The caller stores: a web thread through the group writer, waiting (``handle_webhook``),
+# the asynchronous door awaiting the writer's future on its event loop (hub/web/rsgi.py), with no thread
+# held per request.
+IntakeSteps = Generator[list[dict[str, Any]], list[StoredEvent], WebhookReply]
+
+
+def _verify_and_read(source: Source, request: InboundRequest, received_at: datetime
+                     ) -> Generator[list[dict[str, Any]], list[StoredEvent], WebhookReply | WebhookResult]:
+    """The connector's verify and receive: the events read, or the answer to a delivery they refused (a body
+    too malformed to check is not stored; an authentic one the connector cannot read is stored as rejected).
+    Raises SignatureError (not stored)."""
     try:
-        connector.verify(request)
+        source.connector_as(WebhookConnector).verify(request)
     except PayloadError as exc:
         # Too malformed to check its signature: refused, and not stored, since nothing vouches for it.
         return _json_reply(exc.status, status="rejected", error="bad_payload", message=str(exc))
     try:
-        result = read_delivery(source, request, received_at)
+        return read_delivery(source, request, received_at)
     except PayloadError as exc:         # stored as rejected: only the store failing answers 503
         reason = _storable(str(exc))
-        [event] = _store(hub, source, request, received_at, [_rejected_row(request.body, reason)])
+        [event] = yield event_values(source, request, received_at, [_rejected_row(request.body, reason)])
         log.info("source=%s event=%s rejected at intake: %s", source.name, event.id, reason)
         return _json_reply(exc.status, status="rejected", error="bad_payload", message=reason, event_id=event.id)
 
-    def store(alert: Callable[[Session], None] | None) -> tuple[list[dict[str, Any]], list[StoredEvent]]:
-        rows = [prepare_event(source, e, received_at) for e in result.events]
-        stored = _store(hub, source, request, received_at, rows, alert) if rows else []
-        for row, event in zip(rows, stored, strict=True):
-            if not event.duplicate and row["status"] == EventStatus.PENDING:
-                accepted_log.accepted(source.name, event.id)
-            else:
-                log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event"
-                         if event.duplicate else row["status"],
-                         f": {row.get('reject_reason')}" if row.get("reject_reason") else "")
-        return rows, stored
 
-    (rows, stored), put_through = route_live_call(hub, source, request, result.events, received_at, store)
-    if put_through is not None:
-        return put_through
+def _log_stored(source: Source, rows: list[dict[str, Any]], stored: list[StoredEvent]) -> None:
+    for row, event in zip(rows, stored, strict=True):
+        if not event.duplicate and row["status"] == EventStatus.PENDING:
+            accepted_log.accepted(source.name, event.id)
+        else:
+            log.info("source=%s event=%s %s%s", source.name, event.id, "duplicate of stored event"
+                     if event.duplicate else row["status"],
+                     f": {row.get('reject_reason')}" if row.get("reject_reason") else "")
+
+
+def _answer(result: WebhookResult, rows: list[dict[str, Any]], stored: list[StoredEvent]) -> WebhookReply:
     if result.reply is not None:
         return result.reply
     if stored and all(s.status == EventStatus.REJECTED for s in stored):
@@ -234,3 +262,55 @@ def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> Webhook
                            event_ids=[s.id for s in stored])
     return _json_reply(200, status="duplicate" if stored and all(s.duplicate for s in stored) else "accepted",
                        event_ids=[s.id for s in stored])
+
+
+def intake_steps(source: Source, request: InboundRequest) -> IntakeSteps:
+    """verify → read → prepare → (store) → the answer, for a source that takes no live calls."""
+    received_at = utcnow()
+    read = yield from _verify_and_read(source, request, received_at)
+    if isinstance(read, WebhookReply):
+        return read
+    rows = [prepare_event(source, e, received_at) for e in read.events]
+    stored = (yield event_values(source, request, received_at, rows)) if rows else []
+    _log_stored(source, rows, stored)
+    return _answer(read, rows, stored)
+
+
+def takes_live_calls(source: Source) -> bool:
+    """A PBX connector that reports ringing calls: its deliveries are routed before the answer, with the
+    store and a decision read from it in one synchronous step (hub/pipeline/calls.py)."""
+    connector = source.connector
+    return isinstance(connector, WebhookConnector) and type(connector).live_call is not WebhookConnector.live_call
+
+
+def run_steps(steps: Generator[list[dict[str, Any]], list[StoredEvent], Any],
+              store: Callable[[list[dict[str, Any]]], list[StoredEvent]]) -> Any:
+    """Drive intake steps to their answer, storing what they ask to with ``store``."""
+    try:
+        values = next(steps)
+        while True:
+            values = steps.send(store(values))
+    except StopIteration as finished:
+        return finished.value
+
+
+def handle_webhook(hub: Hub, source: Source, request: InboundRequest) -> WebhookReply:
+    """Everything between a provider's HTTP request and our answer. Raises SignatureError (not stored)."""
+    def store(values: list[dict[str, Any]]) -> list[StoredEvent]:
+        return _store(hub, values)
+
+    if not takes_live_calls(source):
+        return run_steps(intake_steps(source, request), store)
+    received_at = utcnow()
+    read = run_steps(_verify_and_read(source, request, received_at), store)
+    if isinstance(read, WebhookReply):
+        return read
+
+    def store_routed(alert: Callable[[Session], None] | None) -> tuple[list[dict[str, Any]], list[StoredEvent]]:
+        rows = [prepare_event(source, e, received_at) for e in read.events]
+        stored = _store(hub, event_values(source, request, received_at, rows), alert) if rows else []
+        _log_stored(source, rows, stored)
+        return rows, stored
+
+    (rows, stored), put_through = route_live_call(hub, source, request, read.events, received_at, store_routed)
+    return put_through if put_through is not None else _answer(read, rows, stored)

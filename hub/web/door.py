@@ -25,7 +25,7 @@ from typing import Any
 from werkzeug.http import HTTP_STATUS_CODES, parse_options_header
 from werkzeug.wrappers import Request as WerkzeugRequest
 
-from hub.connector import InboundRequest, WebhookConnector
+from hub.connector import InboundRequest, WebhookConnector, WebhookReply
 from hub.errors import FailureLog, SignatureError
 from hub.intake.webhook import handle_webhook
 from hub.runtime import Hub, Source
@@ -65,19 +65,47 @@ def deliver(hub: Hub, source: Source, request: InboundRequest, remote_addr: str 
     """The delivery's answer, from the Flask view or the fast lane alike: the connector's reply after the
     commit, 401/403 on a bad signature (nothing stored), 503 when the store failed (the provider retries)."""
     try:
-        reply = handle_webhook(hub, source, request)
-        body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-        answer = Answer(reply.status, body, reply.content_type)
-    except SignatureError as exc:
-        log.warning("source=%s signature check failed: %s (from %s)", source.name, exc, remote_addr)
-        answer = json_error_answer(exc.status, "unauthorized", str(exc))
-    except Exception as exc:  # noqa: BLE001 — not stored means not acknowledged: the provider must retry
-        failures.failed(exc, f" (source {source.name})")
+        outcome: WebhookReply | Exception = handle_webhook(hub, source, request)
+    except Exception as exc:  # noqa: BLE001 — sorted out by answer_of
+        outcome = exc
+    return answer_of(hub, source, outcome, remote_addr, latency, failures, started)
+
+
+def answer_of(hub: Hub, source: Source, outcome: WebhookReply | Exception, remote_addr: str | None,
+              latency: AckLatency, failures: FailureLog, started: float) -> Answer:
+    """What the intake came to — the connector's reply, or what it raised — as the answer, counted."""
+    if isinstance(outcome, SignatureError):
+        log.warning("source=%s signature check failed: %s (from %s)", source.name, outcome, remote_addr)
+        answer = json_error_answer(outcome.status, "unauthorized", str(outcome))
+    elif isinstance(outcome, Exception):   # not stored means not acknowledged: the provider must retry
+        try:
+            raise outcome
+        except Exception as exc:  # noqa: BLE001 — raised again so that the failure log has its traceback
+            failures.failed(exc, f" (source {source.name})")
         answer = json_error_answer(503, "store_unavailable", "the delivery could not be stored; please retry")
     else:
+        body = outcome.body.encode() if isinstance(outcome.body, str) else outcome.body
+        answer = Answer(outcome.status, body, outcome.content_type)
         failures.recovered()
     latency.observe(source.name, answer.status, time.perf_counter() - started)
     return answer
+
+
+def unfinished_body(status: int) -> Answer:
+    """A 400 when the sender went away mid-body (werkzeug: ClientDisconnected), a 408 when it did not send
+    the whole body in time."""
+    return json_error_answer(status, "bad_request" if status == 400 else "request_timeout",
+                             "the client disconnected before sending the whole body" if status == 400
+                             else "the body did not arrive in time")
+
+
+def answer_headers(answer: Answer) -> list[tuple[str, str]]:
+    """The headers Flask's view and after_request would give the answer."""
+    mimetype = answer.content_type.partition(";")[0].strip().lower()
+    return [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
+            *answer.headers, *SECURITY_HEADERS,
+            ("Content-Security-Policy", PAGE_CSP if mimetype == "text/html" else JSON_CSP),
+            ("Vary", "Cookie")]
 
 
 def _header_name(key: str) -> str:
@@ -111,7 +139,7 @@ class HookDoor:
         self.extensions = extensions
         self.max_content_length = max_content_length
 
-    def _source(self, environ: dict[str, Any]) -> tuple[Source, str, int] | None:
+    def fast_lane(self, environ: dict[str, Any]) -> tuple[Source, str, int] | None:
         """The source, subpath and body length when the fast lane may take the request, else None."""
         path: str = environ.get("PATH_INFO", "")
         if not path.startswith("/hooks/") or "//" in path or environ.get("HTTP_TRANSFER_ENCODING"):
@@ -137,26 +165,24 @@ class HookDoor:
         return source, subpath.encode("latin-1").decode("utf-8", "replace"), length
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        found = self._source(environ)
+        found = self.fast_lane(environ)
         if found is None:
             return self.flask(environ, start_response)
         source, subpath, length = found
         started = time.perf_counter()
         body = environ["wsgi.input"].read(length) if length else b""
-        if len(body) < length:         # the sender went away mid-body (werkzeug: ClientDisconnected)
-            answer = json_error_answer(400, "bad_request", "the client disconnected before sending the whole body")
+        if len(body) < length:
+            answer = unfinished_body(400)
         else:
-            content_type = environ.get("CONTENT_TYPE", "")
-            mimetype, params = parse_options_header(content_type)
-            request = InboundRequest(method=environ["REQUEST_METHOD"], subpath=subpath, query=_query(environ),
-                                     headers=_headers(environ), body=body, mimetype=mimetype.lower(),
-                                     charset=params.get("charset"))
-            answer = deliver(self.hub, source, request, environ.get("REMOTE_ADDR"),
+            answer = deliver(self.hub, source, hook_request(environ, subpath, body), environ.get("REMOTE_ADDR"),
                              self.extensions["ack_latency"], self.extensions["store_failures"], started)
-        mimetype = answer.content_type.partition(";")[0].strip().lower()
-        headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
-                   *answer.headers, *SECURITY_HEADERS,
-                   ("Content-Security-Policy", PAGE_CSP if mimetype == "text/html" else JSON_CSP),
-                   ("Vary", "Cookie")]
-        start_response(_STATUS_LINES.get(answer.status, f"{answer.status} UNKNOWN"), headers)
+        start_response(_STATUS_LINES.get(answer.status, f"{answer.status} UNKNOWN"), answer_headers(answer))
         return [answer.body]
+
+
+def hook_request(environ: dict[str, Any], subpath: str, body: bytes) -> InboundRequest:
+    """The connector's view of a delivery, read from a WSGI environ as the Flask view reads its request."""
+    mimetype, params = parse_options_header(environ.get("CONTENT_TYPE", ""))
+    return InboundRequest(method=environ["REQUEST_METHOD"], subpath=subpath, query=_query(environ),
+                          headers=_headers(environ), body=body, mimetype=mimetype.lower(),
+                          charset=params.get("charset"))
