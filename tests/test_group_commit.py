@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import func, select
 
 from hub.intake.group import GroupWriter
-from hub.intake.webhook import _insert
+from hub.intake.webhook import _insert, insert_deliveries
 from hub.store.db import insert_ignoring_conflicts, transaction
 from hub.store.models import EventStatus, InboundEvent, utcnow
 from tests.helpers import procs
@@ -110,6 +110,46 @@ def test_a_duplicate_inside_one_batch_is_answered_as_a_duplicate(hub):
     assert not first.duplicate and second.duplicate and not other.duplicate
     assert second.id == first.id and other.id != first.id
     assert count(hub, InboundEvent) == 2
+
+
+def _one_batch_of_deliveries(writer: GroupWriter, deliveries: list[list[dict]]) -> list:
+    """``deliveries`` written by the writer as one batch through insert_deliveries (as the door does): the
+    writer is held busy until all are waiting. Each delivery's stored events, or its exception."""
+    release = threading.Event()
+    holder = threading.Thread(target=writer.run, args=(lambda session: release.wait(10),))
+    holder.start()
+    while writer.jobs == 0:
+        time.sleep(0.001)
+    futures = [writer.submit(insert_deliveries, values) for values in deliveries]
+    release.set()
+    holder.join()
+    return [f.exception() or f.result() for f in futures]
+
+
+def test_a_batch_of_deliveries_is_written_together_and_answered_each_as_its_own(hub):
+    # On PostgreSQL one INSERT for the batch; on SQLite a row at a time; the answers are the same.
+    with transaction(hub.engine) as s:
+        earlier = _insert(s, [_row("earlier")])[0]
+    writer = GroupWriter(hub.engine)
+    first, again_earlier, same_again, two = _one_batch_of_deliveries(writer, [
+        [_row("a")], [_row("earlier")], [_row("a")], [_row("b"), {**_row("c"), "status": EventStatus.REJECTED}]])
+    assert not first[0].duplicate and first[0].status == EventStatus.PENDING
+    assert again_earlier[0].duplicate and again_earlier[0].id == earlier.id
+    assert same_again[0].duplicate and same_again[0].id == first[0].id
+    assert [e.duplicate for e in two] == [False, False] and two[1].status == EventStatus.REJECTED
+    assert writer.batches == 2 and writer.fallbacks == 0
+    with transaction(hub.engine, read_only=True) as s:
+        stored = dict(s.execute(select(InboundEvent.external_id, InboundEvent.id)).all())
+    assert stored == {"earlier": earlier.id, "a": first[0].id, "b": two[0].id, "c": two[1].id}
+
+
+def test_a_bad_row_in_a_batch_of_deliveries_fails_only_its_delivery(hub):
+    writer = GroupWriter(hub.engine)
+    results = _one_batch_of_deliveries(writer, [[_row("x")], [{**_row("bad"), "source": None}], [_row("y")]])
+    assert isinstance(results[1], Exception) and writer.fallbacks == 1
+    assert [r[0].duplicate for r in (results[0], results[2])] == [False, False]
+    with transaction(hub.engine, read_only=True) as s:
+        assert set(s.scalars(select(InboundEvent.external_id))) == {"x", "y"}
 
 
 def test_many_concurrent_posts_make_as_many_rows_each_answered_once(app, hub):

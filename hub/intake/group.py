@@ -43,11 +43,14 @@ MAX_BATCH = 64
 IDLE_EXIT_SECONDS = 5.0
 
 
-class _Job:
-    __slots__ = ("future", "write")
+WriteMany = Callable[[Session, list[Any]], list[Any]]
 
-    def __init__(self, write: Callable[[Session], Any]):
-        self.write = write
+
+class _Job:
+    __slots__ = ("future", "item", "write_many")
+
+    def __init__(self, write_many: WriteMany, item: Any):
+        self.write_many, self.item = write_many, item
         # A future, not an event: a web thread waits on it (``run``), the event loop of the asynchronous door
         # awaits it (``submit``, hub/web/rsgi.py) without a thread of its own.
         self.future: Future[Any] = Future()
@@ -73,12 +76,14 @@ class GroupWriter:
         self.fallbacks = 0
 
     def run(self, write: Callable[[Session], Any]) -> Any:
-        return self.submit(write).result()
+        return self.submit(lambda session, _items: [write(session)], None).result()
 
-    def submit(self, write: Callable[[Session], Any]) -> Future[Any]:
-        """Hand ``write`` to the writer; the future is done once the transaction it ran in has committed (its
-        result is what ``write`` returned) or failed (its exception)."""
-        job = _Job(write)
+    def submit(self, write_many: WriteMany, item: Any) -> Future[Any]:
+        """Hand ``item`` to the writer; the future is done once the transaction it was written in has committed
+        (its result is ``write_many``'s for it) or failed (its exception). The waiting jobs that share one
+        ``write_many`` are written by one call, ``write_many(session, items)`` returning a result per item
+        in order: on PostgreSQL one INSERT for a batch's deliveries instead of a round trip each."""
+        job = _Job(write_many, item)
         with self._lock:
             self._waiting.append(job)
             if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
@@ -113,7 +118,7 @@ class GroupWriter:
         if len(batch) > 1:
             try:
                 with transaction(engine) as session:
-                    results = [job.write(session) for job in batch]
+                    results = _write_grouped(session, batch)
             except Exception:  # noqa: BLE001 — which row failed is found below, one transaction each
                 self.fallbacks += 1
             else:
@@ -123,11 +128,27 @@ class GroupWriter:
         for job in batch:
             try:
                 with transaction(engine) as session:
-                    result = job.write(session)
+                    [result] = job.write_many(session, [job.item])
             except BaseException as exc:  # noqa: BLE001 — handed to the delivery's own thread, which answers 503
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+
+
+def _write_grouped(session: Session, batch: list[_Job]) -> list[Any]:
+    """Each run of consecutive jobs with the same ``write_many`` in one call; the results in batch order."""
+    results: list[Any] = []
+    start = 0
+    while start < len(batch):
+        end = start + 1
+        while end < len(batch) and batch[end].write_many is batch[start].write_many:
+            end += 1
+        written = batch[start].write_many(session, [job.item for job in batch[start:end]])
+        if len(written) != end - start:
+            raise RuntimeError(f"write_many gave {len(written)} results for {end - start} items")
+        results += written
+        start = end
+    return results
 
 
 _WRITERS: weakref.WeakKeyDictionary[Engine, GroupWriter] = weakref.WeakKeyDictionary()
