@@ -45,8 +45,10 @@ from hub.web.rsgi import RsgiHub
 # and let the next writer in; by default Python hands the GIL over every 5 ms, so busy request
 # threads kept it waiting. Every 0.5 ms: +11% acks under 16 senders, p99 lower (A/B, same run).
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
-# Web threads for `hub run` and `hub serve`. A delivery's thread mostly waits for the group writer's commit
-# (hub/intake/group.py), and the deliveries waiting together make one batch, so the threads bound the batch:
+# Web threads for `hub run` and `hub serve`. On granian they run the pages and the API (the webhook door runs
+# on the event loop and needs none); on waitress every request. There a delivery's thread mostly waits for
+# the group writer's commit (hub/intake/group.py), and the deliveries waiting together make one batch, so the
+# threads bound the batch:
 # under 64 senders, 8 threads gave batches of ~4 and 470-580 acks/s, 32 gave ~10-14 and 920-970, 64 no
 # more than 32 (and a worse p99); measured on the shared 2-core machine in one run.
 WEB_THREADS = 32

@@ -55,7 +55,9 @@ def run(config_path: str, host: str | None, port: int | None, workers: int | Non
 @click.option("--host")
 @click.option("--port", type=int)
 @click.option("--threads", type=int, default=32, show_default=True,
-              help="HTTP threads (they bound the intake's group commit: hub/processes.py, WEB_THREADS).")
+              help="Threads for the pages and the API (the webhook door runs on granian's event loop); with "
+                   "[server] engine = \"waitress\", its HTTP threads, which bound the group commit "
+                   "(hub/processes.py, WEB_THREADS).")
 def serve(config_path: str, host: str | None, port: int | None, threads: int) -> None:
     """Only the web part (run `hub worker` separately)."""
     hub = open_hub(config_path)
