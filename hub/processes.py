@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import resource
 import signal
@@ -272,6 +273,15 @@ def web_server(hub: Hub, host: str | None = None, port: int | None = None, threa
     return GranianServer(hub, host, port, threads)
 
 
+def freeze_startup_objects() -> None:
+    """Move what start-up made (the app, the config, SQLAlchemy's tables and compiled statements, the
+    connectors) out of the garbage collector's sight: a full collection then walks only what requests made.
+    Measured under 64 senders on granian, A/B twice on the shared machine: p99 77-103 ms without, 43-75 ms
+    with, the same acks a second."""
+    gc.collect()
+    gc.freeze()
+
+
 class GranianServer(WebServer):
     """The web app on granian, embedded in this process (hub/web/rsgi.py says why): the webhook door on its
     event loop, the pages on ``threads`` threads."""
@@ -302,6 +312,7 @@ class GranianServer(WebServer):
 
     def run(self) -> None:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+        freeze_startup_objects()
 
         async def serve() -> None:
             self._loop = asyncio.get_running_loop()
@@ -332,6 +343,7 @@ class WaitressServer(WebServer):
 
     def run(self) -> None:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+        freeze_startup_objects()
 
         def _stop(signum: int, _frame: Any) -> None:
             raise SystemExit(0)    # waitress's loop catches it and shuts its threads down
