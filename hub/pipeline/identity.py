@@ -19,31 +19,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from hub.errors import RetriableError
 from hub.pipeline.history import history
-from hub.store.db import execute, insert_ignoring_conflicts
+from hub.store.db import InsertIgnoring, InsertRows, Prebuilt, execute, insert_ignoring_conflicts
 from hub.store.models import IdentityKey, Lead, LeadStatus, Person, PossibleDuplicate, utcnow
 
 Key = tuple[str, str]                  # (kind, value)
 
-# Built once: these run for every delivery and every imported row.
+# Built once: these run for every delivery and every imported row (Prebuilt: on SQLite, on the DBAPI cursor).
 _KEYS, _PERSONS, _LEADS = IdentityKey.__table__, Person.__table__, Lead.__table__
-INSERT_PERSON = insert(_PERSONS).returning(_PERSONS.c.id)
-LOCK_PERSON = select(_PERSONS.c.id, _PERSONS.c.name, _PERSONS.c.merged_into_id).where(
-    _PERSONS.c.id == bindparam("person_id")).with_for_update()
-SET_PERSON_NAME = update(_PERSONS).where(_PERSONS.c.id == bindparam("person_id")).values(name=bindparam("name"))
+INSERT_PERSON = InsertRows(_PERSONS, returning=("id",))
+CLAIM_KEY = InsertIgnoring(_KEYS, ("kind", "value", "person_id", "created_at"), ("kind", "value"))
+LOCK_PERSON = Prebuilt(select(_PERSONS.c.id, _PERSONS.c.name, _PERSONS.c.merged_into_id).where(
+    _PERSONS.c.id == bindparam("person_id")).with_for_update())
+SET_PERSON_NAME = Prebuilt(update(_PERSONS).where(_PERSONS.c.id == bindparam("person_id"))
+                           .values(name=bindparam("name")))
 HAND_OVER_KEYS = update(_KEYS).where(_KEYS.c.person_id == bindparam("tentative")).values(person_id=bindparam("winner"))
 DELETE_PERSON = delete(_PERSONS).where(_PERSONS.c.id == bindparam("person_id"))
-LATEST_LEAD = (select(_LEADS.c.id, _LEADS.c.status, _LEADS.c.refuse_reason, _LEADS.c.owner, _LEADS.c.warmth)
-               .where(_LEADS.c.person_id == bindparam("person_id"), _LEADS.c.merged_into_id.is_(None))
-               .order_by(_LEADS.c.status.in_(LeadStatus.OPEN).desc(), _LEADS.c.id.desc()).limit(1))
-REOPEN_LEAD = update(_LEADS).where(_LEADS.c.id == bindparam("lead_id")).values(
+# Open leads first: "status = 'new' OR status = 'in_work'" is LeadStatus.OPEN spelled so that the statement
+# compiles once (an IN of a list is expanded at each execution).
+LATEST_LEAD = Prebuilt(
+    select(_LEADS.c.id, _LEADS.c.status, _LEADS.c.refuse_reason, _LEADS.c.owner, _LEADS.c.warmth)
+    .where(_LEADS.c.person_id == bindparam("person_id"), _LEADS.c.merged_into_id.is_(None))
+    .order_by(or_(*(_LEADS.c.status == status for status in LeadStatus.OPEN)).desc(), _LEADS.c.id.desc())
+    .limit(1))
+REOPEN_LEAD = Prebuilt(update(_LEADS).where(_LEADS.c.id == bindparam("lead_id")).values(
     status=LeadStatus.NEW, refuse_reason=None, reopened_count=_LEADS.c.reopened_count + 1,
-    updated_at=bindparam("now"))
-INSERT_LEAD = insert(_LEADS).returning(_LEADS.c.id)
+    updated_at=bindparam("now")))
+INSERT_LEAD = InsertRows(_LEADS, returning=("id",))
 
 
 @dataclass
@@ -59,16 +65,16 @@ def key_label(key: Key) -> str:
 
 
 @cache
-def _owners_stmt(count: int):
+def _owners_stmt(count: int) -> Prebuilt:
     # One (kind = ? AND value = ?) per key: SQLite answers "(kind, value) IN (…)" with a full table scan,
     # but each of these terms with a search of the unique index.
-    return select(_KEYS.c.kind, _KEYS.c.value, _KEYS.c.person_id).where(or_(*(
-        and_(_KEYS.c.kind == bindparam(f"k{i}"), _KEYS.c.value == bindparam(f"v{i}")) for i in range(count))))
+    return Prebuilt(select(_KEYS.c.kind, _KEYS.c.value, _KEYS.c.person_id).where(or_(*(
+        and_(_KEYS.c.kind == bindparam(f"k{i}"), _KEYS.c.value == bindparam(f"v{i}")) for i in range(count)))))
 
 
 def _owners(session: Session, keys: list[Key]) -> dict[Key, int]:
     params = {name: v for i, (kind, value) in enumerate(keys) for name, v in ((f"k{i}", kind), (f"v{i}", value))}
-    return {(r.kind, r.value): r.person_id for r in execute(session, _owners_stmt(len(keys)), params)}
+    return {(r.kind, r.value): r.person_id for r in _owners_stmt(len(keys)).rows(session, params)}
 
 
 def _strongest_owner(owners: dict[Key, int], priority: Sequence[str], exclude: int | None = None) -> int:
@@ -79,7 +85,7 @@ def _strongest_owner(owners: dict[Key, int], priority: Sequence[str], exclude: i
 
 
 def _lock_live_person(session: Session, person_id: int):
-    person = execute(session, LOCK_PERSON, {"person_id": person_id}).one()
+    person = LOCK_PERSON.one(session, {"person_id": person_id})
     if person.merged_into_id is not None:
         # A merge moved this person's keys between our read and our lock: read again from the start.
         raise RetriableError(f"person {person_id} was merged while a delivery was being attached")
@@ -91,8 +97,7 @@ def _claim_keys(session: Session, keys: list[Key], person_id: int) -> bool:
     one lock order for every transaction, so two claiming overlapping keys queue instead of deadlocking."""
     claimed = True
     for kind, value in keys:
-        new_id = insert_ignoring_conflicts(session, IdentityKey.__table__, ["kind", "value"],
-                                           dict(kind=kind, value=value, person_id=person_id, created_at=utcnow()))
+        new_id = CLAIM_KEY(session, dict(kind=kind, value=value, person_id=person_id, created_at=utcnow()))
         claimed = claimed and new_id is not None
     return claimed
 
@@ -128,7 +133,7 @@ def find_or_create_person(session: Session, keys: list[Key], name: str | None,
     winner = _strongest_owner(owners, priority)
     person = _lock_live_person(session, winner)
     if name and not person.name:
-        execute(session, SET_PERSON_NAME, {"person_id": winner, "name": name})
+        SET_PERSON_NAME.run(session, {"person_id": winner, "name": name})
     conflicts: dict[int, list[str]] = {}
     for key, pid in owners.items():
         if pid != winner:
@@ -137,7 +142,8 @@ def find_or_create_person(session: Session, keys: list[Key], name: str | None,
 
 
 def _insert_person(session: Session, name: str | None) -> int:
-    return execute(session, INSERT_PERSON, {"name": name, "created_at": utcnow()}).scalar_one()
+    [(person_id,)] = INSERT_PERSON(session, [{"name": name, "created_at": utcnow()}])
+    return person_id
 
 
 @dataclass
@@ -158,19 +164,19 @@ def lead_for_person(session: Session, identified: Identified, source: str, tags:
     now = utcnow()
     latest = None
     if not identified.new_person:
-        latest = execute(session, LATEST_LEAD, {"person_id": identified.person_id}).first()
+        latest = LATEST_LEAD.first(session, {"person_id": identified.person_id})
     if latest is not None and latest.status in LeadStatus.OPEN:
         return LeadFound(latest.id, "existing", latest.status, latest.owner, latest.warmth)
     if latest is not None and on_return == "reopen":
-        execute(session, REOPEN_LEAD, {"lead_id": latest.id, "now": now})
+        REOPEN_LEAD.run(session, {"lead_id": latest.id, "now": now})
         history(session, latest.id, "reopened", event_id=event_id, from_status=latest.status,
                  refuse_reason=latest.refuse_reason, owner=latest.owner)
         return LeadFound(latest.id, "reopened", LeadStatus.NEW, latest.owner, latest.warmth)
 
-    lead_id = execute(session, INSERT_LEAD, dict(
+    [(lead_id,)] = INSERT_LEAD(session, [dict(
         person_id=identified.person_id, status=LeadStatus.NEW, source=source, tags=list(tags),
         owner=latest.owner if latest is not None else None, reopened_count=0, created_at=at or now,
-        updated_at=now, utm_campaign=utm_campaign)).scalar_one()
+        updated_at=now, utm_campaign=utm_campaign)])
     if latest is not None:
         # A first lead's creation is its created_at and first touch; a follow-up lead says what it follows.
         history(session, lead_id, "created", event_id=event_id, previous_lead_id=latest.id)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from hub.config import Config, IdentityConfig
@@ -33,12 +33,12 @@ from hub.pipeline.normalise import Normalised, normalise_email, normalise_phone,
 from hub.pipeline.routing.assignment import LeadState, route_lead
 from hub.pipeline.routing.rules import TouchFacts, phone_region
 from hub.runtime import Source
-from hub.store.db import execute
+from hub.store.db import InsertRows, Prebuilt, execute
 from hub.store.models import EventStatus, InboundEvent, KeyKind, Lead, LeadStatus, Touch, utcnow
 
-INSERT_TOUCH = insert(Touch.__table__)
-TOUCH_LEAD = (update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead_id"))
-              .values(updated_at=bindparam("now")))
+INSERT_TOUCHES = InsertRows(Touch.__table__)
+TOUCH_LEAD = Prebuilt(update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead_id"))
+                      .values(updated_at=bindparam("now")))
 
 
 class EventRef(NamedTuple):
@@ -188,17 +188,60 @@ class DeferredWrites:
 
     def flush(self, session: Session) -> None:
         if self.touches:
-            execute(session, INSERT_TOUCH, self.touches)
+            INSERT_TOUCHES(session, self.touches)
         if self.touched_leads:
-            execute(session, TOUCH_LEAD, [{"lead_id": k, "now": v} for k, v in self.touched_leads.items()])
+            TOUCH_LEAD.run(session, [{"lead_id": k, "now": v} for k, v in self.touched_leads.items()])
         self.touches, self.touched_leads = [], {}
 
 
+class Prepared(NamedTuple):
+    """What a draft gives before the store is read: its contacts normalised and when it happened (None: not
+    said; the event's received_at is used)."""
+
+    contacts: Contacts
+    at: datetime | None
+
+
+class Seen:
+    """What a caller that prepares many drafts (an import) normalised and parsed already, by spelling: an old
+    CRM's rows repeat people and dates, and phonenumbers, email-validator and strptime are most of a row's
+    pure cost. Kept as long as the caller likes (``clear`` it when it grows)."""
+
+    def __init__(self) -> None:
+        self.contacts: dict[tuple[str, str], Normalised] = {}     # (region or e-mail rule, raw) → result
+        self.dates: dict[tuple[str, str], datetime] = {}          # (time zone, text) → the UTC datetime
+
+    def __len__(self) -> int:
+        return len(self.contacts) + len(self.dates)
+
+    def clear(self) -> None:
+        self.contacts.clear()
+        self.dates.clear()
+
+
+def prepare(draft: LeadDraft, source: Source, identity: IdentityConfig, seen: Seen | None = None) -> Prepared:
+    """Pure: normalise the contacts and parse occurred_at (PayloadError for a bad date)."""
+    if seen is None or not draft.occurred_at:
+        return Prepared(normalise(draft, source.region, identity, seen), occurred_at(draft, source))
+    key = (source.config.timezone, draft.occurred_at)
+    at = seen.dates.get(key)
+    if at is None:
+        at = occurred_at(draft, source)
+        if at is not None:
+            seen.dates[key] = at
+    return Prepared(normalise(draft, source.region, identity, seen), at)
+
+
 def process_draft(session: Session, source: Source, event: InboundEvent | EventRef, draft: LeadDraft,
-                  identity: IdentityConfig, deferred: DeferredWrites | None = None) -> tuple[Outcome, Contacts]:
-    """Normalise, identify, touch: everything but routing (an import must not hand year-old leads out)."""
-    contacts = normalise(draft, source.region, identity)
-    at = occurred_at(draft, source) or event.received_at
+                  identity: IdentityConfig, deferred: DeferredWrites | None = None,
+                  prepared: Prepared | None = None) -> tuple[Outcome, Contacts]:
+    """Normalise, identify, touch: everything but routing (an import must not hand year-old leads out).
+    ``prepared``: the draft's contacts and date, when the caller has them already (an import checks the date
+    before it stores the row)."""
+    if prepared is None:
+        prepared = prepare(draft, source, identity)
+    contacts = prepared.contacts
+    at = prepared.at or event.received_at
     found = identify(session, source, event, draft, contacts, identity, at)
     writes = deferred or DeferredWrites()
     attach_touch(writes, found, event, source, draft, contacts, at)
@@ -208,10 +251,27 @@ def process_draft(session: Session, source: Source, event: InboundEvent | EventR
                    found.how, LeadState(found.lead_id, found.status, found.owner, found.warmth)), contacts
 
 
-def normalise(draft: LeadDraft, region: str, identity: IdentityConfig) -> Contacts:
-    return Contacts(phones=[normalise_phone(p, region) for p in draft.phones],
-                    emails=[normalise_email(e, identity.gmail_canonical) for e in draft.emails],
-                    messenger_ids=dict(draft.messenger_ids))
+def normalise(draft: LeadDraft, region: str, identity: IdentityConfig, seen: Seen | None = None) -> Contacts:
+    """``seen``: results for spellings normalised already, and where to keep this draft's."""
+    if seen is None:
+        return Contacts(phones=[normalise_phone(p, region) for p in draft.phones],
+                        emails=[normalise_email(e, identity.gmail_canonical) for e in draft.emails],
+                        messenger_ids=dict(draft.messenger_ids))
+    memo = seen.contacts
+    phones = []
+    for raw in draft.phones:
+        known = memo.get((region, raw))         # a phone's meaning depends on the region
+        if known is None:
+            known = memo[(region, raw)] = normalise_phone(raw, region)
+        phones.append(known)
+    emails = []
+    email_rule = "gmail_canonical" if identity.gmail_canonical else "email"
+    for raw in draft.emails:
+        known = memo.get((email_rule, raw))
+        if known is None:
+            known = memo[(email_rule, raw)] = normalise_email(raw, identity.gmail_canonical)
+        emails.append(known)
+    return Contacts(phones=phones, emails=emails, messenger_ids=dict(draft.messenger_ids))
 
 
 def occurred_at(draft: LeadDraft, source: Source) -> datetime | None:

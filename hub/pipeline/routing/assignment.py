@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
@@ -27,7 +28,7 @@ from hub.pipeline.routing.rules import (
     on_duty,
 )
 from hub.sales_config import RoutingRule
-from hub.store.db import execute, mark_queued
+from hub.store.db import Prebuilt, execute, mark_queued
 from hub.store.models import Lead, LeadStatus, Notification, TelegramLink, utcnow
 
 _LEADS = Lead.__table__
@@ -36,6 +37,18 @@ INSERT_NOTIFICATION = insert(Notification.__table__)
 UPDATE_LEAD = update(_LEADS).where(_LEADS.c.id == bindparam("b_lead_id"))
 # A lead already waiting in the queue under a rule (its person wrote again) keeps the clock it has.
 ENTER_QUEUE = update(_LEADS).where(_LEADS.c.id == bindparam("b_lead_id"), _LEADS.c.routing_rule.is_(None))
+
+
+@cache
+def _update_lead_setting(columns: tuple[str, ...]) -> Prebuilt:
+    return Prebuilt(update(_LEADS).where(_LEADS.c.id == bindparam("b_lead_id"))
+                    .values({column: bindparam(column) for column in columns}))
+
+
+def update_lead(session: Session, lead_id: int, values: dict[str, Any]) -> int:
+    """UPDATE_LEAD for the routing of every new lead: one prebuilt statement per set of columns (on SQLite run
+    on the DBAPI cursor). Returns the rows it changed."""
+    return _update_lead_setting(tuple(sorted(values))).run(session, {"b_lead_id": lead_id, **values})
 
 
 def lead_link(config: Config, lead_id: int) -> str:
@@ -113,7 +126,7 @@ def assign(session: Session, config: Config, lead_id: int, to: str | None, previ
     if reassign_count is not None:
         values["reassign_count"] = reassign_count
     values.update(also or {})
-    execute(session, UPDATE_LEAD, {"b_lead_id": lead_id, **values})
+    update_lead(session, lead_id, values)
     history(session, lead_id, kind, actor=actor, event_id=event_id, at=now, **from_to(previous, to),
             **why_fields(why))
     if to and kind == "assigned":
@@ -144,7 +157,7 @@ def route_lead(session: Session, config: Config, lead: LeadState, how: str, fact
     decision = _owner_for(session, config, lead, how, facts, event_id, now, summary)
     if decision is None:
         if warmth_values:
-            execute(session, UPDATE_LEAD, {"b_lead_id": lead.id, **warmth_values})
+            update_lead(session, lead.id, warmth_values)
         return
     to, why, rule = decision
     # The warmth goes into the assignment's UPDATE: one statement for the lead instead of two.
@@ -168,7 +181,7 @@ def _owner_for(session: Session, config: Config, lead: LeadState, how: str, fact
                         **from_to(lead.owner, lead.owner), **why_fields(Msg("sticky: the person's owner")))
                 queue_notifications(session, config, lead.owner, lead.id, "lead_back", about=summary)
                 if rule and rule.sla_minutes:
-                    execute(session, UPDATE_LEAD, {"b_lead_id": lead.id, "assigned_at": now,
+                    update_lead(session, lead.id, {"assigned_at": now,
                                                    "sla_due_at": now + timedelta(minutes=rule.sla_minutes)})
             return None
     if rule is None:
@@ -214,6 +227,8 @@ def _fallback(session: Session, config: Config, rule: RoutingRule, why: Msg,
 def _enter_queue(session: Session, rule: RoutingRule, lead_id: int, how: str, now: datetime) -> bool:
     """An unowned lead waits in the queue under its rule, on the rule's SLA clock; True when it entered the
     queue now, False when it was already waiting there (its person wrote again: the clock runs on)."""
-    values = {"b_lead_id": lead_id, "routing_rule": rule.name,
+    values = {"routing_rule": rule.name,
               "sla_due_at": now + timedelta(minutes=rule.sla_minutes) if rule.sla_minutes else None}
-    return execute(session, ENTER_QUEUE if how == "existing" else UPDATE_LEAD, values).rowcount == 1
+    if how == "existing":
+        return execute(session, ENTER_QUEUE, {"b_lead_id": lead_id, **values}).rowcount == 1
+    return update_lead(session, lead_id, values) == 1

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from hub.config import Config
 from hub.i18n import Msg
 from hub.sales_config import WEEKDAYS, ManagerConfig, RoutingRule, WarmthRule
-from hub.store.db import dialect_insert_for, execute
+from hub.store.db import Prebuilt, dialect_insert_for, execute
 from hub.store.models import Lead, LeadStatus, ManagerState, RoutingPosition
 
 WARMTH_ORDER = {"cold": 0, "warm": 1, "hot": 2}
@@ -185,18 +185,19 @@ def _weighted_slots(members: list[ManagerConfig]) -> list[str]:
 def _advance(session: Session, key: str) -> int:
     """Step the rule's position in the database and return the new value (1, 2, …): one
     ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, atomic, and the row stays locked until commit."""
-    return execute(session, _advance_stmt(session.get_bind().dialect.name), {"key": key}).scalar_one()
+    return _advance_stmt(session.get_bind().dialect.name).one(session, {"key": key}).position
 
 
 RULE_POSITION = select(RoutingPosition.__table__.c.position).where(RoutingPosition.__table__.c.key == bindparam("key"))
 
 
 @cache
-def _advance_stmt(dialect: str):
+def _advance_stmt(dialect: str) -> Prebuilt:
     positions = RoutingPosition.__table__
     stmt = dialect_insert_for(dialect)(positions).values(key=bindparam("key"), position=1)
-    return stmt.on_conflict_do_update(index_elements=[positions.c.key],
-                                      set_={"position": positions.c.position + 1}).returning(positions.c.position)
+    return Prebuilt(stmt.on_conflict_do_update(index_elements=[positions.c.key],
+                                               set_={"position": positions.c.position + 1})
+                    .returning(positions.c.position))
 
 
 def team_members(config: Config, team: str) -> list[ManagerConfig]:
