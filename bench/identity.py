@@ -1,6 +1,7 @@
 """Benchmark: what recognising a person and attaching a touch costs per lead, as the store grows.
 
 One command:  .venv/bin/python -m bench.identity [--deliveries 2000] [--large 1000000] [--postgres URL]
+              [--import-rows 100000] [--import-only]
 
 For each store size (10k, then --large persons, generated with their phones, e-mails and leads), the same
 set of deliveries (half from known persons spelled differently, half from new ones) is stored and processed
@@ -34,6 +35,8 @@ from hub.store.db import transaction
 from hub.store.models import IdentityKey, InboundEvent, Lead, Person, utcnow
 
 RESULTS = Path(__file__).parent / "results"
+# Issue 21: a 100k-row CSV import under 30 s (it was 60 s before).
+IMPORT_TARGET_SECONDS = 30
 PHONE_BASE = 10_000_000
 
 
@@ -130,6 +133,7 @@ def bench_import(hub: Hub, workdir: Path, rows: int) -> dict:
     write_csv(str(path), rows)
     # Floor: the same rows, parsed and inserted as they are into one table, no mapping, no identity.
     floor_table = Table("bench_floor", MetaData(), *(Column(f"c{i}", String) for i in range(7)))
+    floor_table.drop(hub.engine, checkfirst=True)      # a scratch PostgreSQL database used before
     floor_table.create(hub.engine)
     started = time.perf_counter()
     with path.open(encoding="utf-8") as f, transaction(hub.engine) as s:
@@ -144,8 +148,18 @@ def bench_import(hub: Hub, workdir: Path, rows: int) -> dict:
     seconds = time.perf_counter() - started
     return {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds),
             "floor_seconds": round(floor, 2), "ratio_to_floor": round(seconds / floor, 1),
-            "created": report.created, "merged": report.merged, "target_seconds": 60,
-            "meets_target": seconds < 60}
+            "created": report.created, "merged": report.merged, "target_seconds": IMPORT_TARGET_SECONDS,
+            "meets_target": seconds < IMPORT_TARGET_SECONDS}
+
+
+def run_import_only(url: str, workdir: Path, import_rows: int) -> dict:
+    """The import alone, on a fresh store (its own results file: identity.json keeps the full run's)."""
+    hub = make_hub(url, workdir)
+    result = {"database": hub.engine.dialect.name, "import": bench_import(hub, workdir, import_rows)}
+    hub.dispose()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"identity_import_{result['database']}.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def run(url: str, workdir: Path, small: int, large: int, count: int, import_rows: int) -> dict:
@@ -178,10 +192,18 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--import-rows", type=int, default=100_000)
     parser.add_argument("--postgres", help="also run against this (empty, scratch) PostgreSQL database URL")
+    parser.add_argument("--import-only", action="store_true",
+                        help="only the CSV import (on SQLite, and on --postgres if given)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        if args.import_only:
+            results.append(run_import_only(f"sqlite:///{workdir / 'bench_import.db'}", workdir, args.import_rows))
+            if args.postgres:
+                results.append(run_import_only(args.postgres, workdir, args.import_rows))
+            print_imports(results)
+            return
         print(f"sqlite: generating {args.small} then {args.large} persons …", file=sys.stderr, flush=True)
         results.append(run(f"sqlite:///{workdir / 'bench.db'}", workdir, args.small, args.large, args.deliveries,
                            args.import_rows))
@@ -197,14 +219,18 @@ def main() -> None:
         print(f"{r['database']:<11}{r['small_persons']:>10}{r['small_us_per_lead']:>10}{r['large_persons']:>10}"
               f"{r['large_us_per_lead']:>10}{r['ratio']:>8}  {'ok    ' if r['meets_target'] else 'MISSED'}"
               f"         {r['worker_small_us_per_lead']}/{r['worker_large_us_per_lead']}")
+    print_imports(results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "identity.json").write_text(json.dumps(results, indent=2))
+
+
+def print_imports(results: list[dict]) -> None:
     for r in results:
         if "import" in r:
             i = r["import"]
             print(f"import {i['rows']} CSV rows ({r['database']}): {i['seconds']} s, {i['rows_per_second']} rows/s; "
-                  f"plain insert floor {i['floor_seconds']} s (×{i['ratio_to_floor']}); target < 60 s: "
-                  f"{'ok' if i['meets_target'] else 'MISSED'}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "identity.json").write_text(json.dumps(results, indent=2))
+                  f"plain insert floor {i['floor_seconds']} s (×{i['ratio_to_floor']}); target < "
+                  f"{i['target_seconds']} s: {'ok' if i['meets_target'] else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ email-validator's as it words it) that pages read back and show in the reader's 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 from hub.i18n import Reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Normalised:
     raw: str
     value: str | None      # E.164 phone / normalised e-mail; None when invalid
@@ -70,13 +71,33 @@ WHEN_FORMATS = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y-%m-%d %H:
                 "%d/%m/%Y %H:%M", "%d/%m/%Y")
 
 
+# The first three of WHEN_FORMATS (an old CRM's export: a date a row) read without strptime, which costs
+# ~7 µs a try (two tries for "31.12.2024 18:05": ~1.4 s of a 100k-row import). Only what strptime would read
+# the same way; anything else (other spacing, an impossible date) goes on to strptime as before.
+_DOTTED = re.compile(r"([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})(?: ([0-9]{1,2}):([0-9]{1,2})(?::([0-9]{1,2}))?)?")
+
+
+def _dotted(text: str) -> datetime | None:
+    match = _DOTTED.fullmatch(text)
+    if match is None:
+        return None
+    day, month, year, hour, minute, second = match.groups()
+    try:
+        return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+    except ValueError:
+        return None
+
+
 def parse_when(text: str, tz: str) -> datetime:
     """'31.12.2024 18:05', '2024-12-31', ISO 8601 with or without an offset; a time without an offset is
     in ``tz``. Raises ValueError with the formats we understand."""
     text = text.strip()
+    when: datetime | None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        when = _dotted(text)
+    if when is None:
         for fmt in WHEN_FORMATS:
             try:
                 when = datetime.strptime(text, fmt)
