@@ -438,7 +438,8 @@ class InsertRows:
                          and (c.default.is_scalar or c.default.is_callable)]
             bind_row = _row_binder(dialect, given, defaulted)
             names = ", ".join(preparer.format_column(c) for c in given + defaulted)
-            head = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES "
+            # Identifiers from the table's own metadata, quoted by the dialect; every value is a bound parameter.
+            head = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES "  # nosec B608
             tail = ""
             if self.ignoring:
                 target = ", ".join(preparer.format_column(table.c[c]) for c in self.ignoring)
