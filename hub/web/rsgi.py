@@ -89,13 +89,11 @@ class RsgiHub:
             return self._send(proto, unfinished_body(400))
         request = hook_request(environ, subpath, body)
         try:
-            reply = await run_steps_async(self.hub, intake_steps(source, request), self._woken)
+            outcome = await run_steps_async(self.hub, intake_steps(source, request), self._woken)
         except Exception as exc:  # noqa: BLE001 — sorted out by answer_of: 401/403, or 503 (not stored)
-            answer = answer_of(self.hub, source, exc, environ.get("REMOTE_ADDR"), self.latency, self.failures, started)
-        else:
-            answer = answer_of(self.hub, source, reply, environ.get("REMOTE_ADDR"), self.latency, self.failures,
-                               started)
-        self._send(proto, answer)
+            outcome = exc
+        self._send(proto, answer_of(self.hub, source, outcome, environ.get("REMOTE_ADDR"), self.latency,
+                                    self.failures, started))
 
     @staticmethod
     def _send(proto: Any, answer: Answer) -> None:
