@@ -14,9 +14,11 @@ Only PayloadError means "this event can never become a lead".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -36,6 +38,7 @@ from hub.runtime import Source
 from hub.store.db import InsertRows, Prebuilt, execute
 from hub.store.models import EventStatus, InboundEvent, KeyKind, Lead, LeadStatus, Touch, utcnow
 
+T = TypeVar("T")
 INSERT_TOUCHES = InsertRows(Touch.__table__)
 TOUCH_LEAD = Prebuilt(update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lead_id"))
                       .values(updated_at=bindparam("now")))
@@ -209,7 +212,8 @@ class Seen:
 
     def __init__(self) -> None:
         self.contacts: dict[tuple[str, str], Normalised] = {}     # (region or e-mail rule, raw) → result
-        self.dates: dict[tuple[str, str], datetime] = {}          # (time zone, text) → the UTC datetime
+        # (time zone, text) → the UTC datetime (never None: only a draft that says when is looked up)
+        self.dates: dict[tuple[str, str], datetime | None] = {}
 
     def __len__(self) -> int:
         return len(self.contacts) + len(self.dates)
@@ -223,12 +227,7 @@ def prepare(draft: LeadDraft, source: Source, identity: IdentityConfig, seen: Se
     """Pure: normalise the contacts and parse occurred_at (PayloadError for a bad date)."""
     if seen is None or not draft.occurred_at:
         return Prepared(normalise(draft, source.region, identity, seen), occurred_at(draft, source))
-    key = (source.config.timezone, draft.occurred_at)
-    at = seen.dates.get(key)
-    if at is None:
-        at = occurred_at(draft, source)
-        if at is not None:
-            seen.dates[key] = at
+    at = remembered(seen.dates, (source.config.timezone, draft.occurred_at), lambda: occurred_at(draft, source))
     return Prepared(normalise(draft, source.region, identity, seen), at)
 
 
@@ -258,20 +257,21 @@ def normalise(draft: LeadDraft, region: str, identity: IdentityConfig, seen: See
                         emails=[normalise_email(e, identity.gmail_canonical) for e in draft.emails],
                         messenger_ids=dict(draft.messenger_ids))
     memo = seen.contacts
-    phones = []
-    for raw in draft.phones:
-        known = memo.get((region, raw))         # a phone's meaning depends on the region
-        if known is None:
-            known = memo[(region, raw)] = normalise_phone(raw, region)
-        phones.append(known)
-    emails = []
     email_rule = "gmail_canonical" if identity.gmail_canonical else "email"
-    for raw in draft.emails:
-        known = memo.get((email_rule, raw))
-        if known is None:
-            known = memo[(email_rule, raw)] = normalise_email(raw, identity.gmail_canonical)
-        emails.append(known)
-    return Contacts(phones=phones, emails=emails, messenger_ids=dict(draft.messenger_ids))
+    # A phone's meaning depends on the region, an e-mail's on the Gmail rule: each is part of the key.
+    return Contacts(
+        phones=[remembered(memo, (region, raw), partial(normalise_phone, raw, region)) for raw in draft.phones],
+        emails=[remembered(memo, (email_rule, raw), partial(normalise_email, raw, identity.gmail_canonical))
+                for raw in draft.emails],
+        messenger_ids=dict(draft.messenger_ids))
+
+
+def remembered(memo: dict[Any, T], key: Any, make: Callable[[], T]) -> T:
+    """``memo[key]``, made by ``make()`` the first time."""
+    if key in memo:
+        return memo[key]
+    made = memo[key] = make()
+    return made
 
 
 def occurred_at(draft: LeadDraft, source: Source) -> datetime | None:
